@@ -1,0 +1,247 @@
+"""Decoding and preparing images for the model, in DataLoader workers; PIL <-> tensor."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset
+
+from animegan_cli.errors import InputImageError
+from animegan_cli.model import MIN_SIDE
+
+# Errors a decoder raises on a bad file. Pillow's plugins raise more than OSError on
+# malformed data (struct.error, SyntaxError, ValueError ...), and one bad file must never
+# end a run, so the per-file boundary names them all.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    EOFError,
+    SyntaxError,
+    struct.error,
+    IndexError,
+    Image.DecompressionBombError,
+)
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """How inputs are sized: long side in pixels (0 = native), sides rounded to a multiple."""
+
+    size: int = 512
+    multiple: int = 4
+
+
+@dataclass
+class PreparedImage:
+    """One decoded input, ready for the model, or the reason it could not be prepared."""
+
+    index: int
+    pixels: torch.Tensor | None = None  # (3, H, W) uint8, model-sized
+    alpha: torch.Tensor | None = None  # (H, W) uint8 at the oriented original size
+    original_size: tuple[int, int] = (0, 0)  # (width, height) after EXIF orientation
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the model input; images of equal shape can share a batch."""
+        assert self.pixels is not None
+        return (int(self.pixels.shape[1]), int(self.pixels.shape[2]))
+
+
+def target_size(width: int, height: int, size: int, multiple: int = 4) -> tuple[int, int]:
+    """Model input size (w, h): long side ``size`` (0 = native), aspect kept, sides rounded."""
+    if size == 0:
+        return width, height
+    scale = size / max(width, height)
+    tw = max(multiple, round(width * scale / multiple) * multiple)
+    th = max(multiple, round(height * scale / multiple) * multiple)
+    return tw, th
+
+
+def decode_image(path: Path, size: int = 0) -> Image.Image:
+    """Open, decode and orient an image; returns RGB or RGBA at its upright size.
+
+    ``size`` lets JPEG decode at a reduced scale in the DCT domain (Pillow's draft mode)
+    when the model input is much smaller than the photo: far cheaper than a full decode.
+    """
+    with Image.open(path) as img:
+        if size and img.format == "JPEG" and max(img.size) >= 2 * size:
+            scale = size / max(img.size)
+            img.draft("RGB", (int(img.size[0] * scale) + 1, int(img.size[1] * scale) + 1))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb_or_rgba(img)
+
+
+def to_rgb_or_rgba(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB, or RGBA when the image carries transparency."""
+    if img.mode in ("RGB", "RGBA"):
+        return img
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # convert("L") clips 16-bit values at 255; scale them down instead.
+        array = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
+        array = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(array, "L").convert("RGB")
+    if img.mode == "F":
+        array = np.clip(np.asarray(img, dtype=np.float64), 0, 255).astype(np.uint8)
+        return Image.fromarray(array, "L").convert("RGB")
+    has_alpha = "A" in img.getbands() or "transparency" in img.info or img.mode in ("RGBa", "La")
+    return img.convert("RGBA" if has_alpha else "RGB")
+
+
+def prepare_image(index: int, path: Path, settings: PreprocessSettings) -> PreparedImage:
+    """Decode and resize one file for the model; a bad file yields an error, not an exception."""
+    start = time.perf_counter()
+    try:
+        img = decode_image(path, settings.size)
+        width, height = img.size
+        alpha = None
+        if img.mode == "RGBA":
+            alpha = torch.from_numpy(np.array(img.getchannel("A")))
+            img = img.convert("RGB")
+        tw, th = target_size(width, height, settings.size, settings.multiple)
+        if min(tw, th) < MIN_SIDE:
+            raise InputImageError(
+                f"image is {width}x{height}, too small: the model needs at least "
+                f"{MIN_SIDE} px on each side after resizing"
+            )
+        if (tw, th) != (width, height):
+            img = img.resize((tw, th), Image.Resampling.BICUBIC, reducing_gap=3.0)
+        pixels = torch.from_numpy(np.array(img)).permute(2, 0, 1)
+    except (*DECODE_ERRORS, InputImageError) as exc:
+        return PreparedImage(index, error=describe_error(exc), seconds=time.perf_counter() - start)
+    return PreparedImage(
+        index, pixels, alpha, (width, height), seconds=time.perf_counter() - start
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason for a failed image, without Python noise."""
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "not an image, or a format that cannot be read"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found (or a broken link)"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    text = " ".join(str(text).split()) or type(exc).__name__
+    if isinstance(exc, (InputImageError, Image.DecompressionBombError)):
+        return text
+    return f"cannot decode: {text}"
+
+
+class ImageDataset(Dataset[PreparedImage]):
+    """Map-style dataset: item i is input file i, decoded and sized for the model."""
+
+    def __init__(self, paths: Sequence[Path], settings: PreprocessSettings) -> None:
+        self.paths = list(paths)
+        self.settings = settings
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> PreparedImage:
+        return prepare_image(index, self.paths[index], self.settings)
+
+
+def _keep_as_is(item: PreparedImage) -> PreparedImage:
+    return item
+
+
+def _init_worker(_: int) -> None:
+    # Each worker decodes one image at a time; extra intra-op threads would only fight
+    # the engine for the same cores.
+    torch.set_num_threads(1)
+
+
+def make_loader(dataset: ImageDataset, num_workers: int, prefetch: int = 4) -> DataLoader:
+    """A DataLoader that yields single PreparedImages, decoded ahead by worker processes."""
+    extra = {"prefetch_factor": prefetch, "worker_init_fn": _init_worker} if num_workers else {}
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_keep_as_is,
+        **extra,
+    )
+
+
+@dataclass
+class ShapeBatcher:
+    """Groups prepared images into batches of one shape; never pads one image to another.
+
+    Padding would change the result (GroupNorm normalises over the whole image), so images
+    only share a batch when their model input shapes are equal. To bound memory on folders
+    of many different shapes, the fullest bucket is flushed once ``max_pending`` images wait.
+    """
+
+    batch_size: int
+    max_pending: int = 0
+    _buckets: dict[tuple[int, int], list[PreparedImage]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    _pending: int = 0
+
+    def add(self, item: PreparedImage) -> Iterator[list[PreparedImage]]:
+        """Add one image; yields the batches that became ready."""
+        bucket = self._buckets[item.shape]
+        bucket.append(item)
+        self._pending += 1
+        if len(bucket) >= self.batch_size:
+            yield self._take(item.shape)
+        elif self._pending > max(self.max_pending, self.batch_size * 4):
+            yield self._take(max(self._buckets, key=lambda k: len(self._buckets[k])))
+
+    def flush(self) -> Iterator[list[PreparedImage]]:
+        """Yield every partial batch still waiting."""
+        for shape in list(self._buckets):
+            yield self._take(shape)
+
+    def _take(self, shape: tuple[int, int]) -> list[PreparedImage]:
+        batch = self._buckets.pop(shape)
+        self._pending -= len(batch)
+        return batch
+
+
+def batch_images(items: Iterable[PreparedImage], batch_size: int) -> Iterator[list[PreparedImage]]:
+    """Batch a stream of prepared images by shape (failed items are not batched)."""
+    batcher = ShapeBatcher(batch_size)
+    for item in items:
+        yield from batcher.add(item)
+    yield from batcher.flush()
+
+
+def stack_pixels(batch: Sequence[PreparedImage]) -> torch.Tensor:
+    """(N, 3, H, W) uint8 tensor from a batch of equally shaped images."""
+    return torch.stack([item.pixels for item in batch])  # type: ignore[misc]
+
+
+def to_output_image(
+    pixels: torch.Tensor,
+    alpha: torch.Tensor | None,
+    original_size: tuple[int, int],
+    keep_size: bool,
+) -> Image.Image:
+    """Styled uint8 (H, W, 3) -> PIL image, scaled back if asked, original alpha restored."""
+    img = Image.fromarray(pixels.numpy(), "RGB")
+    if keep_size and img.size != original_size:
+        img = img.resize(original_size, Image.Resampling.LANCZOS)
+    if alpha is not None:
+        mask = Image.fromarray(alpha.numpy(), "L")
+        if mask.size != img.size:
+            mask = mask.resize(img.size, Image.Resampling.LANCZOS)
+        img.putalpha(mask)
+    return img

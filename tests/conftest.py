@@ -1,0 +1,72 @@
+"""Shared fixtures: isolated cache/config dirs, generated images and a random checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from animegan_cli.model import Generator
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+GOLDEN = SHARED / "spec" / "golden"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Point every cache/config/weights location at a temp dir; never touch the network."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.delenv("ANIMEGAN_WEIGHTS_DIR", raising=False)
+    # An address nothing listens on: a test that downloads by accident fails fast.
+    monkeypatch.setenv("ANIMEGAN_WEIGHTS_URL", "http://127.0.0.1:9/")
+    return home
+
+
+def photo_like(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A smooth-ish random RGB image (H, W, 3) uint8: gradients plus noise, like a photo."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack(
+        [xx / max(width - 1, 1), yy / max(height - 1, 1), (xx + yy) / max(width + height - 2, 1)],
+        axis=-1,
+    )
+    noise = rng.normal(0, 0.08, size=(height, width, 3))
+    return (np.clip(base + noise, 0, 1) * 255).astype(np.uint8)
+
+
+def make_image(path: Path, width: int = 40, height: int = 28, mode: str = "RGB",
+               seed: int = 0, **save: object) -> Path:
+    """Write a generated image of the given mode to ``path`` (format from the extension)."""
+    img = Image.fromarray(photo_like(width, height, seed), "RGB")
+    if mode == "RGBA":
+        alpha = Image.linear_gradient("L").resize((width, height))
+        img.putalpha(alpha)
+    elif mode != "RGB":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **save)
+    return path
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """A random-weight checkpoint in the published format (plain state dict, float32)."""
+    torch.manual_seed(0)
+    path = tmp_path / "random_generator.pt"
+    torch.save(Generator().state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def photo_dir(tmp_path: Path) -> Path:
+    """A small folder tree of generated photos in several formats and sizes."""
+    root = tmp_path / "photos"
+    make_image(root / "a.jpg", 40, 28, seed=1)
+    make_image(root / "b.png", 28, 40, seed=2)
+    make_image(root / "nested" / "c.webp", 36, 36, seed=3)
+    return root
