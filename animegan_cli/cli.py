@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from animegan_cli import __version__
 from animegan_cli.convert import ConvertEvents, ConvertOptions, FileResult, Summary, convert
-from animegan_cli.engine import DEVICES, PRECISIONS
+from animegan_cli.engine import BACKENDS, DEVICES, PRECISIONS
 from animegan_cli.errors import AnimeganError, UsageError
 from animegan_cli.inputs import read_path_list
 from animegan_cli.outputs import FORMAT_CHOICES
@@ -78,20 +78,29 @@ def main() -> None:
               help="Processes decoding and resizing ahead of the model (0 = in the main one).")
 @click.option("--threads", type=int, default=None,
               help="Threads for the model (torch.set_num_threads); default: torch's.")
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+              help="cuda needs a CUDA GPU (and --backend torch or auto).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="auto = OpenVINO on the CPU when installed, torch otherwise.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-              help="auto = bf16 where the CPU has AMX/AVX512-BF16 or on CUDA, else fp32.")
+              help="auto = bf16 where the CPU has AMX/AVX512-BF16 or on CUDA, else fp32; "
+                   "int8 (OpenVINO only) is faster at visibly lower quality.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch backend: torch.compile the model (slow first batch per shape).")
 @click.option("--align-corners/--no-align-corners", default=False, show_default=True,
               help="Upsampling mode; the upstream command line used --no-align-corners.")
 @click.option("--overwrite", is_flag=True, help="Redo outputs that already exist.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object per input on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary line.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also print the engine used and where the time went.")
 def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: Path | None,
                     recursive: bool, null: bool, suffix: str, format_: str, quality: int,
                     size: int, keep_size: bool, batch_size: int, num_workers: int,
-                    threads: int | None, device: str, precision: str, align_corners: bool,
-                    overwrite: bool, as_json: bool, quiet: bool) -> None:
+                    threads: int | None, device: str, backend: str, precision: str,
+                    compile_: bool, align_corners: bool,
+                    overwrite: bool, as_json: bool, quiet: bool, verbose: bool) -> None:
     """Convert images (files, folders, or '-' for a list on stdin) into OUTPUT.
 
     Existing outputs are skipped, so re-running converts only new photos. Exit status:
@@ -124,7 +133,8 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
         inputs=sources, output=output, style=style, weights=weights, recursive=recursive,
         suffix=suffix, format=format_, quality=quality, size=size, keep_size=keep_size,
         batch_size=batch_size, num_workers=num_workers, threads=threads, device=device,
-        precision=precision, align_corners=align_corners, overwrite=overwrite,
+        backend=backend, precision=precision, compile=compile_, align_corners=align_corners,
+        overwrite=overwrite,
         progress=show_bar,
     )
     try:
@@ -135,6 +145,8 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
         bar.close()
     if not quiet:
         click.echo(_summary_line(summary), err=True)
+    if verbose:
+        click.echo(_timing_line(summary), err=True)
     if summary.failed:
         sys.exit(EXIT_FAILED)
 
@@ -148,6 +160,18 @@ def _summary_line(summary: Summary) -> str:
     return (
         f"converted {summary.converted}, skipped {summary.skipped}, failed {summary.failed} "
         f"in {summary.seconds:.1f} s ({summary.images_per_second:.2f} img/s)"
+    )
+
+
+def _timing_line(summary: Summary) -> str:
+    done = max(summary.converted, 1)
+    busy = summary.engine_seconds / summary.seconds * 100 if summary.seconds else 0.0
+    return (
+        f"engine: {summary.engine}; start-up {summary.startup_seconds:.2f} s; per image: "
+        f"decode+resize {summary.prepare_seconds / done * 1000:.0f} ms, "
+        f"model {summary.engine_seconds / done * 1000:.0f} ms, "
+        f"encode+write {summary.write_seconds / done * 1000:.0f} ms; "
+        f"engine busy {busy:.0f}% of the wall time"
     )
 
 

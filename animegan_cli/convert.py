@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections import deque
@@ -16,6 +17,7 @@ from animegan_cli import data, outputs
 from animegan_cli.engine import (
     Engine,
     TorchEngine,
+    resolve_backend,
     resolve_device,
     resolve_precision,
     torch_threads,
@@ -23,11 +25,19 @@ from animegan_cli.engine import (
 from animegan_cli.errors import UsageError
 from animegan_cli.inputs import InputFile, discover_inputs
 from animegan_cli.model import MIN_SIDE
-from animegan_cli.weights import DEFAULT_STYLE, WeightsStore, load_generator, load_state_dict
+from animegan_cli.weights import (
+    DEFAULT_STYLE,
+    WeightsStore,
+    load_generator,
+    load_state_dict,
+    user_cache_dir,
+)
 
 # How many encoded-but-unwritten images may queue behind the writer before the engine
 # waits: enough to hide encode time, small enough to bound memory on huge images.
 MAX_PENDING_WRITES = 8
+# Images an INT8 model is calibrated on (NNCF's accuracy flattened out beyond a handful).
+CALIBRATION_IMAGES = 8
 
 
 @dataclass
@@ -48,7 +58,9 @@ class ConvertOptions:
     num_workers: int = 1
     threads: int | None = None
     device: str = "cpu"
+    backend: str = "auto"
     precision: str = "auto"
+    compile: bool = False
     align_corners: bool = False
     overwrite: bool = False
     download: bool = True
@@ -86,6 +98,12 @@ class Summary:
     seconds: float = 0.0
     failures: list[FileResult] = field(default_factory=list)
     engine: str = ""
+    # Where the time went: summed per stage (stages overlap, so these add up to more
+    # than the wall time when the pipeline works).
+    startup_seconds: float = 0.0
+    prepare_seconds: float = 0.0
+    engine_seconds: float = 0.0
+    write_seconds: float = 0.0
 
     @property
     def images_per_second(self) -> float:
@@ -138,10 +156,15 @@ def prepare_output_dir(path: Path) -> None:
         raise UsageError(f"output folder {path} is not writable")
 
 
-def build_engine(options: ConvertOptions, on_message: Callable[[str], None]) -> Engine:
+def build_engine(
+    options: ConvertOptions,
+    on_message: Callable[[str], None],
+    calibration: Callable[[], list[torch.Tensor]] | None = None,
+) -> Engine:
     """Find (or download) the weights and set up the engine for the chosen device/precision."""
     device = resolve_device(options.device)
-    precision = resolve_precision(options.precision, device)
+    backend = resolve_backend(options.backend, device)
+    precision = resolve_precision(options.precision, device, backend)
     store = WeightsStore.from_env()
     resolved = store.resolve(
         options.style,
@@ -152,7 +175,20 @@ def build_engine(options: ConvertOptions, on_message: Callable[[str], None]) -> 
     )
     state = load_state_dict(resolved.path, resolved.checkpoint_id)
     generator = load_generator(state, align_corners=options.align_corners)
-    return TorchEngine(generator, device, precision)
+    if backend == "openvino":
+        from animegan_cli.openvino_engine import OpenVINOEngine
+
+        if precision == "int8":
+            on_message("quantizing the model to INT8 on the first images (cached afterwards)")
+        return OpenVINOEngine(
+            generator,
+            resolved.checkpoint_id,
+            precision,
+            options.threads,
+            cache_dir=user_cache_dir() / "openvino",
+            calibration=calibration,
+        )
+    return TorchEngine(generator, device, precision, compile=options.compile)
 
 
 def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Summary:
@@ -178,7 +214,7 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
         events.on_result(result)
     if todo:
         with torch_threads(options.threads):
-            _run(options, todo, summary, events)
+            _run(options, todo, summary, events, started)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -188,13 +224,25 @@ def _run(
     todo: list[tuple[InputFile, Path]],
     summary: Summary,
     events: ConvertEvents,
+    started: float,
 ) -> None:
     settings = data.PreprocessSettings(size=options.size)
     dataset = data.ImageDataset([item.path for item, _ in todo], settings)
     # Workers start before the model loads, so the first images decode while it loads.
     prepared = iter(data.make_loader(dataset, options.num_workers))
-    engine = build_engine(options, events.on_message)
+    early: list[data.PreparedImage] = []
+
+    def calibration_images() -> list[torch.Tensor]:
+        # INT8 calibrates on this run's first images; they are processed normally after.
+        for item in prepared:
+            early.append(item)
+            if sum(e.error is None for e in early) >= CALIBRATION_IMAGES:
+                break
+        return [e.pixels for e in early if e.pixels is not None]
+
+    engine = build_engine(options, events.on_message, calibration_images)
     summary.engine = engine.description
+    summary.startup_seconds = time.perf_counter() - started
     pending: deque[Future[FileResult]] = deque()
 
     def report(result: FileResult) -> None:
@@ -214,8 +262,9 @@ def _run(
         except OSError as exc:
             reason = f"cannot write {out}: {exc.strerror or exc}"
             return FileResult(source.path, None, "failed", reason, item.seconds + share)
-        spent = item.seconds + share + time.perf_counter() - start
-        return FileResult(source.path, out, "converted", None, spent)
+        written = time.perf_counter() - start
+        summary.write_seconds += written
+        return FileResult(source.path, out, "converted", None, item.seconds + share + written)
 
     batcher = data.ShapeBatcher(options.batch_size)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="animegan-writer") as writer:
@@ -223,13 +272,16 @@ def _run(
         def run_batch(batch: list[data.PreparedImage]) -> None:
             start = time.perf_counter()
             styled = engine.run(data.stack_pixels(batch))
-            share = (time.perf_counter() - start) / len(batch)
+            spent = time.perf_counter() - start
+            summary.engine_seconds += spent
+            share = spent / len(batch)
             for item, pixels in zip(batch, styled):
                 pending.append(writer.submit(write, item, pixels, share))
             drain(MAX_PENDING_WRITES)
 
         try:
-            for item in prepared:
+            for item in itertools.chain(early, prepared):
+                summary.prepare_seconds += item.seconds
                 if item.error is not None:
                     source, _ = todo[item.index]
                     report(FileResult(source.path, None, "failed", item.error, item.seconds))

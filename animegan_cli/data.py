@@ -220,7 +220,8 @@ def batch_images(items: Iterable[PreparedImage], batch_size: int) -> Iterator[li
     """Batch a stream of prepared images by shape (failed items are not batched)."""
     batcher = ShapeBatcher(batch_size)
     for item in items:
-        yield from batcher.add(item)
+        if item.pixels is not None:
+            yield from batcher.add(item)
     yield from batcher.flush()
 
 

@@ -28,7 +28,7 @@ def run(*args: str, stdin: str | None = None):
 
 def convert_args(*inputs: str, out: Path, checkpoint: Path, extra: tuple[str, ...] = ()):
     return ("convert", *inputs, "-o", str(out), "--weights", str(checkpoint), "--size", "32",
-            "--num-workers", "0", *extra)
+            "--num-workers", "0", "--backend", "torch", *extra)
 
 
 def test_convert_writes_outputs_and_a_summary(photo_dir, tmp_path, checkpoint):
@@ -133,7 +133,7 @@ def weights_server(tmp_path, checkpoint, monkeypatch):
 
 def test_convert_downloads_a_missing_style_first(photo_dir, tmp_path, weights_server):
     result = run("convert", str(photo_dir), "-o", str(tmp_path / "out"), "--size", "32",
-                 "--num-workers", "0")
+                 "--num-workers", "0", "--backend", "torch")
     assert result.exit_code == 0, result.output
     assert "face_paint_512_v2 is not installed; downloading" in result.stderr
     listing = run("weights", "list").stdout
@@ -156,7 +156,7 @@ def test_weights_import_custom_then_convert_with_it(photo_dir, tmp_path, checkpo
     assert result.exit_code == 0, result.output
     assert "mine" in run("weights", "list").stdout
     result = run("convert", str(photo_dir), "-o", str(tmp_path / "out"), "--style", "mine",
-                 "--size", "32", "--num-workers", "0")
+                 "--size", "32", "--num-workers", "0", "--backend", "torch")
     assert result.exit_code == 0, result.output
 
 

@@ -486,11 +486,6 @@ def test_batch_images_groups_stream():
     assert all(len({it.shape for it in b}) == 1 and len(b) <= 2 for b in batches)
 
 
-@pytest.mark.xfail(
-    reason="BUG: batch_images says failed items are not batched, but it passes them to "
-    "ShapeBatcher.add, whose item.shape asserts pixels is not None (AssertionError)",
-    strict=True,
-)
 def test_batch_images_skips_failed_items():
     items = [prepared(0, 8, 8), PreparedImage(1, error="cannot decode: junk"), prepared(2, 8, 8)]
     batches = list(batch_images(items, 2))

@@ -1,0 +1,143 @@
+"""The OpenVINO engine: the generator converted once to OpenVINO IR (cached), run on the CPU."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from animegan_cli.engine import to_model_input, to_pixels
+from animegan_cli.errors import UsageError
+from animegan_cli.model import Generator
+
+# OpenVINO names for our precisions. bf16 is a hint: CPUs without bf16 units run f32.
+_INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+
+
+def openvino_available() -> bool:
+    """True when the openvino package imports."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def ir_cache_key(checkpoint_id: str, align_corners: bool, int8: bool) -> str:
+    """Name of a cached IR: what it was converted from, and with which OpenVINO."""
+    import openvino as ov
+
+    version = ov.__version__.split("-")[0]
+    kind = "int8" if int8 else "float"
+    return f"{checkpoint_id[:16]}-align{int(align_corners)}-{kind}-ov{version}"
+
+
+class OpenVINOEngine:
+    """Runs the generator through OpenVINO's CPU plugin; dynamic shapes, one compile."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        checkpoint_id: str,
+        precision: str,
+        threads: int | None,
+        cache_dir: Path,
+        calibration: Callable[[], Sequence[torch.Tensor]] | None = None,
+    ) -> None:
+        import openvino as ov
+
+        if precision == "int8" and calibration is None:
+            raise UsageError("--precision int8 needs calibration images")
+        started = time.perf_counter()
+        self.core = ov.Core()
+        key = ir_cache_key(checkpoint_id, generator.align_corners, precision == "int8")
+        xml = cache_dir / f"{key}.xml"
+        self.from_cache = xml.exists() and xml.with_suffix(".bin").exists()
+        if self.from_cache:
+            model = self.core.read_model(xml)
+        else:
+            model = convert_generator(generator)
+            if precision == "int8":
+                assert calibration is not None
+                model = quantize(model, calibration())
+            save_ir_atomic(model, xml)
+        config = {
+            "INFERENCE_PRECISION_HINT": _INFERENCE_PRECISION[precision],
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = self.core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.precision = precision
+        self.load_seconds = time.perf_counter() - started
+        # What the plugin really runs: a bf16 hint on a CPU without bf16 units gives f32.
+        actual = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        runs = "int8 weights and activations" if precision == "int8" else actual
+        self.description = f"openvino cpu {precision} (runs {runs})"
+
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        """Style one uint8 batch (N, 3, H, W); returns uint8 (N, H, W, 3)."""
+        x = to_model_input(batch, torch.float32).numpy()
+        # infer() releases the GIL, so the writer thread encodes while the model runs.
+        result = self.request.infer([x])
+        y = next(iter(result.values()))
+        return to_pixels(torch.from_numpy(np.asarray(y)))
+
+
+def convert_generator(generator: Generator):  # -> openvino.Model
+    """Trace the generator into an OpenVINO model with dynamic batch, height and width."""
+    import openvino as ov
+
+    example = torch.zeros(1, 3, 64, 64)
+    with torch.inference_mode(), warnings_silenced():
+        return ov.convert_model(generator.eval(), example_input=example, input=[-1, 3, -1, -1])
+
+
+def quantize(model, images: Sequence[torch.Tensor]):  # -> openvino.Model
+    """Post-training INT8 quantization (NNCF) calibrated on the given uint8 (3, H, W) images."""
+    try:
+        import nncf
+    except ImportError as exc:
+        raise UsageError(
+            "--precision int8 needs NNCF: pip install 'animegan[int8]' (or pip install nncf)"
+        ) from exc
+    samples = [to_model_input(img[None], torch.float32).numpy() for img in images]
+    return nncf.quantize(
+        model,
+        nncf.Dataset(samples),
+        subset_size=len(samples),
+        fast_bias_correction=True,
+    )
+
+
+def save_ir_atomic(model, xml: Path) -> None:
+    """Save an IR pair (.xml + .bin) so a reader never sees a half-written one."""
+    import openvino as ov
+
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".ir-", dir=xml.parent))
+    try:
+        ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
+        # .bin first: the .xml's presence is what marks the pair complete.
+        os.replace(tmp / "model.bin", xml.with_suffix(".bin"))
+        os.replace(tmp / "model.xml", xml)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def warnings_silenced():
+    """Tracing warns about Python control flow on shapes; it is expected here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

@@ -1,0 +1,107 @@
+"""The OpenVINO engine against the torch reference, and its IR cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from animegan_cli.engine import TorchEngine, resolve_backend, resolve_precision
+from animegan_cli.errors import UsageError
+from animegan_cli.model import Generator
+
+pytest.importorskip("openvino")
+from animegan_cli.openvino_engine import OpenVINOEngine  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def generator() -> Generator:
+    torch.manual_seed(0)
+    return Generator().eval()
+
+
+@pytest.fixture(scope="module")
+def ir_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ir")
+
+
+KEY = "0" * 40
+
+
+@pytest.fixture(scope="module")
+def fp32_engine(generator, ir_cache) -> OpenVINOEngine:
+    """Converted once for the module; the other tests reuse its cached IR."""
+    return OpenVINOEngine(generator, KEY, "fp32", 2, ir_cache)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = ((a.float() - b.float()) ** 2).mean().item()
+    return 10 * torch.log10(torch.tensor(255.0**2 / max(mse, 1e-9))).item()
+
+
+def test_fp32_matches_torch_and_handles_any_shape(generator, fp32_engine):
+    engine = fp32_engine
+    reference = TorchEngine(Generator(), torch.device("cpu"), "fp32")
+    reference.generator.load_state_dict(generator.state_dict())
+    for shape in [(1, 3, 32, 48), (2, 3, 28, 20)]:
+        batch = torch.randint(0, 256, shape, dtype=torch.uint8)
+        got, expected = engine.run(batch), reference.run(batch)
+        assert got.shape == (shape[0], shape[2], shape[3], 3) and got.dtype == torch.uint8
+        assert (got.int() - expected.int()).abs().max() <= 2
+        assert psnr(got, expected) > 45
+
+
+def test_first_start_converts_second_start_reads_the_cached_ir(generator, fp32_engine,
+                                                               ir_cache):
+    assert not fp32_engine.from_cache
+    second = OpenVINOEngine(generator, KEY, "fp32", 1, ir_cache)
+    assert second.from_cache
+    assert not [p for p in ir_cache.iterdir() if p.name.startswith(".ir-")]
+    batch = torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8)
+    assert torch.equal(fp32_engine.run(batch), second.run(batch))
+
+
+def test_different_align_corners_do_not_share_an_ir(fp32_engine, ir_cache):
+    other = OpenVINOEngine(Generator(align_corners=True).eval(), KEY, "fp32", 1, ir_cache)
+    assert not other.from_cache
+
+
+def test_backend_and_precision_rules():
+    cpu = torch.device("cpu")
+    assert resolve_backend("auto", cpu) == "openvino"
+    assert resolve_backend("torch", cpu) == "torch"
+    with pytest.raises(UsageError, match="CPU only"):
+        resolve_backend("openvino", torch.device("cuda"))
+    with pytest.raises(UsageError, match="needs --backend openvino"):
+        resolve_precision("int8", cpu, "torch")
+    assert resolve_precision("int8", cpu, "openvino") == "int8"
+
+
+def test_int8_quantizes_on_the_given_images_and_stays_recognisable(generator, fp32_engine,
+                                                                   ir_cache):
+    pytest.importorskip("nncf")
+    rng = torch.Generator().manual_seed(1)
+    calibration = [torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=rng)
+                   for _ in range(4)]
+    calls = []
+
+    def images():
+        calls.append(1)
+        return calibration
+
+    int8 = OpenVINOEngine(generator, KEY, "int8", 2, ir_cache, calibration=images)
+    batch = torch.stack(calibration[:2])
+    quality = psnr(int8.run(batch), fp32_engine.run(batch))
+    assert 15 < quality < 60  # quantized: close, but not the same model
+    again = OpenVINOEngine(generator, KEY, "int8", 2, ir_cache, calibration=images)
+    assert again.from_cache and len(calls) == 1
+
+
+def test_convert_uses_openvino_by_default(photo_dir, tmp_path, checkpoint):
+    from animegan_cli.convert import ConvertOptions, convert
+
+    summary = convert(ConvertOptions(inputs=[str(photo_dir)], output=tmp_path / "out",
+                                     weights=checkpoint, size=32, num_workers=0))
+    assert summary.converted == 3
+    assert summary.engine.startswith("openvino cpu")
