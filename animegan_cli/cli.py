@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from tqdm import tqdm
 
 from animegan_cli import __version__
+from animegan_cli.config import load_config, save_config
 from animegan_cli.convert import ConvertEvents, ConvertOptions, FileResult, Summary, convert
 from animegan_cli.engine import BACKENDS, DEVICES, PRECISIONS
 from animegan_cli.errors import AnimeganError, UsageError
 from animegan_cli.inputs import read_path_list
 from animegan_cli.outputs import FORMAT_CHOICES
+from animegan_cli.system import describe_auto, describe_system
+from animegan_cli.tune import Trial, TuneRequest, TuneResult, run_tune
 from animegan_cli.weights import DEFAULT_STYLE, STYLES, WeightsStore
 
 EXIT_FAILED = 1
@@ -41,53 +46,71 @@ def _stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Config keys whose click parameter is named differently (a Python keyword or builtin).
+_PARAM_NAMES = {"format": "format_"}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="animegan")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Turn folders of photos into anime-style images with AnimeGANv2.
+
+    Defaults come from the config file that `animegan tune` writes
+    (~/.config/animegan/config.toml), then ANIMEGAN_* environment variables, then flags.
 
     \b
     Example:
         animegan convert ./photos -o ./out --batch-size 8
     """
+    if ctx.invoked_subcommand not in ("convert", "info", "tune") or ctx.resilient_parsing:
+        return
+    try:
+        settings = load_config()
+    except AnimeganError as exc:
+        _raise_for(exc)
+    ctx.default_map = {"convert": {_PARAM_NAMES.get(k, k): v for k, v in settings.items()}}
 
 
 @main.command("convert")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output folder; the input tree is mirrored under it.")
-@click.option("--style", default=DEFAULT_STYLE, show_default=True,
+@click.option("--style", envvar="ANIMEGAN_STYLE", default=DEFAULT_STYLE,
               help=f"Published style: {', '.join(STYLES)}.")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Use this checkpoint file instead of a published style.")
-@click.option("--recursive/--no-recursive", default=True, show_default=True,
+@click.option("--recursive/--no-recursive", default=True,
               help="Walk input folders recursively.")
 @click.option("-0", "--null", is_flag=True,
               help="With '-', paths on stdin are NUL-separated (find -print0).")
 @click.option("--suffix", default="", help="Text added to each output file's stem.")
-@click.option("--format", "format_", type=click.Choice(FORMAT_CHOICES), default="same",
-              show_default=True, help="Output format; 'same' keeps the input's.")
-@click.option("--quality", type=int, default=95, show_default=True,
+@click.option("--format", "format_", envvar="ANIMEGAN_FORMAT",
+              type=click.Choice(FORMAT_CHOICES), default="same",
+              help="Output format; 'same' keeps the input's.")
+@click.option("--quality", envvar="ANIMEGAN_QUALITY", type=int, default=95,
               help="JPEG/WebP quality, 1-100.")
-@click.option("--size", type=int, default=512, show_default=True,
+@click.option("--size", envvar="ANIMEGAN_SIZE", type=int, default=512,
               help="Long side of the model input in pixels (multiple of 4); 0 = native size.")
-@click.option("--keep-size", is_flag=True, help="Scale each result back to its input's size.")
-@click.option("--batch-size", type=int, default=1, show_default=True,
+@click.option("--keep-size", envvar="ANIMEGAN_KEEP_SIZE",
+              is_flag=True, help="Scale each result back to its input's size.")
+@click.option("--batch-size", envvar="ANIMEGAN_BATCH_SIZE", type=int, default=1,
               help="Images of the same shape run through the model together.")
-@click.option("--num-workers", type=int, default=1, show_default=True,
+@click.option("--num-workers", envvar="ANIMEGAN_NUM_WORKERS", type=int, default=1,
               help="Processes decoding and resizing ahead of the model (0 = in the main one).")
-@click.option("--threads", type=int, default=None,
+@click.option("--threads", envvar="ANIMEGAN_THREADS", type=int, default=None,
               help="Threads for the model (torch.set_num_threads); default: torch's.")
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+@click.option("--device", envvar="ANIMEGAN_DEVICE", type=click.Choice(DEVICES), default="cpu",
               help="cuda needs a CUDA GPU (and --backend torch or auto).")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+@click.option("--backend", envvar="ANIMEGAN_BACKEND", type=click.Choice(BACKENDS), default="auto",
               help="auto = OpenVINO on the CPU when installed, torch otherwise.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+@click.option("--precision", envvar="ANIMEGAN_PRECISION",
+              type=click.Choice(PRECISIONS), default="auto",
               help="auto = bf16 where the CPU has AMX/AVX512-BF16 or on CUDA, else fp32; "
                    "int8 (OpenVINO only) is faster at visibly lower quality.")
 @click.option("--compile", "compile_", is_flag=True,
               help="torch backend: torch.compile the model (slow first batch per shape).")
-@click.option("--align-corners/--no-align-corners", default=False, show_default=True,
+@click.option("--align-corners/--no-align-corners", envvar="ANIMEGAN_ALIGN_CORNERS", default=False,
               help="Upsampling mode; the upstream command line used --no-align-corners.")
 @click.option("--overwrite", is_flag=True, help="Redo outputs that already exist.")
 @click.option("--json", "as_json", is_flag=True,
@@ -238,3 +261,107 @@ def weights_import(file: Path, name: str | None) -> None:
     except AnimeganError as exc:
         _raise_for(exc)
     click.echo(f"imported {file} as {path}", err=True)
+
+
+_SOURCES = {
+    ParameterSource.DEFAULT: "built-in",
+    ParameterSource.DEFAULT_MAP: "config file",
+    ParameterSource.ENVIRONMENT: "environment",
+    ParameterSource.COMMANDLINE: "flag",
+}
+
+
+@main.command("info")
+@click.pass_context
+def info_command(ctx: click.Context) -> None:
+    """Show versions, the CPU features that matter, paths, weights and convert's defaults.
+
+    Each convert default says where it came from: built-in, config file (written by
+    `animegan tune`) or environment (ANIMEGAN_*).
+
+    \b
+    Example:
+        animegan info
+    """
+    report = describe_system()
+    for section, rows in report.items():
+        click.echo(f"{section}:")
+        for key, value in rows.items():
+            click.echo(f"  {key:<16} {value}")
+    click.echo("convert defaults:")
+    convert_ctx = convert_command.make_context(
+        "convert", ["INPUT", "-o", "OUT"], parent=ctx.find_root()
+    )
+    for param in convert_command.params:
+        if not isinstance(param, click.Option) or param.name in ("output",):
+            continue
+        value = convert_ctx.params[param.name]
+        source = _SOURCES.get(convert_ctx.get_parameter_source(param.name), "built-in")
+        if source == "environment" and param.envvar:
+            source = f"environment ({param.envvar})"
+        resolved = describe_auto(param.name, value, convert_ctx.params)
+        shown = f"{value} -> {resolved}" if resolved else str(value)
+        click.echo(f"  {param.opts[-1]:<18} {shown:<22} [{source}]")
+
+
+@main.command("tune")
+@click.option("--size", type=int, default=512, help="Long side to tune for, as in convert.")
+@click.option("--budget", type=float, default=120.0, help="Seconds to spend measuring.")
+@click.option("--photos", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              default=None, help="Tune on these photos (default: generated ones).")
+@click.option("--objective", type=click.Choice(["throughput", "latency"]),
+              default="throughput", help="Most images per second, or fastest single image.")
+@click.option("--style", default=None, help="Style whose weights to load (speed is the same).")
+@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Checkpoint file to load instead of a style.")
+@click.option("--dry-run", is_flag=True, help="Print the table and winner; write nothing.")
+def tune_command(size: int, budget: float, photos: Path | None, objective: str,
+                 style: str | None, weights: Path | None, dry_run: bool) -> None:
+    """Measure engine, precision, batch size, threads and workers; save the fastest.
+
+    Writes the winner to the config file that convert reads its defaults from.
+
+    \b
+    Example:
+        animegan tune --size 512 --budget 120 --photos ./photos
+    """
+    request = TuneRequest(size=size, budget=budget, photos=photos, objective=objective,
+                          style=style, weights=weights)
+    bar = tqdm(total=round(budget), unit="s", file=sys.stderr, desc="tuning",
+               disable=not _stderr_is_terminal(), bar_format="{l_bar}{bar}| {n:.0f}/{total} s")
+    started = time.perf_counter()
+
+    def on_trial(trial: Trial) -> None:
+        bar.n = min(time.perf_counter() - started, budget)
+        bar.refresh()
+
+    try:
+        result = run_tune(request, on_trial=on_trial, on_message=lambda m: tqdm.write(m))
+    except AnimeganError as exc:
+        _raise_for(exc)
+    finally:
+        bar.close()
+    click.echo(tune_table(result))
+    winner = result.winner
+    assert winner is not None
+    click.echo(f"\nbest for {objective} at {result.shape[1]}x{result.shape[0]}: "
+               + ", ".join(f"{k}={v}" for k, v in winner.settings().items()))
+    if dry_run:
+        click.echo("dry run: config not written")
+        return
+    comment = (f"Written by animegan tune on {time.strftime('%Y-%m-%d %H:%M')}: {objective} "
+               f"at --size {size}, {winner.images_per_second:.2f} img/s measured.")
+    path = save_config(winner.settings(), comment=comment)
+    click.echo(f"wrote {path}")
+
+
+def tune_table(result: TuneResult) -> str:
+    """The article's columns: batch size, throughput, peak memory, latency per batch."""
+    rows = ["| backend | precision | batch size | threads | workers | img/s | peak memory (MB) "
+            "| latency per batch (ms) | note |", "|---|---|---|---|---|---|---|---|---|"]
+    for t in result.trials:
+        workers = "-" if t.num_workers is None else str(t.num_workers)
+        latency = f"{t.latency_ms:.0f}" if t.latency_ms else "-"
+        rows.append(f"| {t.backend} | {t.precision} | {t.batch_size} | {t.threads} | {workers} "
+                    f"| {t.images_per_second:.2f} | {t.peak_mb:.0f} | {latency} | {t.note} |")
+    return "\n".join(rows)

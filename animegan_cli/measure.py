@@ -7,6 +7,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,11 +31,38 @@ class Measurement:
         return asdict(self)
 
 
+def _status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now, in MiB (0 where /proc is missing)."""
+    return _status_mb("VmRSS") or 0.0
+
+
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB."""
+    """Peak resident memory of this process since start (or the last reset), in MiB."""
+    peak_now = _status_mb("VmHWM")
+    if peak_now is not None:
+        return peak_now
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the peak-RSS mark (Linux), so the next reading is one setting's own peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def measure_engine(

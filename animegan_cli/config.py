@@ -1,0 +1,116 @@
+"""The user's config file: defaults for ``convert`` that ``animegan tune`` writes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from animegan_cli.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+# Settings the config file may hold, with the type each must have. These are the ones a
+# machine decides (tune writes them) plus the style choices a user sets once.
+CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
+    "backend": str,
+    "precision": str,
+    "device": str,
+    "batch_size": int,
+    "num_workers": int,
+    "threads": int,
+    "size": int,
+    "style": str,
+    "format": str,
+    "quality": int,
+    "align_corners": bool,
+    "keep_size": bool,
+}
+SECTION = "convert"
+_TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false"}
+
+
+def config_path() -> Path:
+    """``$XDG_CONFIG_HOME/animegan/config.toml`` (default ``~/.config/animegan/``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "animegan" / "config.toml"
+
+
+def load_config(path: Path | None = None) -> dict[str, object]:
+    """The ``[convert]`` settings of the config file ({} when there is none).
+
+    A file that is not valid TOML, has unknown keys or values of the wrong type is a
+    UsageError naming the file and the line.
+    """
+    path = path or config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path}: {exc}") from exc
+    unknown_sections = [k for k in document if k != SECTION]
+    if unknown_sections:
+        raise UsageError(
+            f"config file {path}, line {_line_of(text, unknown_sections[0])}: unknown section or "
+            f"key {unknown_sections[0]!r}; settings go under [{SECTION}]"
+        )
+    settings = document.get(SECTION, {})
+    for key, value in settings.items():
+        expected = CONFIG_KEYS.get(key)
+        line = _line_of(text, key)
+        if expected is None:
+            known = ", ".join(CONFIG_KEYS)
+            raise UsageError(f"config file {path}, line {line}: unknown setting {key!r} "
+                             f"(known: {known})")
+        # bool is an int in Python; a config saying batch_size = true is still wrong.
+        wrong_bool = isinstance(value, bool) and expected is not bool
+        if wrong_bool or not isinstance(value, expected):
+            name = _TYPE_NAMES.get(expected, "value")  # type: ignore[arg-type]
+            raise UsageError(f"config file {path}, line {line}: {key} must be {name}, "
+                             f"not {value!r}")
+    return dict(settings)
+
+
+def save_config(settings: Mapping[str, object], path: Path | None = None,
+                comment: str = "") -> Path:
+    """Merge ``settings`` into the config file's [convert] section, written atomically."""
+    path = path or config_path()
+    merged = {**load_config(path), **settings}
+    lines = [f"# {line}" for line in comment.splitlines()]
+    lines += [f"[{SECTION}]"] + [f"{key} = {_toml_value(value)}" for key, value in merged.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".config.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _line_of(text: str, key: str) -> int:
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip().lstrip("[").strip()
+        if stripped.startswith(key) and stripped[len(key):].lstrip()[:1] in ("=", "]", "."):
+            return number
+    return 1

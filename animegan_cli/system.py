@@ -1,0 +1,90 @@
+"""What this machine and installation are: versions, CPU features, paths, weights."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from animegan_cli import __version__
+from animegan_cli.config import config_path
+from animegan_cli.engine import cpu_flags, resolve_backend, resolve_precision
+from animegan_cli.errors import UsageError
+from animegan_cli.weights import WeightsStore, user_cache_dir
+
+# The CPU features that decide which engine and precision are fast.
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (from /proc/cpuinfo where it exists)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_system() -> dict[str, dict[str, str]]:
+    """Sections of ``animegan info``: versions, CPU, GPU, paths, weights."""
+    flags = cpu_flags()
+    gpu = (
+        f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+        if torch.cuda.is_available() else "none"
+    )
+    store = WeightsStore.from_env()
+    config = config_path()
+    installed = {s.style.name: str(s.path) for s in store.status() if s.path}
+    installed.update({name: str(path) for name, path in store.custom().items()})
+    return {
+        "versions": {
+            "animegan": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchvision": _version("torchvision"),
+            "openvino": _version("openvino"),
+            "pillow": _version("pillow"),
+            "nncf (int8)": _version("nncf"),
+        },
+        "cpu": {
+            "model": cpu_model(),
+            "cores": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                         else os.cpu_count()),
+            "torch threads": str(torch.get_num_threads()),
+            "features": " ".join(f"{f}:{'yes' if f in flags else 'no'}" for f in CPU_FEATURES),
+        },
+        "gpu": {"device": gpu},
+        "paths": {
+            "config": f"{config} ({'exists' if config.exists() else 'not written yet'})",
+            "cache": str(user_cache_dir()),
+            "weights search": " -> ".join(str(p) for p in store.search_dirs),
+        },
+        "weights": installed or {"installed": "none (animegan weights download NAME)"},
+    }
+
+
+def describe_auto(name: str, value: object, params: Mapping[str, object]) -> str:
+    """For an ``auto`` backend or precision, what it resolves to here (else "")."""
+    if value != "auto" or name not in ("backend", "precision"):
+        return ""
+    try:
+        device = torch.device(str(params.get("device", "cpu")))
+        backend = resolve_backend(str(params.get("backend", "auto")), device)
+        if name == "backend":
+            return backend
+        return resolve_precision("auto", device, backend)
+    except UsageError:
+        return ""

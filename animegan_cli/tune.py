@@ -1,0 +1,265 @@
+"""``animegan tune``: choose engine, precision, batch size, threads and workers by measuring."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from animegan_cli import data
+from animegan_cli.convert import ConvertOptions, build_engine, convert
+from animegan_cli.engine import cpu_has_fast_bf16, torch_threads
+from animegan_cli.inputs import discover_inputs
+from animegan_cli.measure import current_rss_mb, measure_engine, peak_rss_mb, reset_peak_rss
+from animegan_cli.openvino_engine import openvino_available
+
+BATCH_SIZES = (1, 2, 4, 8, 16)
+# A bigger batch must beat the best so far by this much to count as better: smaller
+# differences are noise on a busy machine, and a smaller batch has lower latency.
+MIN_GAIN = 1.05
+TUNE_PHOTOS = 8
+
+
+@dataclass
+class TuneRequest:
+    """What to tune for."""
+
+    size: int = 512
+    budget: float = 120.0
+    photos: Path | None = None
+    objective: str = "throughput"  # or "latency"
+    style: str | None = None
+    weights: Path | None = None
+    memory_budget_mb: float | None = None
+
+
+@dataclass
+class Trial:
+    """One measured setting (a row of the table)."""
+
+    backend: str
+    precision: str
+    batch_size: int
+    threads: int
+    num_workers: int | None
+    images_per_second: float = 0.0
+    latency_ms: float = 0.0
+    peak_mb: float = 0.0
+    per_image_mb: float = 0.0  # memory one more image in the batch costs (measured)
+    note: str = ""
+
+    def settings(self) -> dict[str, object]:
+        """The config-file keys this trial stands for."""
+        chosen = {"backend": self.backend, "precision": self.precision,
+                  "batch_size": self.batch_size, "threads": self.threads}
+        if self.num_workers is not None:
+            chosen["num_workers"] = self.num_workers
+        return chosen
+
+
+@dataclass
+class TuneResult:
+    """Every trial in the order run, and the winner."""
+
+    trials: list[Trial] = field(default_factory=list)
+    winner: Trial | None = None
+    shape: tuple[int, int] = (0, 0)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {"shape": list(self.shape), "seconds": self.seconds,
+                "trials": [asdict(t) for t in self.trials],
+                "winner": asdict(self.winner) if self.winner else None}
+
+
+def candidate_engines() -> list[tuple[str, str]]:
+    """(backend, precision) pairs worth measuring here; int8 is opt-in, never tuned in."""
+    bf16 = cpu_has_fast_bf16()
+    pairs = []
+    if openvino_available():
+        pairs.append(("openvino", "fp32"))
+        if bf16:
+            pairs.append(("openvino", "bf16"))
+    pairs.append(("torch", "fp32"))
+    if bf16:
+        pairs.append(("torch", "bf16"))
+    return pairs
+
+
+def available_memory_mb() -> float:
+    """MemAvailable from /proc/meminfo (total physical memory elsewhere), in MiB."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+
+
+def tuning_images(request: TuneRequest, workdir: Path) -> Path:
+    """A folder of photos to tune on: the user's first few, or generated photo-like ones."""
+    folder = workdir / "photos"
+    folder.mkdir()
+    if request.photos is not None:
+        for i, item in enumerate(discover_inputs([request.photos])[:TUNE_PHOTOS]):
+            shutil.copyfile(item.path, folder / f"{i:02d}{item.path.suffix.lower()}")
+        if any(folder.iterdir()):
+            return folder
+    rng = np.random.default_rng(0)
+    width, height = request.size or 512, (request.size or 512) * 3 // 4
+    for i in range(TUNE_PHOTOS):
+        yy, xx = np.mgrid[0:height, 0:width]
+        base = np.stack([xx / width, yy / height, (xx + yy) / (width + height)], -1) * 255
+        noisy = base + rng.normal(0, 12, base.shape)
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(
+            folder / f"{i:02d}.jpg", quality=90)
+    return folder
+
+
+def typical_shape(folder: Path, size: int) -> tuple[int, int]:
+    """The most common model input shape (H, W) among the tuning photos."""
+    shapes: dict[tuple[int, int], int] = {}
+    for i, item in enumerate(discover_inputs([folder])):
+        prepared = data.prepare_image(i, item.path, data.PreprocessSettings(size))
+        if prepared.pixels is not None:
+            shapes[prepared.shape] = shapes.get(prepared.shape, 0) + 1
+    return max(shapes, key=lambda s: shapes[s]) if shapes else (size * 3 // 4, size)
+
+
+def run_tune(request: TuneRequest, on_trial: Callable[[Trial], None] = lambda t: None,
+             on_message: Callable[[str], None] = lambda m: None) -> TuneResult:
+    """Measure settings in stages, pruning as it goes, within ``request.budget`` seconds.
+
+    Stages: engines at batch 1; batch sizes for the best engine (stopping once bigger
+    stops paying or would not fit in memory); thread counts; then DataLoader workers,
+    end to end on the photos. Each stage keeps the best so far.
+    """
+    started = time.perf_counter()
+    cores = os.cpu_count() or 1
+    memory_budget = request.memory_budget_mb or 0.75 * available_memory_mb()
+    result = TuneResult()
+    workdir = Path(tempfile.mkdtemp(prefix="animegan-tune-"))
+    better = _better_latency if request.objective == "latency" else _better_throughput
+    try:
+        photos = tuning_images(request, workdir)
+        height, width = result.shape = typical_shape(photos, request.size)
+        engines = candidate_engines()
+        # Rough share per measurement: engines + ~4 batch sizes + threads + 3 worker runs.
+        planned = len(engines) + 4 + max(cores - 1, 1) + 3
+        per_trial = max(1.0, request.budget / planned / 2)
+
+        def out_of_time() -> bool:
+            return time.perf_counter() - started > request.budget
+
+        def measure(trial: Trial) -> Trial:
+            options = _options(request, trial, photos)
+            with torch_threads(trial.threads):
+                engine = build_engine(options, on_message, _calibration_refused)
+                reset_peak_rss()
+                before = current_rss_mb()
+                m = measure_engine(engine, height, width, trial.batch_size,
+                                   min_seconds=per_trial, min_batches=1)
+                peak = peak_rss_mb()
+                trial = replace(trial, images_per_second=m.images_per_second,
+                                latency_ms=m.latency_ms, peak_mb=peak,
+                                per_image_mb=max(peak - before, 1.0) / trial.batch_size)
+                del engine
+            result.trials.append(trial)
+            on_trial(trial)
+            return trial
+
+        best: Trial | None = None
+        for backend, precision in engines:
+            if best is not None and out_of_time():
+                break
+            trial = measure(Trial(backend, precision, 1, cores, None))
+            best = trial if best is None or better(trial, best) else best
+        assert best is not None
+
+        engine_best = best
+        for batch in BATCH_SIZES[1:]:
+            if request.objective == "latency":
+                break  # a bigger batch never lowers the time to one image
+            predicted = best.peak_mb + (batch - best.batch_size) * best.per_image_mb
+            if predicted > memory_budget:
+                skipped = replace(engine_best, batch_size=batch, note=(
+                    f"skipped: needs about {predicted / 1024:.1f} GB, budget "
+                    f"{memory_budget / 1024:.1f} GB"))
+                result.trials.append(skipped)
+                on_trial(skipped)
+                break
+            if out_of_time():
+                break
+            trial = measure(replace(engine_best, batch_size=batch))
+            if trial.images_per_second > best.images_per_second * MIN_GAIN:
+                best = trial
+            elif trial.images_per_second < best.images_per_second / MIN_GAIN:
+                break  # bigger batches only get slower from here
+
+        for threads in range(cores - 1, 0, -1):
+            if out_of_time():
+                break
+            trial = measure(replace(best, threads=threads))
+            best = trial if better(trial, best) else best
+
+        best = _tune_workers(request, best, photos, cores, result, on_trial, out_of_time)
+        result.winner = best
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _tune_workers(request: TuneRequest, best: Trial, photos: Path, cores: int,
+                  result: TuneResult, on_trial: Callable[[Trial], None],
+                  out_of_time: Callable[[], bool]) -> Trial:
+    """End-to-end runs over the photos with 0..cores workers; the model time is shared."""
+    chosen: Trial | None = None
+    for workers in range(0, cores + 1):
+        if out_of_time() and chosen is not None:
+            break
+        trial = replace(best, num_workers=workers)
+        out = photos.parent / f"out{workers}"
+        options = replace(_options(request, trial, photos), inputs=[str(photos)], output=out)
+        reset_peak_rss()
+        summary = convert(options)
+        busy = summary.seconds - summary.startup_seconds
+        trial = replace(trial, images_per_second=summary.converted / busy if busy else 0.0,
+                        latency_ms=0.0, peak_mb=peak_rss_mb(), note="end to end")
+        result.trials.append(trial)
+        on_trial(trial)
+        if chosen is None or trial.images_per_second > chosen.images_per_second * MIN_GAIN:
+            chosen = trial
+    return chosen or best
+
+
+def _options(request: TuneRequest, trial: Trial, photos: Path) -> ConvertOptions:
+    extra = {"style": request.style} if request.style else {}
+    return ConvertOptions(
+        inputs=[], output=photos.parent / "out", weights=request.weights,
+        size=request.size, batch_size=trial.batch_size, threads=trial.threads,
+        num_workers=trial.num_workers or 0, backend=trial.backend,
+        precision=trial.precision, **extra,
+    )
+
+
+def _calibration_refused() -> list[torch.Tensor]:
+    raise AssertionError("tune never measures int8")
+
+
+def _better_throughput(a: Trial, b: Trial) -> bool:
+    return a.images_per_second > b.images_per_second
+
+
+def _better_latency(a: Trial, b: Trial) -> bool:
+    return a.latency_ms < b.latency_ms

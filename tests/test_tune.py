@@ -1,0 +1,123 @@
+"""tune: a tiny budget on tiny images writes a valid config that convert then uses."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from animegan_cli import convert as convert_module
+from animegan_cli.cli import main
+from animegan_cli.config import config_path, load_config
+from animegan_cli.tune import Trial, TuneRequest, candidate_engines, run_tune
+
+
+@pytest.fixture(autouse=True)
+def shared_ir_cache(tmp_path_factory, monkeypatch):
+    """One OpenVINO IR cache for the module: conversion costs seconds, tune reuses it."""
+    cache = tmp_path_factory.getbasetemp() / "tune-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+
+
+def test_candidates_never_include_int8():
+    assert all(p != "int8" for _, p in candidate_engines())
+    assert ("torch", "fp32") in candidate_engines()
+
+
+def test_run_tune_measures_in_stages_and_picks_a_measured_winner(checkpoint):
+    result = run_tune(TuneRequest(size=16, budget=4, weights=checkpoint))
+    assert result.winner in result.trials
+    measured = [t for t in result.trials if not t.note.startswith("skipped")]
+    assert all(t.images_per_second > 0 and t.peak_mb > 0 for t in measured)
+    assert result.winner.num_workers is not None  # the workers stage ran
+    assert result.shape == (12, 16)
+
+
+def test_memory_budget_stops_the_batch_search(checkpoint):
+    result = run_tune(TuneRequest(size=16, budget=4, weights=checkpoint, memory_budget_mb=1))
+    skipped = [t for t in result.trials if t.note.startswith("skipped")]
+    assert len(skipped) == 1 and "budget" in skipped[0].note
+    assert all(t.batch_size == 1 for t in result.trials if not t.note.startswith("skipped"))
+
+
+def test_latency_objective_keeps_batch_one(checkpoint):
+    result = run_tune(TuneRequest(size=16, budget=3, weights=checkpoint, objective="latency"))
+    assert result.winner.batch_size == 1
+
+
+@pytest.fixture
+def tuned(checkpoint):
+    runner = CliRunner()
+    result = runner.invoke(main, ["tune", "--size", "16", "--budget", "3", "--weights",
+                                  str(checkpoint)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_tune_cli_prints_the_table_and_writes_the_config(tuned):
+    assert "| backend | precision | batch size |" in tuned.stdout
+    assert re.search(r"best for throughput at 16x12: backend=\w+", tuned.stdout)
+    settings = load_config()
+    assert set(settings) == {"backend", "precision", "batch_size", "threads", "num_workers"}
+    assert config_path().read_text().startswith("# Written by animegan tune")
+
+
+def test_dry_run_writes_nothing(checkpoint):
+    result = CliRunner().invoke(main, ["tune", "--size", "16", "--budget", "2", "--weights",
+                                       str(checkpoint), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "config not written" in result.stdout
+    assert not config_path().exists()
+
+
+def test_convert_uses_the_config_env_overrides_it_flag_overrides_both(
+        tuned, photo_dir, tmp_path, checkpoint, monkeypatch):
+    seen = []
+    real = convert_module.convert
+
+    def spy(options, events=None):
+        seen.append(options)
+        return real(options, events)
+
+    monkeypatch.setattr("animegan_cli.cli.convert", spy)
+    configured = load_config()
+    base = ["convert", str(photo_dir), "-o", str(tmp_path / "o1"), "--weights", str(checkpoint),
+            "--size", "16"]
+    runner = CliRunner()
+    assert runner.invoke(main, base).exit_code == 0
+    assert seen[-1].batch_size == configured["batch_size"]
+    assert seen[-1].backend == configured["backend"]
+    monkeypatch.setenv("ANIMEGAN_BATCH_SIZE", "3")
+    base[3] = str(tmp_path / "o2")
+    assert runner.invoke(main, base).exit_code == 0
+    assert seen[-1].batch_size == 3
+    base[3] = str(tmp_path / "o3")
+    assert runner.invoke(main, [*base, "--batch-size", "2"]).exit_code == 0
+    assert seen[-1].batch_size == 2
+
+
+def test_info_reports_where_each_setting_came_from(tuned, monkeypatch):
+    monkeypatch.setenv("ANIMEGAN_SIZE", "256")
+    out = CliRunner().invoke(main, ["info"]).stdout
+    assert re.search(r"--batch-size\s+\d+\s+\[config file\]", out)
+    assert re.search(r"--size\s+256\s+\[environment \(ANIMEGAN_SIZE\)\]", out)
+    assert re.search(r"--quality\s+95\s+\[built-in\]", out)
+    assert re.search(r"features\s+avx2:(yes|no)", out)
+    assert "torch" in out and "openvino" in out
+
+
+def test_broken_config_is_a_clear_usage_error(tmp_path):
+    path = config_path()
+    path.parent.mkdir(parents=True)
+    path.write_text("[convert]\nbatch_size = oops\n")
+    result = CliRunner().invoke(main, ["convert", str(tmp_path), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert f"config file {path}" in result.stderr and "line 2" in result.stderr
+    assert CliRunner().invoke(main, ["weights", "list"]).exit_code == 0
+
+
+def test_trial_settings_are_config_keys():
+    trial = Trial("openvino", "fp32", 2, 2, 1)
+    assert trial.settings() == {"backend": "openvino", "precision": "fp32", "batch_size": 2,
+                                "threads": 2, "num_workers": 1}
