@@ -17,6 +17,13 @@ from torch.utils.data import DataLoader, Dataset
 from animegan_cli.errors import InputImageError
 from animegan_cli.model import MIN_SIDE
 
+try:  # HEIC/HEIF (phones) through the optional pillow-heif extra.
+    from pillow_heif import register_heif_opener
+except ImportError:  # pragma: no cover - depends on the extra
+    pass
+else:
+    register_heif_opener()
+
 # Errors a decoder raises on a bad file. Pillow's plugins raise more than OSError on
 # malformed data (struct.error, SyntaxError, ValueError ...), and one bad file must never
 # end a run, so the per-file boundary names them all.

@@ -122,6 +122,9 @@ class TorchEngine:
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         """Style one uint8 batch (N, 3, H, W); returns uint8 (N, H, W, 3) on the CPU."""
         with torch.inference_mode():
+            if self.device.type == "cuda":
+                # Pinned host memory lets the copy run asynchronously to the GPU.
+                batch = batch.pin_memory()
             x = batch.to(self.device, non_blocking=True)
             x = to_model_input(x, self.dtype).contiguous(memory_format=torch.channels_last)
             return to_pixels(self.model(x)).cpu()

@@ -181,3 +181,13 @@ def test_refuses_to_overwrite_an_input_file(photo_dir, checkpoint):
 def test_bad_option_values_are_usage_errors(photo_dir, tmp_path, checkpoint, change, message):
     with pytest.raises(UsageError, match=message):
         convert(options(photo_dir, tmp_path / "out", checkpoint, **change))
+
+
+def test_heic_input_with_the_heif_extra_comes_out_as_jpeg(tmp_path, checkpoint):
+    pytest.importorskip("pillow_heif")
+    src = make_image(tmp_path / "in" / "phone.HEIC", 40, 30)
+    summary = convert(options(tmp_path / "in", tmp_path / "out", checkpoint))
+    assert summary.converted == 1, summary.failures
+    with Image.open(tmp_path / "out" / "phone.jpg") as img:
+        assert img.format == "JPEG" and img.size == (32, 24)
+    assert src.exists()
