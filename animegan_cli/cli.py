@@ -100,6 +100,8 @@ def main(ctx: click.Context) -> None:
               help="Processes decoding and resizing ahead of the model (0 = in the main one).")
 @click.option("--threads", envvar="ANIMEGAN_THREADS", type=int, default=None,
               help="Threads for the model (torch.set_num_threads); default: torch's.")
+@click.option("--streams", envvar="ANIMEGAN_STREAMS", type=int, default=1,
+              help="OpenVINO: images of a batch run side by side on this many streams.")
 @click.option("--device", envvar="ANIMEGAN_DEVICE", type=click.Choice(DEVICES), default="cpu",
               help="cuda needs a CUDA GPU (and --backend torch or auto).")
 @click.option("--backend", envvar="ANIMEGAN_BACKEND", type=click.Choice(BACKENDS), default="auto",
@@ -121,7 +123,7 @@ def main(ctx: click.Context) -> None:
 def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: Path | None,
                     recursive: bool, null: bool, suffix: str, format_: str, quality: int,
                     size: int, keep_size: bool, batch_size: int, num_workers: int,
-                    threads: int | None, device: str, backend: str, precision: str,
+                    threads: int | None, streams: int, device: str, backend: str, precision: str,
                     compile_: bool, align_corners: bool,
                     overwrite: bool, as_json: bool, quiet: bool, verbose: bool) -> None:
     """Convert images (files, folders, or '-' for a list on stdin) into OUTPUT.
@@ -155,9 +157,9 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
     options = ConvertOptions(
         inputs=sources, output=output, style=style, weights=weights, recursive=recursive,
         suffix=suffix, format=format_, quality=quality, size=size, keep_size=keep_size,
-        batch_size=batch_size, num_workers=num_workers, threads=threads, device=device,
-        backend=backend, precision=precision, compile=compile_, align_corners=align_corners,
-        overwrite=overwrite,
+        batch_size=batch_size, num_workers=num_workers, threads=threads, streams=streams,
+        device=device, backend=backend, precision=precision, compile=compile_,
+        align_corners=align_corners, overwrite=overwrite,
         progress=show_bar,
     )
     try:
@@ -357,11 +359,13 @@ def tune_command(size: int, budget: float, photos: Path | None, objective: str,
 
 def tune_table(result: TuneResult) -> str:
     """The article's columns: batch size, throughput, peak memory, latency per batch."""
-    rows = ["| backend | precision | batch size | threads | workers | img/s | peak memory (MB) "
-            "| latency per batch (ms) | note |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| backend | precision | batch size | threads | streams | workers | img/s "
+            "| peak memory (MB) | latency per batch (ms) | note |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for t in result.trials:
         workers = "-" if t.num_workers is None else str(t.num_workers)
         latency = f"{t.latency_ms:.0f}" if t.latency_ms else "-"
-        rows.append(f"| {t.backend} | {t.precision} | {t.batch_size} | {t.threads} | {workers} "
+        rows.append(f"| {t.backend} | {t.precision} | {t.batch_size} | {t.threads} "
+                    f"| {t.streams} | {workers} "
                     f"| {t.images_per_second:.2f} | {t.peak_mb:.0f} | {latency} | {t.note} |")
     return "\n".join(rows)

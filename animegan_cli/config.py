@@ -24,6 +24,7 @@ CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
     "batch_size": int,
     "num_workers": int,
     "threads": int,
+    "streams": int,
     "size": int,
     "style": str,
     "format": str,

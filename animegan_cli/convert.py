@@ -57,6 +57,7 @@ class ConvertOptions:
     batch_size: int = 1
     num_workers: int = 1
     threads: int | None = None
+    streams: int = 1
     device: str = "cpu"
     backend: str = "auto"
     precision: str = "auto"
@@ -138,6 +139,7 @@ def validate(options: ConvertOptions) -> None:
         (1 <= options.quality <= 100, "--quality must be between 1 and 100"),
         (options.num_workers >= 0, "--num-workers must be 0 or more"),
         (options.threads is None or options.threads >= 1, "--threads must be at least 1"),
+        (options.streams >= 1, "--streams must be at least 1"),
     ]
     for ok, message in checks:
         if not ok:
@@ -187,6 +189,7 @@ def build_engine(
             options.threads,
             cache_dir=user_cache_dir() / "openvino",
             calibration=calibration,
+            streams=options.streams,
         )
     return TorchEngine(generator, device, precision, compile=options.compile)
 

@@ -67,6 +67,14 @@ def test_different_align_corners_do_not_share_an_ir(fp32_engine, ir_cache):
     assert not other.from_cache
 
 
+def test_streams_run_a_batch_side_by_side_with_the_same_result(generator, fp32_engine,
+                                                                ir_cache):
+    two = OpenVINOEngine(generator, KEY, "fp32", 2, ir_cache, streams=2)
+    assert two.from_cache and "2 streams" in two.description
+    batch = torch.randint(0, 256, (3, 3, 24, 40), dtype=torch.uint8)
+    assert (two.run(batch).int() - fp32_engine.run(batch).int()).abs().max() <= 1
+
+
 def test_backend_and_precision_rules():
     cpu = torch.device("cpu")
     assert resolve_backend("auto", cpu) == "openvino"

@@ -59,7 +59,8 @@ def test_tune_cli_prints_the_table_and_writes_the_config(tuned):
     assert "| backend | precision | batch size |" in tuned.stdout
     assert re.search(r"best for throughput at 16x12: backend=\w+", tuned.stdout)
     settings = load_config()
-    assert set(settings) == {"backend", "precision", "batch_size", "threads", "num_workers"}
+    assert set(settings) == {"backend", "precision", "batch_size", "threads", "streams",
+                             "num_workers"}
     assert config_path().read_text().startswith("# Written by animegan tune")
 
 
@@ -120,4 +121,4 @@ def test_broken_config_is_a_clear_usage_error(tmp_path):
 def test_trial_settings_are_config_keys():
     trial = Trial("openvino", "fp32", 2, 2, 1)
     assert trial.settings() == {"backend": "openvino", "precision": "fp32", "batch_size": 2,
-                                "threads": 2, "num_workers": 1}
+                                "threads": 2, "streams": 1, "num_workers": 1}
