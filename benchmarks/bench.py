@@ -41,12 +41,15 @@ from animegan_cli.weights import load_generator, load_state_dict  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 GOLDEN = ROOT.parent / "shared" / "spec" / "golden" / "golden_generator.pt"
+# (backend, precision, streams)
 ENGINES = [
-    ("torch", "fp32"),
-    ("torch", "bf16"),
-    ("openvino", "fp32"),
-    ("openvino", "bf16"),
-    ("openvino", "int8"),
+    ("torch", "fp32", 1),
+    ("torch", "bf16", 1),
+    ("openvino", "fp32", 1),
+    ("openvino", "fp32", 2),
+    ("openvino", "bf16", 1),
+    ("openvino", "int8", 1),
+    ("openvino", "int8", 2),
 ]
 
 
@@ -77,9 +80,9 @@ def photo_pixels(photos: Path | None, size: int, count: int) -> list[torch.Tenso
 
 
 def make_engine(weights: Path, backend: str, precision: str, threads: int,
-                photos: Path | None, size: int):
+                photos: Path | None, size: int, streams: int = 1):
     options = ConvertOptions(inputs=[], output=Path("."), weights=weights, backend=backend,
-                             precision=precision, threads=threads)
+                             precision=precision, threads=threads, streams=streams)
     return build_engine(options, lambda m: None, lambda: photo_pixels(photos, size, 8))
 
 
@@ -90,19 +93,23 @@ def table_cell(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     height, width = args.shape
     engine = make_engine(args.weights, args.backend, args.precision, args.threads,
-                         args.photos, max(height, width))
+                         args.photos, max(height, width), args.streams)
     m = measure_engine(engine, height, width, args.batch, min_seconds=args.min_seconds)
     print(json.dumps({**m.as_dict(), "backend": args.backend, "precision": args.precision,
+                      "streams": args.streams,
                       "engine": engine.description, "peak_rss_mb": round(peak_rss_mb())}))
 
 
 def run_table(args: argparse.Namespace) -> dict[str, object]:
     rows = []
     for shape in args.sizes:
-        for backend, precision in ENGINES:
+        for backend, precision, streams in ENGINES:
             for batch in args.batches:
+                if batch < streams:
+                    continue
                 cmd = [sys.executable, __file__, "cell", "--shape", f"{shape[0]}x{shape[1]}",
                        "--backend", backend, "--precision", precision, "--batch", str(batch),
+                       "--streams", str(streams),
                        "--threads", str(args.threads), "--weights", str(args.weights),
                        "--min-seconds", str(args.min_seconds)]
                 if args.photos:
@@ -113,7 +120,7 @@ def run_table(args: argparse.Namespace) -> dict[str, object]:
                     continue
                 row = json.loads(out.stdout.strip().splitlines()[-1])
                 rows.append(row)
-                print(f"  {shape} {backend} {precision} bs{batch}: "
+                print(f"  {shape} {backend} {precision} x{streams} bs{batch}: "
                       f"{row['images_per_second']:.2f} img/s", file=sys.stderr, flush=True)
                 # A batch this slow says bigger ones will only be slower: skip them.
                 if row["latency_ms"] > args.max_batch_seconds * 1000:
@@ -122,13 +129,13 @@ def run_table(args: argparse.Namespace) -> dict[str, object]:
 
 
 def table_markdown(result: dict[str, object]) -> str:
-    lines = ["| input | engine | precision (runs) | batch | img/s | latency/batch (ms) "
-             "| peak RSS (MB) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| input | engine | precision (runs) | streams | batch | img/s "
+             "| latency/batch (ms) | peak RSS (MB) |", "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:  # type: ignore[union-attr]
         lines.append(
-            f"| {r['width']}x{r['height']} | {r['backend']} | {r['engine'].split(' ', 2)[-1]} "
-            f"| {r['batch_size']} | {r['images_per_second']:.2f} | {r['latency_ms']:.0f} "
-            f"| {r['peak_rss_mb']} |")
+            f"| {r['width']}x{r['height']} | {r['backend']} | {precision_cell(r['engine'])} "
+            f"| {r['streams']} | {r['batch_size']} | {r['images_per_second']:.2f} "
+            f"| {r['latency_ms']:.0f} | {r['peak_rss_mb']} |")
     return "\n".join(lines)
 
 
@@ -258,7 +265,9 @@ def run_quality(args: argparse.Namespace) -> dict[str, object]:
     reference = make_engine(args.weights, "torch", "fp32", args.threads, args.photos, args.size)
     expected = [reference.run(img[None])[0].numpy() for img in images]
     rows = []
-    for backend, precision in ENGINES[1:]:
+    for backend, precision, streams in ENGINES[1:]:
+        if streams > 1:
+            continue  # streams change speed, not numbers
         engine = make_engine(args.weights, backend, precision, args.threads, args.photos,
                              args.size)
         scores = [psnr(engine.run(img[None])[0].numpy(), ref)
@@ -274,9 +283,16 @@ def quality_markdown(result: dict[str, object]) -> str:
              "", "| engine | precision (runs) | mean PSNR (dB) | worst (dB) |",
              "|---|---|---|---|"]
     for r in result["rows"]:  # type: ignore[union-attr]
-        lines.append(f"| {r['backend']} | {r['engine'].split(' ', 2)[-1]} "
+        lines.append(f"| {r['backend']} | {precision_cell(r['engine'])} "
                      f"| {r['psnr_mean_db']:.1f} | {r['psnr_min_db']:.1f} |")
     return "\n".join(lines)
+
+
+def precision_cell(description: str) -> str:
+    """'openvino cpu fp32 (runs f32, 2 streams)' -> 'fp32 (runs f32)'."""
+    text = description.split(" ", 2)[-1]
+    text = text.replace(", 2 streams", "").replace(" compiled", "")
+    return text.replace("int8 weights and activations", "int8")
 
 
 def save(name: str, result: dict[str, object], markdown: str) -> None:
@@ -314,6 +330,7 @@ def main() -> None:
     parser.add_argument("--backend")
     parser.add_argument("--precision")
     parser.add_argument("--batch", type=int)
+    parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.what == "cell":
