@@ -168,12 +168,22 @@ def _hash_or_none(path: Path) -> str | None:
         return None
 
 
+def _hash_all(paths: Sequence[Path]) -> list[str | None]:
+    return [_hash_or_none(p) for p in paths]
+
+
 def hash_files(paths: Sequence[Path], workers: int = HASH_WORKERS) -> list[str | None]:
-    """Hash many files on a few threads (reads and hashing release the GIL); None if unreadable."""
-    if len(paths) < 2 * workers:
-        return [_hash_or_none(p) for p in paths]
+    """Hash many files on a few threads (reads and hashing release the GIL); None if unreadable.
+
+    Each thread takes one contiguous slice: a task per file would cost more in queueing
+    than hashing a small file does.
+    """
+    if len(paths) < 64:
+        return _hash_all(paths)
+    step = -(-len(paths) // workers)
+    slices = [paths[i : i + step] for i in range(0, len(paths), step)]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="animegan-hash") as pool:
-        return list(pool.map(_hash_or_none, paths, chunksize=64))
+        return [h for part in pool.map(_hash_all, slices) for h in part]
 
 
 def checkpoint_id(style: str, weights: Path | None, store: WeightsStore | None = None) -> str:
@@ -310,7 +320,12 @@ class Manifest:
 
     def key(self, output: Path) -> str:
         """The manifest key of an output: its POSIX path relative to the output folder."""
-        return Path(os.path.relpath(output, self.out_dir)).as_posix()
+        text, prefix = str(output), str(self.out_dir) + os.sep
+        # Outputs are built as out_dir / relative path: slicing is enough, and much cheaper.
+        relative = text[len(prefix) :] if text.startswith(prefix) else os.path.relpath(
+            output, self.out_dir
+        )
+        return relative.replace(os.sep, "/")
 
     def get(self, output: Path) -> ManifestEntry | None:
         """The last entry recorded for ``output``, if any."""
