@@ -373,13 +373,15 @@ class Manifest:
     def compact_if_needed(self, min_lines: int = 1000) -> bool:
         """Rewrite the manifest with live entries only, once it holds over twice as many lines.
 
-        Entries whose output no longer exists are dropped. The rewrite is atomic (temp file
-        and rename); a record appended by a concurrent run in between can be lost, which
-        costs that output one metadata read on the next run, never a wrong skip.
+        Entries whose output no longer exists are dropped. The file is read again just
+        before the atomic rewrite, so records appended meanwhile by concurrent runs (other
+        shards) are kept; one appended in the instant between is lost, which costs its
+        output a metadata read on the next run.
         """
         if self.lines <= max(min_lines, 2 * len(self.entries)):
             return False
-        live = {k: e for k, e in self.entries.items() if (self.out_dir / k).is_file()}
+        current = Manifest.load(self.out_dir).entries or self.entries
+        live = {k: e for k, e in current.items() if (self.out_dir / k).is_file()}
         try:
             fd, tmp_name = tempfile.mkstemp(prefix=MANIFEST_NAME + ".", dir=self.out_dir)
         except OSError as exc:

@@ -169,6 +169,19 @@ def test_compaction_keeps_live_entries_of_existing_outputs(tmp_path):
     assert Manifest.load(tmp_path).get(keep).provenance.input_size == 5  # type: ignore[union-attr]
 
 
+def test_compaction_keeps_what_another_run_appended_meanwhile(tmp_path):
+    ours, theirs = write_output(tmp_path / "ours.png"), write_output(tmp_path / "theirs.png")
+    manifest = Manifest.load(tmp_path)
+    other_shard = Manifest.load(tmp_path)
+    for size in range(5):
+        manifest.record(ours, record(input_size=size))
+    other_shard.record(theirs, record(input_size=42))
+    assert manifest.compact_if_needed(min_lines=2)
+    reread = Manifest.load(tmp_path)
+    assert reread.get(theirs).provenance.input_size == 42  # type: ignore[union-attr]
+    assert reread.get(ours).provenance.input_size == 4  # type: ignore[union-attr]
+
+
 def test_find_provenance_uses_the_manifest_for_files_without_metadata(tmp_path):
     out = tmp_path / "out" / "deep" / "a.bmp"
     write_image_atomic(styled_image(), out)
