@@ -18,6 +18,8 @@ from animegan_cli.engine import BACKENDS, DEVICES, PRECISIONS
 from animegan_cli.errors import AnimeganError, UsageError
 from animegan_cli.inputs import read_path_list
 from animegan_cli.outputs import FORMAT_CHOICES
+from animegan_cli.provenance import find_provenance
+from animegan_cli.selection import parse_shard, parse_since
 from animegan_cli.system import describe_auto, describe_system
 from animegan_cli.tune import Trial, TuneRequest, TuneResult, run_tune
 from animegan_cli.weights import DEFAULT_STYLE, STYLES, WeightsStore
@@ -114,7 +116,24 @@ def main(ctx: click.Context) -> None:
               help="torch backend: torch.compile the model (slow first batch per shape).")
 @click.option("--align-corners/--no-align-corners", envvar="ANIMEGAN_ALIGN_CORNERS", default=False,
               help="Upsampling mode; the upstream command line used --no-align-corners.")
-@click.option("--overwrite", is_flag=True, help="Redo outputs that already exist.")
+@click.option("--overwrite", is_flag=True,
+              help="Redo every output, even those that are up to date.")
+@click.option("--trust-mtime", is_flag=True,
+              help="An input whose size and mtime match its output's record is unchanged "
+                   "(no hashing).")
+@click.option("--dry-run", is_flag=True,
+              help="List what would be converted or skipped and why; no model, no writes.")
+@click.option("--since", metavar="DATE", default=None,
+              help="Only inputs modified at or after DATE: 2026-11-01, 2026-11-01T12:00 "
+                   "(local time) or an age such as 7d, 12h.")
+@click.option("--newer-than", type=click.Path(path_type=Path), metavar="FILE", default=None,
+              help="Only inputs modified after FILE was (like find -newer).")
+@click.option("--shard", metavar="I/N", default=None,
+              help="Only shard I of N (I counts from 0), split by relative path: N jobs "
+                   "together cover every input exactly once.")
+@click.option("--reuse-similar", type=int, metavar="MAXDIST", default=None,
+              help="Give a near-duplicate (dHash within MAXDIST of 64 bits; 4 is strict) "
+                   "an earlier image's result. Off by default: the result is not its own.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object per input on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary line.")
@@ -125,16 +144,21 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
                     size: int, keep_size: bool, batch_size: int, num_workers: int,
                     threads: int | None, streams: int, device: str, backend: str, precision: str,
                     compile_: bool, align_corners: bool,
-                    overwrite: bool, as_json: bool, quiet: bool, verbose: bool) -> None:
+                    overwrite: bool, trust_mtime: bool, dry_run: bool, since: str | None,
+                    newer_than: Path | None, shard: str | None, reuse_similar: int | None,
+                    as_json: bool, quiet: bool, verbose: bool) -> None:
     """Convert images (files, folders, or '-' for a list on stdin) into OUTPUT.
 
-    Existing outputs are skipped, so re-running converts only new photos. Exit status:
-    0 all converted or skipped, 1 some inputs failed, 2 usage error.
+    Each output records what made it (input hash, style, checkpoint, settings); an output
+    whose record matches is skipped, so re-running converts only new or changed photos.
+    Identical inputs are styled once. Exit status: 0 all converted or skipped, 1 some
+    inputs failed, 2 usage error.
 
     \b
     Examples:
         animegan convert ./photos -o ./out --batch-size 8
         find ~/Pictures -name '*.jpg' -print0 | animegan convert - -0 -o ./out --json
+        animegan convert ./photos -o ./out --since 7d --shard 0/4 --dry-run
     """
     sources = [p for src in inputs for p in (_stdin_paths(null) if src == "-" else [src])]
     show_bar = not quiet and _stderr_is_terminal()
@@ -147,6 +171,8 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
         bar.update(1)
         if result.status == "failed":
             tqdm.write(f"animegan: error: {result.input}: {result.error}", file=sys.stderr)
+        if dry_run and not as_json:
+            tqdm.write(_dry_run_line(result), file=sys.stderr)
         if as_json:
             click.echo(json.dumps(result.as_dict(), ensure_ascii=False))
 
@@ -154,13 +180,20 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
         if not quiet:
             tqdm.write(f"animegan: {message}", file=sys.stderr)
 
+    try:
+        since_at = parse_since(since) if since is not None else None
+        shard_at = parse_shard(shard) if shard is not None else None
+    except AnimeganError as exc:
+        bar.close()
+        _raise_for(exc)
     options = ConvertOptions(
         inputs=sources, output=output, style=style, weights=weights, recursive=recursive,
         suffix=suffix, format=format_, quality=quality, size=size, keep_size=keep_size,
         batch_size=batch_size, num_workers=num_workers, threads=threads, streams=streams,
         device=device, backend=backend, precision=precision, compile=compile_,
         align_corners=align_corners, overwrite=overwrite,
-        progress=show_bar,
+        progress=show_bar, trust_mtime=trust_mtime, dry_run=dry_run, since=since_at,
+        newer_than=newer_than, shard=shard_at, reuse_similar=reuse_similar,
     )
     try:
         summary = convert(options, ConvertEvents(on_plan, on_result, on_message))
@@ -169,8 +202,8 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
     finally:
         bar.close()
     if not quiet:
-        click.echo(_summary_line(summary), err=True)
-    if verbose:
+        click.echo(_summary_line(summary, dry_run), err=True)
+    if verbose and not dry_run:
         click.echo(_timing_line(summary), err=True)
     if summary.failed:
         sys.exit(EXIT_FAILED)
@@ -181,9 +214,15 @@ def _stdin_paths(null: bool) -> list[str]:
     return read_path_list(stream, null_separated=null)
 
 
-def _summary_line(summary: Summary) -> str:
+def _summary_line(summary: Summary, dry_run: bool = False) -> str:
+    reused = f" ({summary.reused} reused)" if summary.reused else ""
+    excluded = f", excluded {summary.excluded}" if summary.excluded else ""
+    if dry_run:
+        return (f"dry run: would convert {summary.converted}{reused}, "
+                f"would skip {summary.skipped}{excluded}")
     return (
-        f"converted {summary.converted}, skipped {summary.skipped}, failed {summary.failed} "
+        f"converted {summary.converted}{reused}, skipped {summary.skipped}, "
+        f"failed {summary.failed}{excluded} "
         f"in {summary.seconds:.1f} s ({summary.images_per_second:.2f} img/s)"
     )
 
@@ -198,6 +237,44 @@ def _timing_line(summary: Summary) -> str:
         f"encode+write {summary.write_seconds / done * 1000:.0f} ms; "
         f"engine busy {busy:.0f}% of the wall time"
     )
+
+
+def _dry_run_line(result: FileResult) -> str:
+    if result.status == "would-convert":
+        return f"would convert {result.input} -> {result.output} ({result.reason})"
+    return f"would skip {result.input} ({result.reason})"
+
+
+@main.command("inspect")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
+def inspect_command(files: tuple[Path, ...], as_json: bool) -> None:
+    """Show what made an output: input hash, style, checkpoint and pixel settings.
+
+    The record is read from the file itself (PNG text chunk, JPEG/WebP XMP, TIFF
+    description) or, failing that, from the manifest of the output folder above it.
+    Exit status 1 when a file has no record.
+
+    \b
+    Example:
+        animegan inspect out/holiday/beach.jpg
+    """
+    missing = 0
+    for path in files:
+        record = find_provenance(path) if path.exists() else None
+        if record is None:
+            reason = "no such file" if not path.exists() else (
+                "no animegan provenance (not written by animegan convert, or stripped)")
+            click.echo(f"animegan: error: {path}: {reason}", err=True)
+            missing += 1
+        elif as_json:
+            click.echo(json.dumps({"file": str(path), **record.to_dict()}, ensure_ascii=False))
+        else:
+            click.echo(str(path))
+            for line in record.describe():
+                click.echo(line)
+    if missing:
+        sys.exit(EXIT_FAILED)
 
 
 @main.group("weights")

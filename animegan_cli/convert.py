@@ -9,11 +9,12 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import torch
 
-from animegan_cli import data, outputs
+from animegan_cli import data, incremental, outputs
 from animegan_cli.engine import (
     Engine,
     TorchEngine,
@@ -22,9 +23,12 @@ from animegan_cli.engine import (
     resolve_precision,
     torch_threads,
 )
-from animegan_cli.errors import UsageError
-from animegan_cli.inputs import InputFile, discover_inputs
+from animegan_cli.errors import UsageError, WeightsError
+from animegan_cli.inputs import discover_inputs
 from animegan_cli.model import MIN_SIDE
+from animegan_cli.provenance import Manifest, Provenance, checkpoint_id, pixel_settings, with_reuse
+from animegan_cli.selection import Selection
+from animegan_cli.similar import HASH_BITS, SimilarIndex, dhash
 from animegan_cli.weights import (
     DEFAULT_STYLE,
     WeightsStore,
@@ -66,6 +70,12 @@ class ConvertOptions:
     overwrite: bool = False
     download: bool = True
     progress: bool = False
+    trust_mtime: bool = False
+    dry_run: bool = False
+    since: datetime | None = None
+    newer_than: Path | None = None
+    shard: tuple[int, int] | None = None  # (I, N), I counted from 0
+    reuse_similar: int | None = None  # max dHash distance; None = off
 
 
 @dataclass
@@ -74,9 +84,11 @@ class FileResult:
 
     input: Path
     output: Path | None
-    status: str  # "converted" | "skipped" | "failed"
+    status: str  # "converted" | "skipped" | "failed"; dry run: "would-convert" | "would-skip"
     error: str | None = None
     seconds: float = 0.0
+    reason: str | None = None  # why it was (or would be) converted or skipped
+    reused_from: Path | None = None  # the input (or earlier output) whose result was reused
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form (paths as strings)."""
@@ -86,6 +98,8 @@ class FileResult:
             "status": self.status,
             "error": self.error,
             "seconds": round(self.seconds, 4),
+            "reason": self.reason,
+            "reused_from": str(self.reused_from) if self.reused_from else None,
         }
 
 
@@ -96,6 +110,8 @@ class Summary:
     converted: int = 0
     skipped: int = 0
     failed: int = 0
+    reused: int = 0  # of the converted: results reused from identical or similar inputs
+    excluded: int = 0  # left out by --since, --newer-than or --shard
     seconds: float = 0.0
     failures: list[FileResult] = field(default_factory=list)
     engine: str = ""
@@ -113,9 +129,10 @@ class Summary:
 
     def add(self, result: FileResult) -> None:
         """Count one result."""
-        if result.status == "converted":
+        if result.status in ("converted", "would-convert"):
             self.converted += 1
-        elif result.status == "skipped":
+            self.reused += result.reused_from is not None
+        elif result.status in ("skipped", "would-skip"):
             self.skipped += 1
         else:
             self.failed += 1
@@ -140,6 +157,10 @@ def validate(options: ConvertOptions) -> None:
         (options.num_workers >= 0, "--num-workers must be 0 or more"),
         (options.threads is None or options.threads >= 1, "--threads must be at least 1"),
         (options.streams >= 1, "--streams must be at least 1"),
+        (
+            options.reuse_similar is None or 0 <= options.reuse_similar <= HASH_BITS,
+            f"--reuse-similar must be between 0 and {HASH_BITS}",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -162,8 +183,14 @@ def build_engine(
     options: ConvertOptions,
     on_message: Callable[[str], None],
     calibration: Callable[[], list[torch.Tensor]] | None = None,
+    expected_checkpoint: str | None = None,
 ) -> Engine:
-    """Find (or download) the weights and set up the engine for the chosen device/precision."""
+    """Find (or download) the weights and set up the engine for the chosen device/precision.
+
+    ``calibration`` supplies images for an INT8 model. ``expected_checkpoint`` is the id the
+    outputs will record; a checkpoint file replaced since it was computed is refused
+    rather than recorded under the wrong id.
+    """
     device = resolve_device(options.device)
     backend = resolve_backend(options.backend, device)
     precision = resolve_precision(options.precision, device, backend)
@@ -175,6 +202,8 @@ def build_engine(
         on_download=on_message,
         progress=options.progress,
     )
+    if expected_checkpoint is not None and resolved.checkpoint_id != expected_checkpoint:
+        raise WeightsError(f"checkpoint {resolved.path} changed during the run; run it again")
     state = load_state_dict(resolved.path, resolved.checkpoint_id)
     generator = load_generator(state, align_corners=options.align_corners)
     if backend == "openvino":
@@ -199,38 +228,130 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
     events = events or ConvertEvents()
     started = time.perf_counter()
     validate(options)
-    prepare_output_dir(options.output)
+    selection = Selection.build(options.shard, options.since, options.newer_than)
+    if not options.dry_run:
+        prepare_output_dir(options.output)
     inputs = discover_inputs(options.inputs, options.recursive, exclude=options.output)
     planned = outputs.plan_outputs(inputs, options.output, options.format, options.suffix)
     summary = Summary()
+    manifest = Manifest.load(options.output)
+    rules = _rules(options, selection, events.on_message)
+    plan = incremental.plan_work(inputs, planned, rules, manifest)
+    if options.dry_run:
+        _report_dry_run(plan, summary, events)
+        summary.seconds = time.perf_counter() - started
+        return summary
+    for output, record in plan.repairs:
+        manifest.record(output, record)
 
-    todo: list[tuple[InputFile, Path]] = []
-    skipped: list[FileResult] = []
-    for item, out in zip(inputs, planned):
-        if not options.overwrite and out.exists():
-            skipped.append(FileResult(item.path, out, "skipped", "output exists"))
-        else:
-            todo.append((item, out))
-    events.on_plan(len(todo), len(skipped))
+    # plan.decisions[i] is inputs[i]; duplicates name their leader by that index.
+    todo: list[incremental.Decision] = []
+    position: dict[int, int] = {}
+    for i, decision in enumerate(plan.decisions):
+        if decision.action == incremental.CONVERT:
+            position[i] = len(todo)
+            todo.append(decision)
+    duplicates: dict[int, list[incremental.Decision]] = {}
+    for decision in plan.decisions:
+        if decision.action == incremental.DUPLICATE and decision.leader is not None:
+            duplicates.setdefault(position[decision.leader], []).append(decision)
+    copies = [d for d in plan.decisions if d.action == incremental.COPY]
+    skipped = [
+        FileResult(d.item.path, d.output, "skipped", reason=d.reason)
+        for d in plan.decisions
+        if d.action == incremental.SKIP
+    ]
+    summary.excluded = sum(d.action == incremental.EXCLUDE for d in plan.decisions)
+    reused = len(copies) + sum(len(group) for group in duplicates.values())
+    events.on_plan(len(todo) + reused, len(skipped))
     for result in skipped:
+        summary.add(result)
+        events.on_result(result)
+    for decision in copies:
+        result = _copy(decision, manifest)
         summary.add(result)
         events.on_result(result)
     if todo:
         with torch_threads(options.threads):
-            _run(options, todo, summary, events, started)
+            _run(options, todo, duplicates, summary, events, manifest, started)
+    manifest.compact_if_needed()
+    if manifest.failure:
+        events.on_message(
+            f"manifest not updated ({manifest.failure}); outputs still carry their provenance"
+        )
     summary.seconds = time.perf_counter() - started
     return summary
 
 
+def _rules(
+    options: ConvertOptions, selection: Selection, on_message: Callable[[str], None]
+) -> incremental.Rules:
+    """What up-to-date outputs must match; precision and checkpoint id found without loading."""
+    device = resolve_device(options.device)
+    backend = resolve_backend(options.backend, device)
+    precision = resolve_precision(options.precision, device, backend)
+    try:
+        checkpoint: str | None = checkpoint_id(options.style, options.weights)
+    except WeightsError as exc:
+        if not options.dry_run:
+            raise
+        on_message(f"{exc}; the dry run does not compare checkpoints")
+        checkpoint = None
+    return incremental.Rules(
+        style=options.weights.stem if options.weights is not None else options.style,
+        checkpoint=checkpoint,
+        settings=pixel_settings(
+            options.size, precision, options.align_corners, options.keep_size, backend
+        ),
+        quality=options.quality,
+        overwrite=options.overwrite,
+        trust_mtime=options.trust_mtime,
+        reuse_similar=options.reuse_similar,
+        selection=selection,
+    )
+
+
+def _report_dry_run(plan: incremental.Plan, summary: Summary, events: ConvertEvents) -> None:
+    """Report what a run would do with each input; reads no pixels, loads no model."""
+    events.on_plan(sum(d.writes for d in plan.decisions), sum(not d.writes for d in plan.decisions))
+    for d in plan.decisions:
+        reused = d.source if d.action in (incremental.DUPLICATE, incremental.COPY) else None
+        status = "would-convert" if d.writes else "would-skip"
+        result = FileResult(d.item.path, d.output, status, reason=d.reason, reused_from=reused)
+        if d.action == incremental.EXCLUDE:
+            summary.excluded += 1
+        else:
+            summary.add(result)
+        events.on_result(result)
+
+
+def _copy(decision: incremental.Decision, manifest: Manifest) -> FileResult:
+    """Give an input the existing output of an identical input (an earlier run's result)."""
+    start = time.perf_counter()
+    source, out = decision.source, decision.output
+    assert source is not None and decision.record is not None
+    try:
+        incremental.copy_output(source, out, decision.record, manifest)
+    except OSError as exc:
+        reason = f"cannot write {out}: {exc.strerror or exc}"
+        return FileResult(decision.item.path, None, "failed", reason, reason=decision.reason)
+    spent = time.perf_counter() - start
+    return FileResult(
+        decision.item.path, out, "converted", None, spent, decision.reason, reused_from=source
+    )
+
+
 def _run(
     options: ConvertOptions,
-    todo: list[tuple[InputFile, Path]],
+    todo: list[incremental.Decision],
+    duplicates: dict[int, list[incremental.Decision]],
     summary: Summary,
     events: ConvertEvents,
+    manifest: Manifest,
     started: float,
 ) -> None:
     settings = data.PreprocessSettings(size=options.size)
-    dataset = data.ImageDataset([item.path for item, _ in todo], settings)
+    dataset = data.ImageDataset([d.item.path for d in todo], settings)
     # Workers start before the model loads, so the first images decode while it loads.
     prepared = iter(data.make_loader(dataset, options.num_workers))
     early: list[data.PreparedImage] = []
@@ -243,10 +364,15 @@ def _run(
                 break
         return [e.pixels for e in early if e.pixels is not None]
 
-    engine = build_engine(options, events.on_message, calibration_images)
+    engine = build_engine(
+        options, events.on_message, calibration_images, todo[0].record.checkpoint or None
+    )
     summary.engine = engine.description
     summary.startup_seconds = time.perf_counter() - started
     pending: deque[Future[FileResult]] = deque()
+    similar: SimilarIndex[tuple[data.PreparedImage, int]] | None = None
+    if options.reuse_similar is not None:
+        similar = SimilarIndex(options.reuse_similar)
 
     def report(result: FileResult) -> None:
         summary.add(result)
@@ -256,18 +382,68 @@ def _run(
         while len(pending) > limit:
             report(pending.popleft().result())
 
-    def write(item: data.PreparedImage, pixels: torch.Tensor, share: float) -> FileResult:
-        source, out = todo[item.index]
+    def write(
+        target: incremental.Decision,
+        item: data.PreparedImage,
+        pixels: torch.Tensor,
+        spent: float,
+        record: Provenance,
+        reused_from: Path | None,
+    ) -> FileResult:
+        out = target.output
         start = time.perf_counter()
         try:
             image = data.to_output_image(pixels, item.alpha, item.original_size, options.keep_size)
-            outputs.write_image_atomic(image, out, quality=options.quality)
+            outputs.write_image_atomic(
+                image, out, quality=options.quality, metadata=record.to_json()
+            )
         except OSError as exc:
             reason = f"cannot write {out}: {exc.strerror or exc}"
-            return FileResult(source.path, None, "failed", reason, item.seconds + share)
+            return FileResult(target.item.path, None, "failed", reason, spent, target.reason)
+        manifest.record(out, record)
         written = time.perf_counter() - start
         summary.write_seconds += written
-        return FileResult(source.path, out, "converted", None, item.seconds + share + written)
+        spent += written
+        return FileResult(
+            target.item.path, out, "converted", None, spent, target.reason, reused_from
+        )
+
+    def emit(
+        item: data.PreparedImage,
+        pixels: torch.Tensor,
+        spent: float,
+        lender: tuple[int, int] | None = None,
+    ) -> None:
+        """Write one styled result to its input's output and to those of its duplicates."""
+        target = todo[item.index]
+        record, source = target.record, None
+        if lender is not None:  # --reuse-similar: pixels are another image's result
+            lent, distance = todo[lender[0]], lender[1]
+            record = with_reuse(record, lent.record.input_blake2b, distance)
+            source = lent.item.path
+        pending.append(writer.submit(write, target, item, pixels, spent, record, source))
+        for dup in duplicates.get(item.index, []):
+            dup_record = dup.record
+            if lender is not None:
+                dup_record = with_reuse(dup.record, record.similar_to, lender[1])
+            origin = source or target.item.path
+            pending.append(writer.submit(write, dup, item, pixels, 0.0, dup_record, origin))
+
+    def borrow(item: data.PreparedImage) -> bool:
+        """With --reuse-similar: give ``item`` a look-alike's result; False to style it."""
+        assert similar is not None
+        value = dhash(item.pixels)  # type: ignore[arg-type]
+        found = similar.find(item.shape, value)
+        if found is None:
+            similar.add(item.index, item.shape, value)
+            return False
+        lender, distance = found
+        pixels = similar.result(lender)
+        if pixels is None:
+            similar.wait(lender, (item, distance))
+        else:
+            emit(item, pixels, item.seconds, (lender, distance))
+        return True
 
     batcher = data.ShapeBatcher(options.batch_size)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="animegan-writer") as writer:
@@ -279,15 +455,22 @@ def _run(
             summary.engine_seconds += spent
             share = spent / len(batch)
             for item, pixels in zip(batch, styled):
-                pending.append(writer.submit(write, item, pixels, share))
+                emit(item, pixels, item.seconds + share)
+                if similar is not None:
+                    for follower, distance in similar.styled(item.index, pixels):
+                        emit(follower, pixels, follower.seconds, (item.index, distance))
             drain(MAX_PENDING_WRITES)
 
         try:
             for item in itertools.chain(early, prepared):
                 summary.prepare_seconds += item.seconds
                 if item.error is not None:
-                    source, _ = todo[item.index]
-                    report(FileResult(source.path, None, "failed", item.error, item.seconds))
+                    for target in [todo[item.index], *duplicates.get(item.index, [])]:
+                        report(FileResult(target.item.path, None, "failed", item.error,
+                                          item.seconds, target.reason))
+                    continue
+                if similar is not None and borrow(item):
+                    drain(MAX_PENDING_WRITES)
                     continue
                 for batch in batcher.add(item):
                     run_batch(batch)

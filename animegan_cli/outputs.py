@@ -14,6 +14,7 @@ from PIL import Image
 
 from animegan_cli.errors import UsageError
 from animegan_cli.inputs import InputFile
+from animegan_cli.provenance import embed_options
 
 
 @dataclass(frozen=True)
@@ -130,15 +131,25 @@ def _refuse_overwriting_inputs(inputs: Sequence[InputFile], planned: Sequence[Pa
 
 
 def write_image_atomic(
-    image: Image.Image, path: Path, quality: int = 95, fsync: bool = True
+    image: Image.Image,
+    path: Path,
+    quality: int = 95,
+    fsync: bool = True,
+    metadata: str | None = None,
 ) -> None:
-    """Encode ``image`` to ``path`` via a temp file and rename: never a half-written file."""
+    """Encode ``image`` to ``path`` via a temp file and rename: never a half-written file.
+
+    ``metadata`` (a provenance record's JSON) is embedded where the format has room for it:
+    PNG text chunk, JPEG/WebP XMP, TIFF ImageDescription; BMP has none.
+    """
     fmt = format_of(path)
     if image.mode == "RGBA" and not fmt.holds_alpha:
         image = image.convert("RGB")
     options: dict[str, object] = {}
     if fmt.pil_name in ("JPEG", "WEBP"):
         options["quality"] = quality
+    if metadata is not None:
+        options.update(embed_options(fmt.pil_name, metadata))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
     try:

@@ -71,7 +71,7 @@ def test_stdin_list_newline_and_nul(photo_dir, tmp_path, checkpoint):
     result = run(*convert_args("-", out=tmp_path / "nl", checkpoint=checkpoint),
                  stdin="\n".join(files) + "\n")
     assert result.exit_code == 0
-    assert sorted(p.name for p in (tmp_path / "nl").iterdir()) == ["a.jpg", "b.png"]
+    assert sorted(p.name for p in (tmp_path / "nl").glob("[!.]*")) == ["a.jpg", "b.png"]
     odd = make_image(tmp_path / "odd dir" / "name\nwith newline.png")
     result = run(*convert_args("-", out=tmp_path / "nul", checkpoint=checkpoint,
                                extra=("-0", "--json")), stdin=f"{odd}\0{files[0]}\0")

@@ -30,7 +30,7 @@ def test_converts_a_tree_mirroring_it_under_out(photo_dir, tmp_path, checkpoint)
     out = tmp_path / "out"
     summary = convert(options(photo_dir, out, checkpoint))
     assert (summary.converted, summary.skipped, summary.failed) == (3, 0, 0)
-    produced = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    produced = sorted(p.relative_to(out).as_posix() for p in out.rglob("[!.]*") if p.is_file())
     assert produced == ["a.jpg", "b.png", "nested/c.webp"]
     for name, fmt in [("a.jpg", "JPEG"), ("b.png", "PNG"), ("nested/c.webp", "WEBP")]:
         with Image.open(out / name) as img:
@@ -60,7 +60,7 @@ def test_batched_result_equals_unbatched(tmp_path, checkpoint):
     convert(options(src, tmp_path / "b1", checkpoint, batch_size=1))
     summary = convert(options(src, tmp_path / "b4", checkpoint, batch_size=4))
     assert summary.converted == 6
-    for path in sorted((tmp_path / "b1").iterdir()):
+    for path in sorted((tmp_path / "b1").glob("[!.]*")):
         diff = np.abs(pixels(path) - pixels(tmp_path / "b4" / path.name))
         assert diff.max() <= 1, path.name  # one LSB of float rounding at most
 
@@ -86,7 +86,7 @@ def test_alpha_is_put_back_unchanged(tmp_path, checkpoint):
 def test_alpha_input_with_jpg_format_is_written_as_png(tmp_path, checkpoint):
     src = make_image(tmp_path / "in" / "t.png", 32, 24, mode="RGBA")
     convert(options(src, tmp_path / "out", checkpoint, format="jpg"))
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["t.png"]
+    assert [p.name for p in (tmp_path / "out").glob("[!.]*")] == ["t.png"]
 
 
 @pytest.mark.parametrize(
@@ -104,7 +104,7 @@ def test_every_image_mode_comes_out_rgb_or_rgba(tmp_path, checkpoint, mode, name
     src = make_image(tmp_path / "in" / name, 30, 20, mode=mode, **save)
     summary = convert(options(src, tmp_path / "out", checkpoint))
     assert summary.converted == 1, summary.failures
-    with Image.open(next((tmp_path / "out").iterdir())) as img:
+    with Image.open(next((tmp_path / "out").glob("[!.]*"))) as img:
         assert img.mode in ("RGB", "RGBA")
         assert max(img.size) == 32
 
