@@ -24,6 +24,8 @@ except ImportError:  # pragma: no cover - depends on the extra
 else:
     register_heif_opener()
 
+_EXIF_ORIENTATION = 0x0112
+
 # Errors a decoder raises on a bad file. Pillow's plugins raise more than OSError on
 # malformed data (struct.error, SyntaxError, ValueError ...), and one bad file must never
 # end a run, so the per-file boundary names them all.
@@ -80,13 +82,25 @@ def decode_image(path: Path, size: int = 0) -> Image.Image:
     ``size`` lets JPEG decode at a reduced scale in the DCT domain (Pillow's draft mode)
     when the model input is much smaller than the photo: far cheaper than a full decode.
     """
+    return decode_with_size(path, size)[0]
+
+
+def decode_with_size(path: Path, size: int = 0) -> tuple[Image.Image, tuple[int, int]]:
+    """Like decode_image, plus the upright (width, height) of the full-size image.
+
+    With draft mode the decoded image is smaller than the file's; --keep-size must
+    restore the file's size, so it is read from the header before the draft.
+    """
     with Image.open(path) as img:
+        width, height = img.size
+        if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+            width, height = height, width
         if size and img.format == "JPEG" and max(img.size) >= 2 * size:
             scale = size / max(img.size)
             img.draft("RGB", (int(img.size[0] * scale) + 1, int(img.size[1] * scale) + 1))
         img.load()
         img = ImageOps.exif_transpose(img)
-        return to_rgb_or_rgba(img)
+        return to_rgb_or_rgba(img), (width, height)
 
 
 def to_rgb_or_rgba(img: Image.Image) -> Image.Image:
@@ -110,8 +124,7 @@ def prepare_image(index: int, path: Path, settings: PreprocessSettings) -> Prepa
     """Decode and resize one file for the model; a bad file yields an error, not an exception."""
     start = time.perf_counter()
     try:
-        img = decode_image(path, settings.size)
-        width, height = img.size
+        img, (width, height) = decode_with_size(path, settings.size)
         alpha = None
         if img.mode == "RGBA":
             alpha = torch.from_numpy(np.array(img.getchannel("A")))
@@ -122,7 +135,7 @@ def prepare_image(index: int, path: Path, settings: PreprocessSettings) -> Prepa
                 f"image is {width}x{height}, too small: the model needs at least "
                 f"{MIN_SIDE} px on each side after resizing"
             )
-        if (tw, th) != (width, height):
+        if (tw, th) != img.size:
             img = img.resize((tw, th), Image.Resampling.BICUBIC, reducing_gap=3.0)
         pixels = torch.from_numpy(np.array(img)).permute(2, 0, 1)
     except (*DECODE_ERRORS, InputImageError) as exc:

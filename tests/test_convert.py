@@ -191,3 +191,14 @@ def test_heic_input_with_the_heif_extra_comes_out_as_jpeg(tmp_path, checkpoint):
     with Image.open(tmp_path / "out" / "phone.jpg") as img:
         assert img.format == "JPEG" and img.size == (32, 24)
     assert src.exists()
+
+
+def test_keep_size_restores_the_full_size_of_a_draft_decoded_jpeg(tmp_path, checkpoint):
+    # 2x --size or more: the JPEG is decoded at a reduced scale (draft mode).
+    src = make_image(tmp_path / "in" / "big.jpg", 300, 200)
+    convert(options(src, tmp_path / "out", checkpoint, size=32, keep_size=True))
+    with Image.open(tmp_path / "out" / "big.jpg") as img:
+        assert img.size == (300, 200)
+    convert(options(src, tmp_path / "small", checkpoint, size=32))
+    with Image.open(tmp_path / "small" / "big.jpg") as img:
+        assert img.size == (32, 20)
