@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import os
 import time
 from collections import deque
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from animegan_cli import data, outputs
+from animegan_cli import data, outputs, resources, workers
 from animegan_cli.engine import (
     Engine,
     TorchEngine,
@@ -20,14 +22,19 @@ from animegan_cli.engine import (
     resolve_precision,
     torch_threads,
 )
-from animegan_cli.errors import UsageError
+from animegan_cli.errors import RunStopped, UsageError
 from animegan_cli.inputs import InputFile, discover_inputs
+from animegan_cli.lock import output_lock, remove_stale_temp_files
 from animegan_cli.model import MIN_SIDE
+from animegan_cli.signals import Interrupted, as_interrupted, deferred
 from animegan_cli.weights import DEFAULT_STYLE, WeightsStore, load_generator, load_state_dict
 
 # How many encoded-but-unwritten images may queue behind the writer before the engine
 # waits: enough to hide encode time, small enough to bound memory on huge images.
 MAX_PENDING_WRITES = 8
+# Write errors that are about the output file system, not the image: every later write
+# would fail the same way, so the run stops instead of decoding and styling in vain.
+STOP_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 @dataclass
@@ -53,6 +60,9 @@ class ConvertOptions:
     overwrite: bool = False
     download: bool = True
     progress: bool = False
+    max_pixels: int = data.DEFAULT_MAX_PIXELS
+    max_memory: int | None = None  # bytes; None = a share of the available memory
+    wait: bool = False
 
 
 @dataclass
@@ -86,6 +96,8 @@ class Summary:
     seconds: float = 0.0
     failures: list[FileResult] = field(default_factory=list)
     engine: str = ""
+    found: int = 0  # inputs found; the rest of found - (converted + skipped + failed) not done
+    batch_size: int = 0  # the batch size used (lowered when memory is short)
 
     @property
     def images_per_second(self) -> float:
@@ -120,6 +132,8 @@ def validate(options: ConvertOptions) -> None:
         (1 <= options.quality <= 100, "--quality must be between 1 and 100"),
         (options.num_workers >= 0, "--num-workers must be 0 or more"),
         (options.threads is None or options.threads >= 1, "--threads must be at least 1"),
+        (options.max_pixels >= 0, "--max-pixels must be 0 (no limit) or more"),
+        (options.max_memory is None or options.max_memory > 0, "--max-memory must be above 0"),
     ]
     for ok, message in checks:
         if not ok:
@@ -156,14 +170,42 @@ def build_engine(options: ConvertOptions, on_message: Callable[[str], None]) -> 
 
 
 def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Summary:
-    """Convert every input image; bad inputs are reported and skipped, never fatal."""
+    """Convert every input image; bad inputs are reported and skipped, never fatal.
+
+    The output folder is locked for the run. Ctrl-C/SIGTERM raise signals.Interrupted,
+    and a full disk raises RunStopped; both carry the Summary of what was done.
+    """
     events = events or ConvertEvents()
     started = time.perf_counter()
     validate(options)
     prepare_output_dir(options.output)
+    summary = Summary()
+    try:
+        with output_lock(options.output, options.wait, events.on_message):
+            _convert_locked(options, events, summary)
+    except KeyboardInterrupt as exc:
+        raise _with_summary(as_interrupted(exc), summary, started) from None
+    except RunStopped as exc:
+        raise _with_summary(exc, summary, started) from None
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _with_summary(
+    exc: Interrupted | RunStopped, summary: Summary, started: float
+) -> Interrupted | RunStopped:
+    summary.seconds = time.perf_counter() - started
+    exc.summary = summary
+    return exc
+
+
+def _convert_locked(options: ConvertOptions, events: ConvertEvents, summary: Summary) -> None:
+    removed = remove_stale_temp_files(options.output)
+    if removed:
+        events.on_message(f"removed {len(removed)} temp file(s) left by an interrupted run")
     inputs = discover_inputs(options.inputs, options.recursive, exclude=options.output)
     planned = outputs.plan_outputs(inputs, options.output, options.format, options.suffix)
-    summary = Summary()
+    summary.found = len(inputs)
 
     todo: list[tuple[InputFile, Path]] = []
     skipped: list[FileResult] = []
@@ -177,10 +219,40 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
         summary.add(result)
         events.on_result(result)
     if todo:
+        todo, batch_size = _fit_in_memory(options, todo, summary, events)
+        options = dataclasses.replace(options, batch_size=batch_size)
+    if todo:
         with torch_threads(options.threads):
             _run(options, todo, summary, events)
-    summary.seconds = time.perf_counter() - started
-    return summary
+
+
+def _fit_in_memory(
+    options: ConvertOptions,
+    todo: list[tuple[InputFile, Path]],
+    summary: Summary,
+    events: ConvertEvents,
+) -> tuple[list[tuple[InputFile, Path]], int]:
+    """Lower the batch size, and fail images too big, so the run stays within its budget."""
+    summary.batch_size = options.batch_size
+    device = resolve_device(options.device)
+    if device.type != "cpu":
+        return todo, options.batch_size  # the estimate is of host memory for the CPU engine
+    plan = resources.plan_memory(
+        [item.path for item, _ in todo],
+        options.size,
+        options.batch_size,
+        resolve_precision(options.precision, device),
+        options.max_memory or resources.default_budget(),
+        options.max_pixels,
+    )
+    if plan.message:
+        events.on_message(plan.message)
+    for index in sorted(plan.too_big):
+        result = FileResult(todo[index][0].path, None, "failed", plan.too_big[index])
+        summary.add(result)
+        events.on_result(result)
+    summary.batch_size = plan.batch_size
+    return [t for i, t in enumerate(todo) if i not in plan.too_big], plan.batch_size
 
 
 def _run(
@@ -189,21 +261,25 @@ def _run(
     summary: Summary,
     events: ConvertEvents,
 ) -> None:
-    settings = data.PreprocessSettings(size=options.size)
+    settings = data.PreprocessSettings(size=options.size, max_pixels=options.max_pixels)
     dataset = data.ImageDataset([item.path for item, _ in todo], settings)
     # Workers start before the model loads, so the first images decode while it loads.
-    prepared = iter(data.make_loader(dataset, options.num_workers))
+    prepared = workers.prepared_images(dataset, options.num_workers)
     engine = build_engine(options, events.on_message)
     summary.engine = engine.description
     pending: deque[Future[FileResult]] = deque()
+    stop_reason: list[str] = []  # set by the writer when the output file system refuses
 
     def report(result: FileResult) -> None:
-        summary.add(result)
-        events.on_result(result)
+        # A Ctrl-C waits until a finished write is taken off the queue and counted.
+        with deferred():
+            summary.add(result)
+            events.on_result(result)
 
     def drain(limit: int) -> None:
         while len(pending) > limit:
-            report(pending.popleft().result())
+            with deferred():
+                report(pending.popleft().result())
 
     def write(item: data.PreparedImage, pixels: torch.Tensor, share: float) -> FileResult:
         source, out = todo[item.index]
@@ -213,6 +289,8 @@ def _run(
             outputs.write_image_atomic(image, out, quality=options.quality)
         except OSError as exc:
             reason = f"cannot write {out}: {exc.strerror or exc}"
+            if exc.errno in STOP_ERRNOS:
+                stop_reason.append(reason)
             return FileResult(source.path, None, "failed", reason, item.seconds + share)
         spent = item.seconds + share + time.perf_counter() - start
         return FileResult(source.path, out, "converted", None, spent)
@@ -221,6 +299,8 @@ def _run(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="animegan-writer") as writer:
 
         def run_batch(batch: list[data.PreparedImage]) -> None:
+            if stop_reason:
+                return
             start = time.perf_counter()
             styled = engine.run(data.stack_pixels(batch))
             share = (time.perf_counter() - start) / len(batch)
@@ -230,6 +310,8 @@ def _run(
 
         try:
             for item in prepared:
+                if stop_reason:
+                    break
                 if item.error is not None:
                     source, _ = todo[item.index]
                     report(FileResult(source.path, None, "failed", item.error, item.seconds))
@@ -239,4 +321,12 @@ def _run(
             for batch in batcher.flush():
                 run_batch(batch)
         finally:
-            drain(0)
+            try:
+                drain(0)
+            finally:
+                prepared.close()  # stops the decoder processes
+    if stop_reason:
+        raise RunStopped(
+            f"{stop_reason[0]}; stopping, as every further write would fail the same way "
+            "(free space or fix the output folder, then run again: finished images are skipped)"
+        )

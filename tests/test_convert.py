@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from animegan_cli.convert import ConvertOptions, ConvertEvents, convert
+from animegan_cli.convert import ConvertEvents, ConvertOptions, convert
 from animegan_cli.errors import UsageError
 from tests.conftest import make_image
 
