@@ -16,7 +16,8 @@ def summary() -> Summary:
     s = Summary(seconds=12.34567, engine="torch cpu fp32", found=5, batch_size=2)
     s.add(FileResult(Path("a.jpg"), Path("out/a.jpg"), "converted"))
     s.add(FileResult(Path("b.jpg"), Path("out/b.jpg"), "skipped", "output exists"))
-    s.add(FileResult(Path("bad.png"), None, "failed", "not an image, or a format that cannot be read"))
+    s.add(FileResult(Path("bad.png"), None, "failed",
+                     "not an image, or a format that cannot be read"))
     return s
 
 
