@@ -277,7 +277,9 @@ def _run(
             events.on_result(result)
 
     def drain(limit: int) -> None:
-        while len(pending) > limit:
+        # Finished writes are reported at once (a --json reader or a SIGKILL sees them);
+        # beyond ``limit`` unfinished ones, wait for the oldest.
+        while pending and (len(pending) > limit or pending[0].done()):
             with deferred():
                 report(pending.popleft().result())
 

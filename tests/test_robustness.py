@@ -15,6 +15,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -373,6 +374,26 @@ def test_odd_names_keep_json_and_stderr_one_record_per_line(tmp_path, checkpoint
     errors = [line for line in result.stderr.splitlines() if line.startswith("animegan: error")]
     assert errors == [f"animegan: error: {src}/bad\\nname.png: "
                       "not an image, or a format that cannot be read"]
+
+
+def test_unreadable_file_through_the_kernel(tmp_path, checkpoint):
+    src = tmp_path / "in"
+    make_image(src / "ok.png")
+    make_image(src / "locked.png").chmod(0)
+    command = [sys.executable, "-m", "animegan_cli", *cli_args(src, tmp_path / "out", checkpoint)]
+    if os.geteuid() == 0:
+        # Root reads anything; in a new user namespace it keeps its uid but no capability,
+        # so mode 000 applies to it as to any user.
+        if shutil.which("unshare") is None:
+            pytest.skip("needs unshare(1) to drop root's override")
+        command = ["unshare", "-U", *command]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if proc.returncode not in (0, 1) and "unshare" in proc.stderr:
+        pytest.skip(f"user namespaces unavailable: {proc.stderr.strip()}")
+    assert proc.returncode == 1, proc.stderr
+    assert f"animegan: error: {src / 'locked.png'}: permission denied" in proc.stderr
+    assert [p.name for p in output_files(tmp_path / "out")] == ["ok.png"]
 
 
 # ---------------------------------------------------------------- memory
