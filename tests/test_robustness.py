@@ -37,10 +37,12 @@ from animegan_cli import convert as convert_module
 from animegan_cli import data, outputs
 from animegan_cli.cli import main
 from animegan_cli.convert import ConvertEvents, ConvertOptions, FileResult, convert
+from animegan_cli.engine import TorchEngine
 from animegan_cli.lock import output_lock
 from animegan_cli.model import Generator
 from animegan_cli.outputs import TEMP_PREFIX
 from animegan_cli.resources import BASE_BYTES, GIB, estimate_peak
+from animegan_cli.signals import Interrupted
 from tests.conftest import make_image, photo_like
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -595,6 +597,31 @@ def test_a_decoder_segfault_fails_only_its_image(tmp_path, checkpoint, monkeypat
     assert "converted 4, skipped 0, failed 1" in result.stderr
     assert sorted(p.name for p in output_files(tmp_path / "out")) == [
         "0.png", "1.png", "3.png", "4.png"]
+
+
+def test_an_interrupt_inside_convert_carries_the_summary(tmp_path, checkpoint, monkeypatch):
+    src = tmp_path / "in"
+    for i in range(6):
+        make_image(src / f"{i}.png", seed=i)
+    real_run = TorchEngine.run
+    calls = []
+
+    def run(self, batch):  # noqa: ANN001, ANN202
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C while the model runs on the third image
+        return real_run(self, batch)
+
+    monkeypatch.setattr(TorchEngine, "run", run)
+    out = tmp_path / "out"
+    with pytest.raises(Interrupted) as info:
+        convert(ConvertOptions(inputs=[str(src)], output=out, weights=checkpoint, size=32,
+                               num_workers=1))
+    summary = info.value.summary
+    assert info.value.signum == signal.SIGINT and info.value.exit_status == 130
+    assert (summary.found, summary.converted, summary.failed) == (6, 2, 0)
+    assert sorted(p.name for p in output_files(out)) == ["0.png", "1.png"]
+    assert temp_files(out) == [] and os.listdir(out) == ["0.png", "1.png"]
 
 
 # ---------------------------------------------------------------- real processes, signals
