@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -46,7 +47,7 @@ def _stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 
 
-def _size_option(unit: int):  # noqa: ANN202 - a click callback
+def _size_option(unit: int) -> Callable[[click.Context, click.Parameter, str | None], int | None]:
     def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
         if value is None:
             return None

@@ -510,12 +510,16 @@ def test_unwritable_output_folder_exits_2(tmp_path, checkpoint, photo_dir, monke
 def test_second_run_on_a_locked_folder_exits_2(tmp_path, checkpoint, photo_dir):
     out = tmp_path / "out"
     out.mkdir()
+    report = tmp_path / "report.json"
     with output_lock(out):
-        result = run_cli(*cli_args(photo_dir, out, checkpoint))
+        result = run_cli(*cli_args(photo_dir, out, checkpoint, "--report", str(report)))
     assert result.exit_code == 2
-    assert result.stderr == (f"animegan: error: another animegan run (pid {os.getpid()}) is "
-                             f"writing to {out}; use --wait to wait for it\n")
+    message = (f"another animegan run (pid {os.getpid()}) is writing to {out}; "
+               "use --wait to wait for it")
+    assert result.stderr == f"animegan: error: {message}\n"
     assert output_files(out) == []
+    account = json.loads(report.read_text())
+    assert (account["exit_status"], account["error"]) == (2, message)
 
 
 def test_wait_waits_for_the_other_run_then_skips_what_it_wrote(tmp_path, checkpoint, photo_dir):
