@@ -182,8 +182,9 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
         click.echo(f"animegan: error: {one_line(error)}", err=True)
     if interrupted_by and summary is not None:
         left = summary.found - summary.converted - summary.skipped - summary.failed
-        click.echo(f"animegan: stopped by {interrupted_by}; {max(left, 0)} image(s) not "
-                   "converted (run again to convert them)", err=True)
+        rest = (f"{left} image(s) not converted (run again to convert them)" if left > 0
+                else "nothing left unconverted" if summary.found else "before any image")
+        click.echo(f"animegan: stopped by {interrupted_by}; {rest}", err=True)
     if summary is not None and not quiet:
         click.echo(_summary_line(summary), err=True)
     if report_file is not None:
