@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -14,12 +16,16 @@ from tqdm import tqdm
 from animegan_cli import __version__
 from animegan_cli.config import load_config, save_config
 from animegan_cli.convert import ConvertEvents, ConvertOptions, FileResult, Summary, convert
+from animegan_cli.data import DEFAULT_MAX_PIXELS
 from animegan_cli.engine import BACKENDS, DEVICES, PRECISIONS
 from animegan_cli.errors import AnimeganError, UsageError
 from animegan_cli.inputs import read_path_list
 from animegan_cli.outputs import FORMAT_CHOICES
 from animegan_cli.provenance import find_provenance
+from animegan_cli.report import build_report, json_safe, one_line, write_report
+from animegan_cli.resources import DEFAULT_BUDGET_SHARE, parse_size
 from animegan_cli.selection import parse_shard, parse_since
+from animegan_cli.signals import Interrupted, stop_on_signals
 from animegan_cli.system import describe_auto, describe_system
 from animegan_cli.tune import Trial, TuneRequest, TuneResult, run_tune
 from animegan_cli.weights import DEFAULT_STYLE, STYLES, WeightsStore
@@ -46,6 +52,18 @@ def _raise_for(exc: AnimeganError) -> None:
 
 def _stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
+
+
+def _size_option(unit: int) -> Callable[[click.Context, click.Parameter, str | None], int | None]:
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+        if value is None:
+            return None
+        try:
+            return parse_size(value, unit)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return parse
 
 
 # Config keys whose click parameter is named differently (a Python keyword or builtin).
@@ -139,6 +157,17 @@ def main(ctx: click.Context) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary line.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Also print the engine used and where the time went.")
+@click.option("--max-pixels", default=f"{DEFAULT_MAX_PIXELS // 10**6}M", show_default=True,
+              callback=_size_option(1000), metavar="N",
+              help="Refuse larger images (width x height, e.g. 50M) from their header, "
+                   "before decoding; 0 = no limit.")
+@click.option("--max-memory", default=None, callback=_size_option(1024), metavar="SIZE",
+              help=f"Memory budget, e.g. 4G or 512M (default: {DEFAULT_BUDGET_SHARE:.0%} of "
+                   "available memory). The batch size is lowered to fit.")
+@click.option("--wait", is_flag=True,
+              help="If another run is writing to OUTPUT, wait for it (default: exit 2).")
+@click.option("--report", "report_file", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="Write a JSON summary of the run to this file at the end.")
 def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: Path | None,
                     recursive: bool, null: bool, suffix: str, format_: str, quality: int,
                     size: int, keep_size: bool, batch_size: int, num_workers: int,
@@ -146,13 +175,15 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
                     compile_: bool, align_corners: bool,
                     overwrite: bool, trust_mtime: bool, dry_run: bool, since: str | None,
                     newer_than: Path | None, shard: str | None, reuse_similar: int | None,
-                    as_json: bool, quiet: bool, verbose: bool) -> None:
+                    as_json: bool, quiet: bool, verbose: bool, max_pixels: int,
+                    max_memory: int | None, wait: bool, report_file: Path | None) -> None:
     """Convert images (files, folders, or '-' for a list on stdin) into OUTPUT.
 
     Each output records what made it (input hash, style, checkpoint, settings); an output
     whose record matches is skipped, so re-running converts only new or changed photos.
     Identical inputs are styled once. Exit status: 0 all converted or skipped, 1 some
-    inputs failed, 2 usage error.
+    inputs failed, 2 usage error, 130/143 stopped by Ctrl-C/SIGTERM (what was written
+    stays; a rerun converts the rest).
 
     \b
     Examples:
@@ -160,6 +191,8 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
         find ~/Pictures -name '*.jpg' -print0 | animegan convert - -0 -o ./out --json
         animegan convert ./photos -o ./out --since 7d --shard 0/4 --dry-run
     """
+    if report_file is not None:
+        _check_report_folder(report_file)
     sources = [p for src in inputs for p in (_stdin_paths(null) if src == "-" else [src])]
     show_bar = not quiet and _stderr_is_terminal()
     bar = tqdm(total=0, unit="img", file=sys.stderr, disable=not show_bar, dynamic_ncols=True)
@@ -170,11 +203,14 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
     def on_result(result: FileResult) -> None:
         bar.update(1)
         if result.status == "failed":
-            tqdm.write(f"animegan: error: {result.input}: {result.error}", file=sys.stderr)
+            tqdm.write(f"animegan: error: {one_line(result.input)}: {one_line(result.error or '')}",
+                       file=sys.stderr)
         if dry_run and not as_json:
             tqdm.write(_dry_run_line(result), file=sys.stderr)
         if as_json:
-            click.echo(json.dumps(result.as_dict(), ensure_ascii=False))
+            record = {k: json_safe(v) if isinstance(v, str) else v
+                      for k, v in result.as_dict().items()}
+            click.echo(json.dumps(record, ensure_ascii=False))
 
     def on_message(message: str) -> None:
         if not quiet:
@@ -194,19 +230,52 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
         align_corners=align_corners, overwrite=overwrite,
         progress=show_bar, trust_mtime=trust_mtime, dry_run=dry_run, since=since_at,
         newer_than=newer_than, shard=shard_at, reuse_similar=reuse_similar,
+        max_pixels=max_pixels, max_memory=max_memory, wait=wait,
     )
+    summary: Summary | None = None
+    error = interrupted_by = None
     try:
-        summary = convert(options, ConvertEvents(on_plan, on_result, on_message))
+        with stop_on_signals():
+            summary = convert(options, ConvertEvents(on_plan, on_result, on_message))
+        status = EXIT_FAILED if summary.failed else 0
+    except Interrupted as exc:
+        summary, status = exc.summary, exc.exit_status  # type: ignore[assignment]
+        interrupted_by = signal.Signals(exc.signum).name
     except AnimeganError as exc:
-        _raise_for(exc)
+        summary = getattr(exc, "summary", None)
+        status = EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
+        error = str(exc)
     finally:
         bar.close()
-    if not quiet:
+    if error:
+        click.echo(f"animegan: error: {one_line(error)}", err=True)
+    if interrupted_by and summary is not None:
+        left = summary.found - summary.converted - summary.skipped - summary.failed
+        rest = (f"{left} image(s) not converted (run again to convert them)" if left > 0
+                else "nothing left unconverted" if summary.found else "before any image")
+        click.echo(f"animegan: stopped by {interrupted_by}; {rest}", err=True)
+    if summary is not None and not quiet:
         click.echo(_summary_line(summary, dry_run), err=True)
-    if verbose and not dry_run:
+    if summary is not None and verbose and not dry_run:
         click.echo(_timing_line(summary), err=True)
-    if summary.failed:
-        sys.exit(EXIT_FAILED)
+    if report_file is not None:
+        try:
+            write_report(report_file, build_report(summary, options, status, error,
+                                                   interrupted_by))
+        except OSError as exc:
+            click.echo(f"animegan: error: cannot write report {one_line(report_file)}: "
+                       f"{exc.strerror or exc}", err=True)
+            status = status or EXIT_FAILED
+    if status:
+        sys.exit(status)
+
+
+def _check_report_folder(path: Path) -> None:
+    folder = path.parent
+    if not folder.is_dir():
+        raise CommandError(f"--report: folder {folder} does not exist", EXIT_USAGE)
+    if path.is_dir():
+        raise CommandError(f"--report: {path} is a folder", EXIT_USAGE)
 
 
 def _stdin_paths(null: bool) -> list[str]:

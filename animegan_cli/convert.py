@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import itertools
 import os
 import time
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from animegan_cli import data, incremental, outputs
+from animegan_cli import data, incremental, outputs, resources, workers
 from animegan_cli.engine import (
     Engine,
     TorchEngine,
@@ -23,11 +25,13 @@ from animegan_cli.engine import (
     resolve_precision,
     torch_threads,
 )
-from animegan_cli.errors import UsageError, WeightsError
+from animegan_cli.errors import RunStopped, UsageError, WeightsError
 from animegan_cli.inputs import discover_inputs
+from animegan_cli.lock import output_lock, remove_stale_temp_files
 from animegan_cli.model import MIN_SIDE
 from animegan_cli.provenance import Manifest, Provenance, checkpoint_id, pixel_settings, with_reuse
 from animegan_cli.selection import Selection
+from animegan_cli.signals import Interrupted, as_interrupted, deferred
 from animegan_cli.similar import HASH_BITS, SimilarIndex, dhash
 from animegan_cli.weights import (
     DEFAULT_STYLE,
@@ -42,6 +46,9 @@ from animegan_cli.weights import (
 MAX_PENDING_WRITES = 8
 # Images an INT8 model is calibrated on (NNCF's accuracy flattened out beyond a handful).
 CALIBRATION_IMAGES = 8
+# Write errors that are about the output file system, not the image: every later write
+# would fail the same way, so the run stops instead of decoding and styling in vain.
+STOP_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 @dataclass
@@ -76,6 +83,9 @@ class ConvertOptions:
     newer_than: Path | None = None
     shard: tuple[int, int] | None = None  # (I, N), I counted from 0
     reuse_similar: int | None = None  # max dHash distance; None = off
+    max_pixels: int = data.DEFAULT_MAX_PIXELS
+    max_memory: int | None = None  # bytes; None = a share of the available memory
+    wait: bool = False
 
 
 @dataclass
@@ -121,6 +131,8 @@ class Summary:
     prepare_seconds: float = 0.0
     engine_seconds: float = 0.0
     write_seconds: float = 0.0
+    found: int = 0  # inputs found; the rest of found - (converted + skipped + failed) not done
+    batch_size: int = 0  # the batch size used (lowered when memory is short)
 
     @property
     def images_per_second(self) -> float:
@@ -161,6 +173,8 @@ def validate(options: ConvertOptions) -> None:
             options.reuse_similar is None or 0 <= options.reuse_similar <= HASH_BITS,
             f"--reuse-similar must be between 0 and {HASH_BITS}",
         ),
+        (options.max_pixels >= 0, "--max-pixels must be 0 (no limit) or more"),
+        (options.max_memory is None or options.max_memory > 0, "--max-memory must be above 0"),
     ]
     for ok, message in checks:
         if not ok:
@@ -224,37 +238,72 @@ def build_engine(
 
 
 def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Summary:
-    """Convert every input image; bad inputs are reported and skipped, never fatal."""
+    """Convert every input image; bad inputs are reported and skipped, never fatal.
+
+    Raises Interrupted (Ctrl-C, SIGTERM) or RunStopped (the output file system refuses
+    writes) with the summary so far attached; what was written stays whole.
+    """
     events = events or ConvertEvents()
     started = time.perf_counter()
     validate(options)
     selection = Selection.build(options.shard, options.since, options.newer_than)
-    if not options.dry_run:
-        prepare_output_dir(options.output)
-    inputs = discover_inputs(options.inputs, options.recursive, exclude=options.output)
-    planned = outputs.plan_outputs(inputs, options.output, options.format, options.suffix)
     summary = Summary()
-    manifest = Manifest.load(options.output)
-    rules = _rules(options, selection, events.on_message)
-    plan = incremental.plan_work(inputs, planned, rules, manifest)
     if options.dry_run:
+        _, plan, _ = _plan(options, selection, summary, events)
         _report_dry_run(plan, summary, events)
         summary.seconds = time.perf_counter() - started
         return summary
+    prepare_output_dir(options.output)
+    try:
+        with output_lock(options.output, options.wait, events.on_message):
+            _convert_locked(options, selection, events, summary, started)
+    except KeyboardInterrupt as exc:
+        raise _with_summary(as_interrupted(exc), summary, started) from None
+    except RunStopped as exc:
+        raise _with_summary(exc, summary, started) from None
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _with_summary(
+    exc: Interrupted | RunStopped, summary: Summary, started: float
+) -> Interrupted | RunStopped:
+    summary.seconds = time.perf_counter() - started
+    exc.summary = summary
+    return exc
+
+
+def _plan(
+    options: ConvertOptions, selection: Selection, summary: Summary, events: ConvertEvents
+) -> tuple[list[Path], incremental.Plan, Manifest]:
+    """Inputs, output names and what to do with each, decided before any pixel is read."""
+    inputs = discover_inputs(options.inputs, options.recursive, exclude=options.output)
+    planned = outputs.plan_outputs(inputs, options.output, options.format, options.suffix)
+    summary.found = len(inputs)
+    manifest = Manifest.load(options.output)
+    rules = _rules(options, selection, events.on_message)
+    return planned, incremental.plan_work(inputs, planned, rules, manifest), manifest
+
+
+def _convert_locked(
+    options: ConvertOptions,
+    selection: Selection,
+    events: ConvertEvents,
+    summary: Summary,
+    started: float,
+) -> None:
+    removed = remove_stale_temp_files(options.output)
+    if removed:
+        events.on_message(f"removed {len(removed)} temp file(s) left by an interrupted run")
+    _, plan, manifest = _plan(options, selection, summary, events)
     for output, record in plan.repairs:
         manifest.record(output, record)
-
     # plan.decisions[i] is inputs[i]; duplicates name their leader by that index.
-    todo: list[incremental.Decision] = []
-    position: dict[int, int] = {}
-    for i, decision in enumerate(plan.decisions):
-        if decision.action == incremental.CONVERT:
-            position[i] = len(todo)
-            todo.append(decision)
-    duplicates: dict[int, list[incremental.Decision]] = {}
+    converting = [i for i, d in enumerate(plan.decisions) if d.action == incremental.CONVERT]
+    followers: dict[int, list[incremental.Decision]] = {}
     for decision in plan.decisions:
         if decision.action == incremental.DUPLICATE and decision.leader is not None:
-            duplicates.setdefault(position[decision.leader], []).append(decision)
+            followers.setdefault(decision.leader, []).append(decision)
     copies = [d for d in plan.decisions if d.action == incremental.COPY]
     skipped = [
         FileResult(d.item.path, d.output, "skipped", reason=d.reason)
@@ -262,8 +311,8 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
         if d.action == incremental.SKIP
     ]
     summary.excluded = sum(d.action == incremental.EXCLUDE for d in plan.decisions)
-    reused = len(copies) + sum(len(group) for group in duplicates.values())
-    events.on_plan(len(todo) + reused, len(skipped))
+    reused = len(copies) + sum(len(group) for group in followers.values())
+    events.on_plan(len(converting) + reused, len(skipped))
     for result in skipped:
         summary.add(result)
         events.on_result(result)
@@ -271,6 +320,21 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
         result = _copy(decision, manifest)
         summary.add(result)
         events.on_result(result)
+    if converting:
+        too_big, batch_size = _fit_in_memory(
+            options, [plan.decisions[i] for i in converting], summary, events
+        )
+        options = dataclasses.replace(options, batch_size=batch_size)
+        for j, reason in too_big.items():
+            i = converting[j]
+            for target in [plan.decisions[i], *followers.get(i, [])]:
+                result = FileResult(target.item.path, None, "failed", reason, reason=target.reason)
+                summary.add(result)
+                events.on_result(result)
+        converting = [i for j, i in enumerate(converting) if j not in too_big]
+    todo = [plan.decisions[i] for i in converting]
+    # From here on, duplicates are keyed by their leader's position in todo.
+    duplicates = {j: followers[i] for j, i in enumerate(converting) if i in followers}
     if todo:
         with torch_threads(options.threads):
             _run(options, todo, duplicates, summary, events, manifest, started)
@@ -279,8 +343,35 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
         events.on_message(
             f"manifest not updated ({manifest.failure}); outputs still carry their provenance"
         )
-    summary.seconds = time.perf_counter() - started
-    return summary
+
+
+def _fit_in_memory(
+    options: ConvertOptions,
+    todo: list[incremental.Decision],
+    summary: Summary,
+    events: ConvertEvents,
+) -> tuple[dict[int, str], int]:
+    """Lower the batch size, and fail images too big, so the run stays within its budget.
+
+    Returns {index in todo: reason} for the images that cannot fit, and the batch size.
+    """
+    summary.batch_size = options.batch_size
+    device = resolve_device(options.device)
+    if device.type != "cpu":
+        return {}, options.batch_size  # the estimate is of host memory for the CPU engine
+    backend = resolve_backend(options.backend, device)
+    plan = resources.plan_memory(
+        [d.item.path for d in todo],
+        options.size,
+        options.batch_size,
+        resolve_precision(options.precision, device, backend),
+        options.max_memory or resources.default_budget(),
+        options.max_pixels,
+    )
+    if plan.message:
+        events.on_message(plan.message)
+    summary.batch_size = plan.batch_size
+    return dict(plan.too_big), plan.batch_size
 
 
 def _rules(
@@ -350,10 +441,10 @@ def _run(
     manifest: Manifest,
     started: float,
 ) -> None:
-    settings = data.PreprocessSettings(size=options.size)
+    settings = data.PreprocessSettings(size=options.size, max_pixels=options.max_pixels)
     dataset = data.ImageDataset([d.item.path for d in todo], settings)
     # Workers start before the model loads, so the first images decode while it loads.
-    prepared = iter(data.make_loader(dataset, options.num_workers))
+    prepared = workers.prepared_images(dataset, options.num_workers)
     early: list[data.PreparedImage] = []
 
     def calibration_images() -> list[torch.Tensor]:
@@ -373,14 +464,20 @@ def _run(
     similar: SimilarIndex[tuple[data.PreparedImage, int]] | None = None
     if options.reuse_similar is not None:
         similar = SimilarIndex(options.reuse_similar)
+    stop_reason: list[str] = []  # set by the writer when the output file system refuses
 
     def report(result: FileResult) -> None:
-        summary.add(result)
-        events.on_result(result)
+        # A Ctrl-C waits until a finished write is taken off the queue and counted.
+        with deferred():
+            summary.add(result)
+            events.on_result(result)
 
     def drain(limit: int) -> None:
-        while len(pending) > limit:
-            report(pending.popleft().result())
+        # Finished writes are reported at once (a --json reader or a SIGKILL sees them);
+        # beyond ``limit`` unfinished ones, wait for the oldest.
+        while pending and (len(pending) > limit or pending[0].done()):
+            with deferred():
+                report(pending.popleft().result())
 
     def write(
         target: incremental.Decision,
@@ -399,6 +496,8 @@ def _run(
             )
         except OSError as exc:
             reason = f"cannot write {out}: {exc.strerror or exc}"
+            if exc.errno in STOP_ERRNOS:
+                stop_reason.append(reason)
             return FileResult(target.item.path, None, "failed", reason, spent, target.reason)
         manifest.record(out, record)
         written = time.perf_counter() - start
@@ -449,6 +548,8 @@ def _run(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="animegan-writer") as writer:
 
         def run_batch(batch: list[data.PreparedImage]) -> None:
+            if stop_reason:
+                return
             start = time.perf_counter()
             styled = engine.run(data.stack_pixels(batch))
             spent = time.perf_counter() - start
@@ -464,6 +565,8 @@ def _run(
         try:
             for item in itertools.chain(early, prepared):
                 summary.prepare_seconds += item.seconds
+                if stop_reason:
+                    break
                 if item.error is not None:
                     for target in [todo[item.index], *duplicates.get(item.index, [])]:
                         report(FileResult(target.item.path, None, "failed", item.error,
@@ -477,4 +580,12 @@ def _run(
             for batch in batcher.flush():
                 run_batch(batch)
         finally:
-            drain(0)
+            try:
+                drain(0)
+            finally:
+                prepared.close()  # stops the decoder processes
+    if stop_reason:
+        raise RunStopped(
+            f"{stop_reason[0]}; stopping, as every further write would fail the same way "
+            "(free space or fix the output folder, then run again: finished images are skipped)"
+        )

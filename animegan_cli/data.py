@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
 from collections import defaultdict
@@ -39,6 +40,11 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
     Image.DecompressionBombError,
 )
 
+# Largest image (width x height) decoded by default; larger ones are refused from their
+# header, before any pixel is decoded (--max-pixels). 200 MP holds any camera photo and
+# most panoramas; a decompression bomb claims far more (50000x50000 is 2500 MP).
+DEFAULT_MAX_PIXELS = 200_000_000
+
 
 @dataclass(frozen=True)
 class PreprocessSettings:
@@ -46,6 +52,7 @@ class PreprocessSettings:
 
     size: int = 512
     multiple: int = 4
+    max_pixels: int = DEFAULT_MAX_PIXELS  # 0 = no limit
 
 
 @dataclass
@@ -76,16 +83,19 @@ def target_size(width: int, height: int, size: int, multiple: int = 4) -> tuple[
     return tw, th
 
 
-def decode_image(path: Path, size: int = 0) -> Image.Image:
+def decode_image(path: Path, size: int = 0, max_pixels: int = 0) -> Image.Image:
     """Open, decode and orient an image; returns RGB or RGBA at its upright size.
 
     ``size`` lets JPEG decode at a reduced scale in the DCT domain (Pillow's draft mode)
     when the model input is much smaller than the photo: far cheaper than a full decode.
+    An image over ``max_pixels`` (0 = no limit) is refused from its header alone.
     """
-    return decode_with_size(path, size)[0]
+    return decode_with_size(path, size, max_pixels)[0]
 
 
-def decode_with_size(path: Path, size: int = 0) -> tuple[Image.Image, tuple[int, int]]:
+def decode_with_size(
+    path: Path, size: int = 0, max_pixels: int = 0
+) -> tuple[Image.Image, tuple[int, int]]:
     """Like decode_image, plus the upright (width, height) of the full-size image.
 
     With draft mode the decoded image is smaller than the file's; --keep-size must
@@ -93,6 +103,11 @@ def decode_with_size(path: Path, size: int = 0) -> tuple[Image.Image, tuple[int,
     """
     with Image.open(path) as img:
         width, height = img.size
+        if max_pixels and width * height > max_pixels:
+            raise InputImageError(
+                f"image is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
+                f"--max-pixels limit of {max_pixels / 1e6:g} MP; not decoded"
+            )
         if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
             width, height = height, width
         if size and img.format == "JPEG" and max(img.size) >= 2 * size:
@@ -124,7 +139,7 @@ def prepare_image(index: int, path: Path, settings: PreprocessSettings) -> Prepa
     """Decode and resize one file for the model; a bad file yields an error, not an exception."""
     start = time.perf_counter()
     try:
-        img, (width, height) = decode_with_size(path, settings.size)
+        img, (width, height) = decode_with_size(path, settings.size, settings.max_pixels)
         alpha = None
         if img.mode == "RGBA":
             alpha = torch.from_numpy(np.array(img.getchannel("A")))
@@ -140,6 +155,9 @@ def prepare_image(index: int, path: Path, settings: PreprocessSettings) -> Prepa
         pixels = torch.from_numpy(np.array(img)).permute(2, 0, 1)
     except (*DECODE_ERRORS, InputImageError) as exc:
         return PreparedImage(index, error=describe_error(exc), seconds=time.perf_counter() - start)
+    except MemoryError:
+        reason = "not enough memory to decode it; try --max-pixels or fewer --num-workers"
+        return PreparedImage(index, error=reason, seconds=time.perf_counter() - start)
     return PreparedImage(
         index, pixels, alpha, (width, height), seconds=time.perf_counter() - start
     )
@@ -180,13 +198,30 @@ def _keep_as_is(item: PreparedImage) -> PreparedImage:
     return item
 
 
+@contextlib.contextmanager
+def own_pixel_limit() -> Iterator[None]:
+    """Switch Pillow's process-wide decompression-bomb limit off while ours applies.
+
+    Pillow refuses images over 2 x Image.MAX_IMAGE_PIXELS inside Image.open with a message
+    of its own; --max-pixels replaces that check (decode_image), so it must not fire first.
+    """
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def _init_worker(_: int) -> None:
     # Each worker decodes one image at a time; extra intra-op threads would only fight
     # the engine for the same cores.
     torch.set_num_threads(1)
+    # A worker is our own process: --max-pixels (checked in decode_image) is the limit.
+    Image.MAX_IMAGE_PIXELS = None
 
 
-def make_loader(dataset: ImageDataset, num_workers: int, prefetch: int = 4) -> DataLoader:
+def make_loader(dataset: Dataset, num_workers: int, prefetch: int = 4) -> DataLoader:
     """A DataLoader that yields single PreparedImages, decoded ahead by worker processes."""
     extra = {"prefetch_factor": prefetch, "worker_init_fn": _init_worker} if num_workers else {}
     return DataLoader(

@@ -21,3 +21,9 @@ class DownloadError(WeightsError):
 
 class InputImageError(AnimeganError):
     """One input file cannot be converted (corrupt, truncated, not an image, unreadable)."""
+
+
+class RunStopped(AnimeganError):
+    """The run cannot go on (disk full, decoders keep dying); what was written stays."""
+
+    summary: object | None = None

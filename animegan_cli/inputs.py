@@ -94,7 +94,7 @@ def _walk(
         try:
             is_dir = entry.is_dir()
         except OSError:
-            continue
+            is_dir = False  # a symlink loop, say: listed, so that the decoder reports it
         if is_dir:
             # Symlinked folders are not followed: that is how loops and escapes happen.
             if recursive and not entry.is_symlink():

@@ -45,6 +45,8 @@ TEMP_PREFIX = ".animegan-tmp-"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 """Temporary files start with this, so a leftover from a killed run is recognisable."""
+# Bytes of the output name kept in its temp file's name (prefix, pid, random suffix added).
+_TEMP_NAME_BYTES = 200
 
 
 def format_for(input_path: Path, requested: str) -> OutputFormat:
@@ -130,6 +132,14 @@ def _refuse_overwriting_inputs(inputs: Sequence[InputFile], planned: Sequence[Pa
             )
 
 
+def temp_prefix(name: str) -> str:
+    """Temp-file prefix for output ``name``: recognisable, naming this pid, under NAME_MAX."""
+    # The pid lets a later run tell a dead run's leftover from a live one's; the name is
+    # cut so that the temp name fits in 255 bytes whenever the output name itself does.
+    short = os.fsdecode(os.fsencode(name)[:_TEMP_NAME_BYTES])
+    return f"{TEMP_PREFIX}{os.getpid()}-{short}."
+
+
 def write_image_atomic(
     image: Image.Image,
     path: Path,
@@ -151,7 +161,7 @@ def write_image_atomic(
     if metadata is not None:
         options.update(embed_options(fmt.pil_name, metadata))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path.name), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             image.save(handle, format=fmt.pil_name, **options)

@@ -19,6 +19,7 @@ from animegan_cli.data import (
     decode_image,
     describe_error,
     make_loader,
+    own_pixel_limit,
     prepare_image,
     stack_pixels,
     target_size,
@@ -391,6 +392,15 @@ def test_prepare_tiny_image_is_upscaled_to_size(tmp_path: Path):
     assert item.shape == (16, 16)
 
 
+def test_prepare_out_of_memory_fails_the_image(tmp_path: Path, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("animegan_cli.data.decode_with_size", no_memory)
+    item = prepare_image(0, make_image(tmp_path / "a.png"), PreprocessSettings(size=16))
+    assert item.error is not None and item.error.startswith("not enough memory to decode it")
+
+
 def test_describe_error_variants():
     assert describe_error(Image.UnidentifiedImageError("x")) == (
         "not an image, or a format that cannot be read"
@@ -536,3 +546,60 @@ def test_to_output_resizes_alpha_to_model_size():
     a = np.asarray(img.getchannel("A")).astype(int)
     assert a[:, 0].max() < 10 and a[:, -1].min() > 175
     assert (np.diff(a[16]) >= -2).all()
+
+
+# ---------------------------------------------------------------- pixel limit
+
+
+def write_png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height, with almost no pixel data behind it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_image_over_max_pixels_is_refused_from_its_header(tmp_path: Path):
+    bomb = write_png_header(tmp_path / "bomb.png", 50000, 50000)
+    with own_pixel_limit():  # as in workers, and around decoding in the main process
+        item = prepare_image(0, bomb, PreprocessSettings(size=64, max_pixels=200_000_000))
+    assert item.error == (
+        "image is 50000x50000 (2500 MP), over the --max-pixels limit of 200 MP; not decoded"
+    )
+
+
+def test_max_pixels_is_configurable_and_zero_means_no_limit(tmp_path: Path):
+    path = make_image(tmp_path / "a.png", 40, 30)
+    assert "over the --max-pixels limit" in (
+        prepare_image(0, path, PreprocessSettings(size=16, max_pixels=1000)).error or "")
+    assert prepare_image(0, path, PreprocessSettings(size=16, max_pixels=1200)).error is None
+    assert prepare_image(0, path, PreprocessSettings(size=16, max_pixels=0)).error is None
+
+
+def test_own_pixel_limit_lets_our_message_replace_pillows(tmp_path: Path):
+    # Pillow alone would raise its own DecompressionBombError for this header.
+    bomb = write_png_header(tmp_path / "bomb.png", 20000, 20000)
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(bomb)
+    before = Image.MAX_IMAGE_PIXELS
+    with own_pixel_limit():
+        with pytest.raises(InputImageError, match="400 MP"):
+            decode_image(bomb, 64, max_pixels=200_000_000)
+    assert Image.MAX_IMAGE_PIXELS == before
+
+
+def test_workers_use_max_pixels_not_pillows_limit(tmp_path: Path):
+    bomb = write_png_header(tmp_path / "bomb.png", 20000, 20000)
+    ds = ImageDataset([bomb], PreprocessSettings(size=64, max_pixels=500_000_000))
+    [item] = list(make_loader(ds, num_workers=1, prefetch=1))
+    # Allowed by our limit, so it gets as far as decoding the (missing) pixel data.
+    assert item.error is not None and "max-pixels" not in item.error
+    assert "decompression bomb" not in item.error

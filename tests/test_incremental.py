@@ -69,7 +69,7 @@ def forbid_model_and_decoding(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("an up-to-date run decoded an input or loaded the model")
 
-    monkeypatch.setattr(data, "decode_image", refuse)
+    monkeypatch.setattr(data, "decode_with_size", refuse)
     monkeypatch.setattr(convert_module, "load_state_dict", refuse)
     monkeypatch.setattr(convert_module.WeightsStore, "resolve", refuse)
 

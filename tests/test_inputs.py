@@ -210,6 +210,17 @@ def test_broken_symlink_with_image_name_is_listed_and_reported_later(tmp_path: P
     assert result.error and "not found" in result.error
 
 
+def test_file_symlink_loop_is_listed_and_reported_later(tmp_path: Path):
+    root = tmp_path / "in"
+    root.mkdir()
+    os.symlink(root / "b.jpg", root / "a.jpg")
+    os.symlink(root / "a.jpg", root / "b.jpg")
+    found = discover_inputs([root])
+    assert rels(found) == ["a.jpg", "b.jpg"]
+    result = prepare_image(0, found[0].path, PreprocessSettings(size=32))
+    assert result.error and "symbolic links" in result.error
+
+
 def test_broken_symlink_named_explicitly_is_kept(tmp_path: Path):
     link = tmp_path / "dangling.jpg"
     os.symlink(tmp_path / "nothing.jpg", link)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,24 +90,49 @@ def test_backend_and_precision_rules():
     assert resolve_precision("int8", cpu, "openvino") == "int8"
 
 
-def test_int8_quantizes_on_the_given_images_and_stays_recognisable(generator, fp32_engine,
-                                                                   ir_cache):
+INT8_SCRIPT = """
+import json, sys, torch
+from pathlib import Path
+from animegan_cli.model import Generator
+from animegan_cli.openvino_engine import OpenVINOEngine
+
+torch.manual_seed(0)
+generator = Generator().eval()
+cache = Path(sys.argv[1])
+rng = torch.Generator().manual_seed(1)
+calibration = [torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=rng)
+               for _ in range(4)]
+calls = []
+
+def images():
+    calls.append(1)
+    return calibration
+
+int8 = OpenVINOEngine(generator, "3" * 40, "int8", 2, cache, calibration=images)
+fp32 = OpenVINOEngine(generator, "3" * 40, "fp32", 2, cache)
+batch = torch.stack(calibration[:2])
+a, b = int8.run(batch).float(), fp32.run(batch).float()
+mse = ((a - b) ** 2).mean().item()
+again = OpenVINOEngine(generator, "3" * 40, "int8", 2, cache, calibration=images)
+print(json.dumps({"psnr": 10 * torch.log10(torch.tensor(255.0**2 / max(mse, 1e-9))).item(),
+                  "cached": again.from_cache, "calls": len(calls),
+                  "description": int8.description}))
+"""
+
+
+def test_int8_quantizes_on_the_given_images_and_stays_recognisable(tmp_path):
     pytest.importorskip("nncf")
-    rng = torch.Generator().manual_seed(1)
-    calibration = [torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=rng)
-                   for _ in range(4)]
-    calls = []
-
-    def images():
-        calls.append(1)
-        return calibration
-
-    int8 = OpenVINOEngine(generator, KEY, "int8", 2, ir_cache, calibration=images)
-    batch = torch.stack(calibration[:2])
-    quality = psnr(int8.run(batch), fp32_engine.run(batch))
-    assert 15 < quality < 60  # quantized: close, but not the same model
-    again = OpenVINOEngine(generator, KEY, "int8", 2, ir_cache, calibration=images)
-    assert again.from_cache and len(calls) == 1
+    # In a process of its own: NNCF, once loaded, left this test process's heap corrupted
+    # for a later subprocess call (a crash in an unrelated test), so it never loads here.
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", INT8_SCRIPT, str(tmp_path)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert 15 < result["psnr"] < 60  # quantized: close, but not the same model
+    assert result["cached"] and result["calls"] == 1
+    assert result["description"].startswith("openvino cpu int8")
 
 
 def test_convert_uses_openvino_by_default(photo_dir, tmp_path, checkpoint):

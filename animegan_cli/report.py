@@ -1,0 +1,86 @@
+"""``--report FILE``: the JSON account of a run (counts, failures, settings, time, status)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from animegan_cli.convert import ConvertOptions, Summary
+
+
+def json_safe(text: str | os.PathLike[str]) -> str:
+    """Text that always encodes as UTF-8: a non-UTF-8 file name's bytes become \\xNN."""
+    return os.fspath(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def one_line(text: str | os.PathLike[str]) -> str:
+    """json_safe, with control characters escaped (a newline in a file name shows as \\n)."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+        for ch in json_safe(text)
+    )
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, (str, Path)):
+        return json_safe(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def build_report(
+    summary: Summary | None,
+    options: ConvertOptions,
+    exit_status: int,
+    error: str | None = None,
+    interrupted_by: str | None = None,
+) -> dict[str, object]:
+    """The report as a JSON-ready dict; ``summary`` is None when the run never started."""
+    summary = summary or Summary()
+    done = summary.converted + summary.skipped + summary.failed
+    return {
+        "exit_status": exit_status,
+        "error": json_safe(error) if error else None,
+        "interrupted_by": interrupted_by,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "elapsed_seconds": round(summary.seconds, 3),
+        "counts": {
+            "found": summary.found,
+            "converted": summary.converted,
+            "skipped": summary.skipped,
+            "failed": summary.failed,
+            "not_done": max(0, summary.found - done),
+        },
+        "failures": [
+            {"input": json_safe(r.input), "error": json_safe(r.error or "")}
+            for r in summary.failures
+        ],
+        "settings": {
+            field.name: _jsonable(getattr(options, field.name))
+            for field in dataclasses.fields(options)
+        },
+        "engine": summary.engine or None,
+        "batch_size_used": summary.batch_size or None,
+    }
+
+
+def write_report(path: Path, report: dict[str, object]) -> None:
+    """Write the report atomically (temp file + rename): never a half-written JSON file."""
+    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
