@@ -119,13 +119,13 @@ def main(ctx: click.Context) -> None:
 @click.option("--num-workers", envvar="ANIMEGAN_NUM_WORKERS", type=int, default=1,
               help="Processes decoding and resizing ahead of the model (0 = in the main one).")
 @click.option("--threads", envvar="ANIMEGAN_THREADS", type=int, default=None,
-              help="Threads for the model (torch.set_num_threads); default: torch's.")
+              help="Threads for the model (torch or OpenVINO); default: all cores.")
 @click.option("--streams", envvar="ANIMEGAN_STREAMS", type=int, default=1,
               help="OpenVINO: images of a batch run side by side on this many streams.")
 @click.option("--device", envvar="ANIMEGAN_DEVICE", type=click.Choice(DEVICES), default="cpu",
               help="cuda needs a CUDA GPU (and --backend torch or auto).")
 @click.option("--backend", envvar="ANIMEGAN_BACKEND", type=click.Choice(BACKENDS), default="auto",
-              help="auto = OpenVINO on the CPU when installed, torch otherwise.")
+              help="auto = OpenVINO on CPUs with bf16 units and for int8, torch otherwise.")
 @click.option("--precision", envvar="ANIMEGAN_PRECISION",
               type=click.Choice(PRECISIONS), default="auto",
               help="auto = bf16 where the CPU has AMX/AVX512-BF16 or on CUDA, else fp32; "

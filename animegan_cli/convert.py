@@ -206,7 +206,7 @@ def build_engine(
     rather than recorded under the wrong id.
     """
     device = resolve_device(options.device)
-    backend = resolve_backend(options.backend, device)
+    backend = resolve_backend(options.backend, device, options.precision)
     precision = resolve_precision(options.precision, device, backend)
     store = WeightsStore.from_env()
     resolved = store.resolve(
@@ -359,7 +359,7 @@ def _fit_in_memory(
     device = resolve_device(options.device)
     if device.type != "cpu":
         return {}, options.batch_size  # the estimate is of host memory for the CPU engine
-    backend = resolve_backend(options.backend, device)
+    backend = resolve_backend(options.backend, device, options.precision)
     plan = resources.plan_memory(
         [d.item.path for d in todo],
         options.size,
@@ -379,7 +379,7 @@ def _rules(
 ) -> incremental.Rules:
     """What up-to-date outputs must match; precision and checkpoint id found without loading."""
     device = resolve_device(options.device)
-    backend = resolve_backend(options.backend, device)
+    backend = resolve_backend(options.backend, device, options.precision)
     precision = resolve_precision(options.precision, device, backend)
     try:
         checkpoint: str | None = checkpoint_id(options.style, options.weights)

@@ -82,7 +82,8 @@ def describe_auto(name: str, value: object, params: Mapping[str, object]) -> str
         return ""
     try:
         device = torch.device(str(params.get("device", "cpu")))
-        backend = resolve_backend(str(params.get("backend", "auto")), device)
+        backend = resolve_backend(str(params.get("backend", "auto")), device,
+                                  str(params.get("precision", "auto")))
         if name == "backend":
             return backend
         return resolve_precision("auto", device, backend)

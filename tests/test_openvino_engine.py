@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from animegan_cli import engine as engine_module
 from animegan_cli.engine import TorchEngine, resolve_backend, resolve_precision
 from animegan_cli.errors import UsageError
 from animegan_cli.model import Generator
@@ -79,10 +80,20 @@ def test_streams_run_a_batch_side_by_side_with_the_same_result(generator, fp32_e
     assert (two.run(batch).int() - fp32_engine.run(batch).int()).abs().max() <= 1
 
 
+def test_auto_backend_follows_the_measurements(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(engine_module, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    assert resolve_backend("auto", cpu) == "openvino"
+    monkeypatch.setattr(engine_module, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert resolve_backend("auto", cpu) == "torch"
+    assert resolve_backend("auto", cpu, "int8") == "openvino"  # only OpenVINO has int8
+    assert resolve_backend("auto", torch.device("cuda")) == "torch"
+
+
 def test_backend_and_precision_rules():
     cpu = torch.device("cpu")
-    assert resolve_backend("auto", cpu) == "openvino"
     assert resolve_backend("torch", cpu) == "torch"
+    assert resolve_backend("openvino", cpu) == "openvino"
     with pytest.raises(UsageError, match="CPU only"):
         resolve_backend("openvino", torch.device("cuda"))
     with pytest.raises(UsageError, match="needs --backend openvino"):
@@ -135,10 +146,11 @@ def test_int8_quantizes_on_the_given_images_and_stays_recognisable(tmp_path):
     assert result["description"].startswith("openvino cpu int8")
 
 
-def test_convert_uses_openvino_by_default(photo_dir, tmp_path, checkpoint):
+def test_convert_with_the_openvino_backend(photo_dir, tmp_path, checkpoint):
     from animegan_cli.convert import ConvertOptions, convert
 
     summary = convert(ConvertOptions(inputs=[str(photo_dir)], output=tmp_path / "out",
-                                     weights=checkpoint, size=32, num_workers=0))
+                                     weights=checkpoint, size=32, num_workers=0,
+                                     backend="openvino"))
     assert summary.converted == 3
     assert summary.engine.startswith("openvino cpu")
