@@ -383,8 +383,7 @@ def weights_download(names: tuple[str, ...], all_: bool) -> None:
     store = WeightsStore.from_env()
     try:
         for name in chosen:
-            if name not in STYLES:
-                raise UsageError(f"unknown style {name!r}; choose from: {', '.join(STYLES)}")
+            # An unknown name is a UsageError from the store, before any download.
             path = store.download(name, progress=_stderr_is_terminal())
             click.echo(f"{name}: {path}", err=True)
     except AnimeganError as exc:

@@ -249,7 +249,7 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
     selection = Selection.build(options.shard, options.since, options.newer_than)
     summary = Summary()
     if options.dry_run:
-        _, plan, _ = _plan(options, selection, summary, events)
+        plan, _ = _plan(options, selection, summary, events)
         _report_dry_run(plan, summary, events)
         summary.seconds = time.perf_counter() - started
         return summary
@@ -275,14 +275,14 @@ def _with_summary(
 
 def _plan(
     options: ConvertOptions, selection: Selection, summary: Summary, events: ConvertEvents
-) -> tuple[list[Path], incremental.Plan, Manifest]:
-    """Inputs, output names and what to do with each, decided before any pixel is read."""
+) -> tuple[incremental.Plan, Manifest]:
+    """What to do with each input (and its output name), decided before any pixel is read."""
     inputs = discover_inputs(options.inputs, options.recursive, exclude=options.output)
     planned = outputs.plan_outputs(inputs, options.output, options.format, options.suffix)
     summary.found = len(inputs)
     manifest = Manifest.load(options.output)
     rules = _rules(options, selection, events.on_message)
-    return planned, incremental.plan_work(inputs, planned, rules, manifest), manifest
+    return incremental.plan_work(inputs, planned, rules, manifest), manifest
 
 
 def _convert_locked(
@@ -295,7 +295,7 @@ def _convert_locked(
     removed = remove_stale_temp_files(options.output)
     if removed:
         events.on_message(f"removed {len(removed)} temp file(s) left by an interrupted run")
-    _, plan, manifest = _plan(options, selection, summary, events)
+    plan, manifest = _plan(options, selection, summary, events)
     for output, record in plan.repairs:
         manifest.record(output, record)
     # plan.decisions[i] is inputs[i]; duplicates name their leader by that index.
