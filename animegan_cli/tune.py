@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from animegan_cli import data
+from animegan_cli import data, resources
 from animegan_cli.convert import ConvertOptions, build_engine, convert
 from animegan_cli.engine import cpu_has_fast_bf16, torch_threads
 from animegan_cli.inputs import discover_inputs
@@ -97,17 +97,6 @@ def candidate_engines() -> list[tuple[str, str]]:
     return pairs
 
 
-def available_memory_mb() -> float:
-    """MemAvailable from /proc/meminfo (total physical memory elsewhere), in MiB."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
-
-
 def tuning_images(request: TuneRequest, workdir: Path) -> Path:
     """A folder of photos to tune on: the user's first few, or generated photo-like ones."""
     folder = workdir / "photos"
@@ -148,7 +137,8 @@ def run_tune(request: TuneRequest, on_trial: Callable[[Trial], None] = lambda t:
     """
     started = time.perf_counter()
     cores = os.cpu_count() or 1
-    memory_budget = request.memory_budget_mb or 0.75 * available_memory_mb()
+    # The same budget convert plans for (a share of MemAvailable, or the cgroup limit).
+    memory_budget = request.memory_budget_mb or resources.default_budget() / 2**20
     result = TuneResult()
     workdir = Path(tempfile.mkdtemp(prefix="animegan-tune-"))
     better = _better_latency if request.objective == "latency" else _better_throughput
