@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from animegan_cli.atomic import atomic_write
 from animegan_cli.errors import UsageError
 
 if sys.version_info >= (3, 11):
@@ -89,15 +89,8 @@ def save_config(settings: Mapping[str, object], path: Path | None = None,
     merged = {**load_config(path), **settings}
     lines = [f"# {line}" for line in comment.splitlines()]
     lines += [f"[{SECTION}]"] + [f"{key} = {_toml_value(value)}" for key, value in merged.items()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".config.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = "\n".join(lines) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
     return path
 
 

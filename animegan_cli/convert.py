@@ -27,7 +27,7 @@ from animegan_cli.engine import (
 )
 from animegan_cli.errors import RunStopped, UsageError, WeightsError
 from animegan_cli.inputs import discover_inputs
-from animegan_cli.lock import output_lock, remove_stale_temp_files
+from animegan_cli.lock import HeldLock, output_lock, remove_stale_temp_files
 from animegan_cli.model import MIN_SIDE
 from animegan_cli.provenance import Manifest, Provenance, checkpoint_id, pixel_settings, with_reuse
 from animegan_cli.selection import Selection
@@ -179,6 +179,9 @@ def validate(options: ConvertOptions) -> None:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    # A separator would put outputs in other folders, even outside OUT ("/../../x").
+    if any(bad and bad in options.suffix for bad in (os.sep, os.altsep, "/", "\0")):
+        raise UsageError("--suffix must not contain a path separator or NUL")
     if not options.inputs:
         raise UsageError("no input given")
 
@@ -255,8 +258,10 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
         return summary
     prepare_output_dir(options.output)
     try:
-        with output_lock(options.output, options.wait, events.on_message):
-            _convert_locked(options, selection, events, summary, started)
+        # Shards of one job share the folder (and the lock); a plain run has it to itself.
+        shared = options.shard is not None
+        with output_lock(options.output, options.wait, events.on_message, shared) as held:
+            _convert_locked(options, selection, events, summary, started, held)
     except KeyboardInterrupt as exc:
         raise _with_summary(as_interrupted(exc), summary, started) from None
     except RunStopped as exc:
@@ -291,11 +296,13 @@ def _convert_locked(
     events: ConvertEvents,
     summary: Summary,
     started: float,
+    held: HeldLock,
 ) -> None:
     removed = remove_stale_temp_files(options.output)
     if removed:
         events.on_message(f"removed {len(removed)} temp file(s) left by an interrupted run")
     plan, manifest = _plan(options, selection, summary, events)
+    held.check()  # planning can take long: OUT may be gone by now
     for output, record in plan.repairs:
         manifest.record(output, record)
     # plan.decisions[i] is inputs[i]; duplicates name their leader by that index.
@@ -317,6 +324,7 @@ def _convert_locked(
         summary.add(result)
         events.on_result(result)
     for decision in copies:
+        held.check()
         result = _copy(decision, manifest)
         summary.add(result)
         events.on_result(result)
@@ -337,8 +345,10 @@ def _convert_locked(
     duplicates = {j: followers[i] for j, i in enumerate(converting) if i in followers}
     if todo:
         with torch_threads(options.threads):
-            _run(options, todo, duplicates, summary, events, manifest, started)
-    manifest.compact_if_needed()
+            _run(options, todo, duplicates, summary, events, manifest, started, held)
+    if not held.shared:  # rewriting the manifest under running shards would lose lines
+        held.check()
+        manifest.compact_if_needed()
     if manifest.failure:
         events.on_message(
             f"manifest not updated ({manifest.failure}); outputs still carry their provenance"
@@ -440,6 +450,7 @@ def _run(
     events: ConvertEvents,
     manifest: Manifest,
     started: float,
+    held: HeldLock,
 ) -> None:
     settings = data.PreprocessSettings(size=options.size, max_pixels=options.max_pixels)
     dataset = data.ImageDataset([d.item.path for d in todo], settings)
@@ -464,7 +475,7 @@ def _run(
     similar: SimilarIndex[tuple[data.PreparedImage, int]] | None = None
     if options.reuse_similar is not None:
         similar = SimilarIndex(options.reuse_similar)
-    stop_reason: list[str] = []  # set by the writer when the output file system refuses
+    stop_reason: list[str] = []  # the writer's RunStopped message: the run cannot go on
 
     def report(result: FileResult) -> None:
         # A Ctrl-C waits until a finished write is taken off the queue and counted.
@@ -490,14 +501,24 @@ def _run(
         out = target.output
         start = time.perf_counter()
         try:
+            held.check()
             image = data.to_output_image(pixels, item.alpha, item.original_size, options.keep_size)
             outputs.write_image_atomic(
-                image, out, quality=options.quality, metadata=record.to_json()
+                image, out, quality=options.quality, metadata=record.to_json(),
+                root=options.output,
             )
+        except RunStopped as exc:
+            stop_reason.append(str(exc))
+            reason = f"cannot write {out}: the output folder was removed or moved"
+            return FileResult(target.item.path, None, "failed", reason, spent, target.reason)
         except OSError as exc:
             reason = f"cannot write {out}: {exc.strerror or exc}"
             if exc.errno in STOP_ERRNOS:
-                stop_reason.append(reason)
+                stop_reason.append(
+                    f"{reason}; stopping, as every further write would fail the same way "
+                    "(free space or fix the output folder, then run again: finished images "
+                    "are skipped)"
+                )
             return FileResult(target.item.path, None, "failed", reason, spent, target.reason)
         manifest.record(out, record)
         written = time.perf_counter() - start
@@ -585,7 +606,4 @@ def _run(
             finally:
                 prepared.close()  # stops the decoder processes
     if stop_reason:
-        raise RunStopped(
-            f"{stop_reason[0]}; stopping, as every further write would fail the same way "
-            "(free space or fix the output folder, then run again: finished images are skipped)"
-        )
+        raise RunStopped(stop_reason[0])

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from animegan_cli.atomic import atomic_write
 from animegan_cli.inputs import InputFile
-from animegan_cli.outputs import TEMP_PREFIX
 from animegan_cli.provenance import (
     Manifest,
     Provenance,
@@ -244,17 +242,9 @@ def copy_output(source: Path, target: Path, record: Provenance, manifest: Manife
     The copy keeps the source's embedded metadata, which differs from ``record`` only in the
     input's mtime; the manifest gets ``record`` itself.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + target.name + ".", dir=target.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp_name)
-        with open(tmp_name, "rb+") as handle:
-            os.fsync(handle.fileno())
-        shutil.copymode(source, tmp_name)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    with open(source, "rb") as original:
+        # Inside the output folder: a symlinked folder on the way is refused, not followed.
+        atomic_write(
+            target, lambda handle: shutil.copyfileobj(original, handle), root=manifest.out_dir
+        )
     manifest.record(target, record)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from animegan_cli.atomic import atomic_write
 from animegan_cli.engine import to_model_input, to_pixels
 from animegan_cli.errors import UsageError
 from animegan_cli.model import Generator
@@ -145,12 +145,14 @@ def save_ir_atomic(model, xml: Path) -> None:
     import openvino as ov
 
     xml.parent.mkdir(parents=True, exist_ok=True)
+    # OpenVINO writes only to paths: save the pair aside, then place each file atomically.
     tmp = Path(tempfile.mkdtemp(prefix=".ir-", dir=xml.parent))
     try:
         ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
         # .bin first: the .xml's presence is what marks the pair complete.
-        os.replace(tmp / "model.bin", xml.with_suffix(".bin"))
-        os.replace(tmp / "model.xml", xml)
+        for name, target in (("model.bin", xml.with_suffix(".bin")), ("model.xml", xml)):
+            with open(tmp / name, "rb") as source:
+                atomic_write(target, lambda out, source=source: shutil.copyfileobj(source, out))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

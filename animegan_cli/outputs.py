@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,6 +10,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from animegan_cli.atomic import TEMP_PREFIX as TEMP_PREFIX  # re-exported for older importers
+from animegan_cli.atomic import atomic_write
 from animegan_cli.errors import UsageError
 from animegan_cli.inputs import InputFile
 from animegan_cli.provenance import embed_options
@@ -41,12 +41,6 @@ SAME_FORMAT = {
     ".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp", ".bmp": "bmp",
     ".tif": "tiff", ".tiff": "tiff", ".heic": "jpg", ".heif": "jpg",
 }
-TEMP_PREFIX = ".animegan-tmp-"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-"""Temporary files start with this, so a leftover from a killed run is recognisable."""
-# Bytes of the output name kept in its temp file's name (prefix, pid, random suffix added).
-_TEMP_NAME_BYTES = 200
 
 
 def format_for(input_path: Path, requested: str) -> OutputFormat:
@@ -132,25 +126,21 @@ def _refuse_overwriting_inputs(inputs: Sequence[InputFile], planned: Sequence[Pa
             )
 
 
-def temp_prefix(name: str) -> str:
-    """Temp-file prefix for output ``name``: recognisable, naming this pid, under NAME_MAX."""
-    # The pid lets a later run tell a dead run's leftover from a live one's; the name is
-    # cut so that the temp name fits in 255 bytes whenever the output name itself does.
-    short = os.fsdecode(os.fsencode(name)[:_TEMP_NAME_BYTES])
-    return f"{TEMP_PREFIX}{os.getpid()}-{short}."
-
-
 def write_image_atomic(
     image: Image.Image,
     path: Path,
     quality: int = 95,
     fsync: bool = True,
     metadata: str | None = None,
+    root: Path | None = None,
+    before_rename: Callable[[os.stat_result], None] | None = None,
 ) -> None:
     """Encode ``image`` to ``path`` via a temp file and rename: never a half-written file.
 
     ``metadata`` (a provenance record's JSON) is embedded where the format has room for it:
-    PNG text chunk, JPEG/WebP XMP, TIFF ImageDescription; BMP has none.
+    PNG text chunk, JPEG/WebP XMP, TIFF ImageDescription; BMP has none. ``root`` (the
+    output folder) and ``before_rename`` are passed to :func:`atomic.atomic_write`: with
+    ``root``, a symlinked folder below it is refused, never written through.
     """
     fmt = format_of(path)
     if image.mode == "RGBA" and not fmt.holds_alpha:
@@ -160,18 +150,10 @@ def write_image_atomic(
         options["quality"] = quality
     if metadata is not None:
         options.update(embed_options(fmt.pil_name, metadata))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path.name), dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format=fmt.pil_name, **options)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        # mkstemp makes the file 0600; give it the mode a plain open() would have.
-        os.chmod(tmp_name, 0o666 & ~_UMASK)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    atomic_write(
+        path,
+        lambda handle: image.save(handle, format=fmt.pil_name, **options),
+        root=root,
+        fsync=fsync,
+        before_rename=before_rename,
+    )

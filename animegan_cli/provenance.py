@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
-import tempfile
+import stat as stat_module
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -15,11 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 from xml.sax.saxutils import escape
 
 from PIL import Image
 
 from animegan_cli import __version__
+from animegan_cli.atomic import atomic_write
 from animegan_cli.errors import UsageError, WeightsError
 from animegan_cli.weights import STYLES, WeightsStore, git_blob_id
 
@@ -297,8 +299,11 @@ class Manifest:
         """Read the manifest in ``out_dir`` (empty when absent or unreadable)."""
         manifest = cls(Path(out_dir))
         try:
-            data = manifest.path.read_bytes()
-        except OSError:
+            with os.fdopen(_open_manifest(manifest.path, os.O_RDONLY), "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                manifest.failure = f"cannot use {manifest.path}: {exc.strerror}"
             return manifest
         manifest._needs_newline = bool(data) and not data.endswith(b"\n")
         for line in data.splitlines():
@@ -349,7 +354,7 @@ class Manifest:
     def _append(self, line: bytes) -> None:
         if self._needs_newline:
             line = b"\n" + line
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        fd = _open_manifest(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             # One write per record: appends of concurrent runs (shards) do not interleave.
             os.write(fd, line)
@@ -379,30 +384,33 @@ class Manifest:
             return False
         current = Manifest.load(self.out_dir).entries or self.entries
         live = {k: e for k, e in current.items() if (self.out_dir / k).is_file()}
+
+        def write_lines(handle: BinaryIO) -> None:
+            for key, entry in live.items():
+                handle.write(self._line(key, entry))
+
         try:
-            fd, tmp_name = tempfile.mkstemp(prefix=MANIFEST_NAME + ".", dir=self.out_dir)
+            atomic_write(self.path, write_lines, root=self.out_dir)
         except OSError as exc:
-            self.failure = f"cannot compact {self.path}: {exc.strerror or exc}"
-            return False
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for key, entry in live.items():
-                    handle.write(self._line(key, entry))
-            os.chmod(tmp_name, 0o666 & ~_umask())
-            os.replace(tmp_name, self.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
             self.failure = f"cannot compact {self.path}: {exc.strerror or exc}"
             return False
         self.entries, self.lines, self._needs_newline = live, len(live), False
         return True
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _open_manifest(path: Path, flags: int) -> int:
+    """Open the manifest itself, never a symlink's target, and only a regular file."""
+    try:
+        # O_NONBLOCK: a FIFO planted at the name must not hang the run.
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "it is a symbolic link; not following it") from None
+        raise
+    if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return fd
 
 
 def find_provenance(path: Path) -> Provenance | None:

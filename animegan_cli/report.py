@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from animegan_cli.atomic import atomic_write
 from animegan_cli.convert import ConvertOptions, Summary
 
 
@@ -73,14 +72,4 @@ def build_report(
 def write_report(path: Path, report: dict[str, object]) -> None:
     """Write the report atomically (temp file + rename): never a half-written JSON file."""
     text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import http.client
@@ -10,18 +9,18 @@ import io
 import os
 import pickle
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import BinaryIO
 
 import torch
 from tqdm import tqdm
 
+from .atomic import atomic_write
 from .errors import DownloadError, UsageError, WeightsError
 from .model import Generator
 
@@ -189,16 +188,18 @@ class WeightsStore:
         url = self.url_for(name)
         # Stored by style name, whatever the upstream file layout, since find() looks up names.
         target = self.cache_dir / f"{style.name}.pt"
-        with self._temp_file(target) as (tmp_path, out):
-            _fetch(url, name, out, tmp_path, progress)
-            out.close()
-            actual = _file_blob_id(tmp_path)
+
+        def fetch_verified(out: BinaryIO) -> None:
+            _fetch(url, name, out, Path(out.name), progress)
+            out.flush()
+            actual = _file_blob_id(Path(out.name))
             if actual != style.blob_id:
                 raise DownloadError(
                     f"downloaded {url} but its git blob id is {actual}, expected "
                     f"{style.blob_id}; the file was deleted"
                 )
-            os.replace(tmp_path, target)
+
+        _write_file(target, fetch_verified)
         return target
 
     def import_file(self, source: Path, name: str | None = None) -> Path:
@@ -216,10 +217,7 @@ class WeightsStore:
             _check_published_bytes(data, source, STYLES[name])
         _parse_checkpoint(data, source)
         target = self.cache_dir / f"{name}.pt"
-        with self._temp_file(target) as (tmp_path, out):
-            out.write(data)
-            out.close()
-            os.replace(tmp_path, target)
+        _write_file(target, lambda out: out.write(data))
         return target
 
     def resolve(
@@ -261,27 +259,24 @@ class WeightsStore:
             _check_blob_id(path, _file_blob_id(path), published.blob_id)
         return ResolvedWeights(path, style, published.blob_id)
 
-    @contextlib.contextmanager
-    def _temp_file(self, target: Path) -> Iterator[tuple[Path, IO[bytes]]]:
-        """Yield a hidden temp file beside ``target``; it is removed unless replaced onto it."""
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(
-                dir=target.parent, prefix=f".{target.name}.", suffix=".part"
-            )
-        except OSError as exc:
-            raise WeightsError(f"cannot write to {target.parent}: {_os_reason(exc)}") from exc
-        tmp_path = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                yield tmp_path, out
-        except OSError as exc:
-            raise WeightsError(f"cannot write {target}: {_os_reason(exc)}") from exc
-        finally:
-            tmp_path.unlink(missing_ok=True)
+
+def _write_file(target: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``target`` with atomic_write; a file-system error becomes a WeightsError."""
+    started = False
+
+    def tracked(out: BinaryIO) -> None:
+        nonlocal started
+        started = True
+        write(out)
+
+    try:
+        atomic_write(target, tracked)
+    except OSError as exc:
+        where = f"cannot write {target}" if started else f"cannot write to {target.parent}"
+        raise WeightsError(f"{where}: {_os_reason(exc)}") from exc
 
 
-def _fetch(url: str, name: str, out: IO[bytes], tmp_path: Path, progress: bool) -> None:
+def _fetch(url: str, name: str, out: BinaryIO, tmp_path: Path, progress: bool) -> None:
     """Stream ``url`` into ``out`` with a progress bar; network failures become DownloadError."""
     hint = f"(offline? use `animegan weights import FILE --name {name}`)"
     try:
