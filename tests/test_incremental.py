@@ -16,11 +16,18 @@ from PIL import Image
 
 from animegan_cli import convert as convert_module
 from animegan_cli import data, incremental
+from animegan_cli.atomic import temp_file_pid
 from animegan_cli.cli import main
 from animegan_cli.convert import ConvertEvents, ConvertOptions, FileResult, convert
 from animegan_cli.engine import TorchEngine
 from animegan_cli.model import Generator
-from animegan_cli.provenance import MANIFEST_NAME, Manifest, hash_file, read_embedded
+from animegan_cli.provenance import (
+    MANIFEST_NAME,
+    Manifest,
+    Provenance,
+    hash_file,
+    read_embedded,
+)
 from tests.conftest import make_image, photo_like
 
 
@@ -338,3 +345,27 @@ def test_cli_selection_usage_errors_exit_2(photo_dir, tmp_path, args, message):
     result = cli("convert", str(photo_dir), "-o", str(tmp_path / "out"), *args)
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+def test_copy_output_names_its_temp_file_with_the_pid(tmp_path, monkeypatch):
+    # Before atomic_write, "2024-06-01 beach.jpg" gave a temp name that read as pid 2024.
+    source, out = tmp_path / "source.jpg", tmp_path / "out"
+    make_image(source)
+    out.mkdir()
+    target = out / "2024-06-01 beach.jpg"
+    seen: list[str] = []
+    real_copy = shutil.copyfileobj
+
+    def copy_and_look(src, dst, *args):  # noqa: ANN001, ANN202
+        seen.extend(os.listdir(out))
+        return real_copy(src, dst, *args)
+
+    monkeypatch.setattr(incremental.shutil, "copyfileobj", copy_and_look)
+    manifest = Manifest.load(out)
+    incremental.copy_output(source, target, provenance_record(), manifest)
+    assert len(seen) == 1 and temp_file_pid(seen[0]) == os.getpid()
+    assert target.read_bytes() == source.read_bytes()
+
+
+def provenance_record() -> Provenance:
+    return Provenance("ab" * 32, 1, 2, "paprika", "c" * 40, {"size": 32})

@@ -73,7 +73,8 @@ def test_a_symlinked_folder_inside_out_fails_its_images_and_writes_nothing_there
     (out / "nested").symlink_to(Path("..") / "elsewhere")
     result = run_cli(*cli_args(photo_dir, out, checkpoint))
     assert result.exit_code == 1
-    reason = f"cannot write {out / 'nested' / 'c.webp'}: output folder {out / 'nested'} {NOT_THROUGH}"
+    nested = out / "nested"
+    reason = f"cannot write {nested / 'c.webp'}: output folder {nested} {NOT_THROUGH}"
     assert f"animegan: error: {photo_dir / 'nested' / 'c.webp'}: {reason}\n" in result.stderr
     assert os.listdir(elsewhere) == []
     assert sorted(p.name for p in output_files(out)) == ["a.jpg", "b.png"]

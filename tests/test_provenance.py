@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from animegan_cli import provenance
+from animegan_cli import atomic, provenance
 from animegan_cli.errors import UsageError, WeightsError
 from animegan_cli.outputs import write_image_atomic
 from animegan_cli.provenance import (
@@ -200,3 +200,52 @@ def test_checkpoint_id_without_loading(tmp_path, checkpoint, monkeypatch):
         checkpoint_id("paprika", tmp_path / "missing.pt")
     with pytest.raises(UsageError, match="unknown style 'nope'"):
         checkpoint_id("nope", None)
+
+
+def test_compaction_is_written_through_atomic_write_and_synced(tmp_path, monkeypatch):
+    keep = write_output(tmp_path / "keep.png")
+    manifest = Manifest.load(tmp_path)
+    for size in range(4):
+        manifest.record(keep, record(input_size=size))
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    assert manifest.compact_if_needed(min_lines=2)
+    assert len(synced) == 2  # the new manifest, then its folder
+    assert sorted(os.listdir(tmp_path)) == [MANIFEST_NAME, "keep.png"]
+
+
+def test_a_failed_compaction_leaves_only_atomic_write_temp_names(tmp_path, monkeypatch):
+    keep = write_output(tmp_path / "keep.png")
+    manifest = Manifest.load(tmp_path)
+    for size in range(4):
+        manifest.record(keep, record(input_size=size))
+    left: list[str] = []
+
+    def killed_before_rename(_src, _dst, **_kw):  # noqa: ANN001, ANN202
+        left.extend(n for n in os.listdir(tmp_path) if n not in (MANIFEST_NAME, "keep.png"))
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(atomic.os, "replace", killed_before_rename)
+    assert not manifest.compact_if_needed(min_lines=2)
+    # A kill at this moment would leave this name, which the next run's clean-up removes.
+    assert len(left) == 1 and atomic.temp_file_pid(left[0]) == os.getpid()
+    assert manifest.failure == f"cannot compact {tmp_path / MANIFEST_NAME}: Input/output error"
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_symlinked_manifest_is_not_read_or_appended_to(tmp_path, dangling):
+    victim = tmp_path.parent / f"{tmp_path.name}-victim.jsonl"
+    out = write_output(tmp_path / "a.png")
+    if not dangling:
+        other = Manifest(tmp_path.parent)  # a valid line, as if from another folder
+        victim.write_bytes(other._line("a.png", provenance.ManifestEntry(1, 2, record())))
+    before = victim.read_bytes() if not dangling else None
+    (tmp_path / MANIFEST_NAME).symlink_to(victim)
+    manifest = Manifest.load(tmp_path)
+    assert manifest.entries == {}
+    manifest.record(out, record())
+    assert manifest.failure == (
+        f"cannot write {tmp_path / MANIFEST_NAME}: it is a symbolic link; not following it"
+    )
+    assert (victim.read_bytes() if not dangling else victim.exists()) == (before or False)

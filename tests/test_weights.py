@@ -8,6 +8,7 @@ import io
 import os
 import pickle
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -368,6 +369,17 @@ def test_import_custom_checkpoint(env: Path, checkpoint: Path, checkpoint_bytes:
     assert store.find("my_style") == path
     assert store.import_file(checkpoint) == env / "mine.pt"
     assert _dir_entries(env) == ["mine.pt", "my_style.pt"]
+
+
+def test_imported_checkpoints_get_the_mode_a_plain_open_gives_not_0600(
+    env: Path, checkpoint: Path
+) -> None:
+    old = os.umask(0o022)
+    try:
+        path = WeightsStore.from_env().import_file(checkpoint, "shared_style")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # others on the machine can read it
 
 
 def test_import_rejects_incompatible_checkpoint(env: Path, tmp_path: Path) -> None:
