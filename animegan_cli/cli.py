@@ -104,6 +104,11 @@ def main(ctx: click.Context) -> None:
               help="Walk input folders recursively.")
 @click.option("-0", "--null", is_flag=True,
               help="With '-', paths on stdin are NUL-separated (find -print0).")
+@click.option("--base", type=click.Path(path_type=Path, file_okay=False), default=None,
+              metavar="DIR",
+              help="Mirror every input under OUTPUT by its path relative to DIR (rsync -R). "
+                   "Default: listed paths relative to the working directory, a named file "
+                   "by its name, a named folder's files relative to it.")
 @click.option("--suffix", default="", help="Text added to each output file's stem.")
 @click.option("--format", "format_", envvar="ANIMEGAN_FORMAT",
               type=click.Choice(FORMAT_CHOICES), default="same",
@@ -169,8 +174,8 @@ def main(ctx: click.Context) -> None:
 @click.option("--report", "report_file", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="Write a JSON summary of the run to this file at the end.")
 def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: Path | None,
-                    recursive: bool, null: bool, suffix: str, format_: str, quality: int,
-                    size: int, keep_size: bool, batch_size: int, num_workers: int,
+                    recursive: bool, null: bool, base: Path | None, suffix: str, format_: str,
+                    quality: int, size: int, keep_size: bool, batch_size: int, num_workers: int,
                     threads: int | None, streams: int, device: str, backend: str, precision: str,
                     compile_: bool, align_corners: bool,
                     overwrite: bool, trust_mtime: bool, dry_run: bool, since: str | None,
@@ -188,12 +193,13 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
     \b
     Examples:
         animegan convert ./photos -o ./out --batch-size 8
-        find ~/Pictures -name '*.jpg' -print0 | animegan convert - -0 -o ./out --json
+        find ~/Pictures -name '*.jpg' -print0 | animegan convert - -0 --base ~/Pictures \\
+            -o ./out --json
         animegan convert ./photos -o ./out --since 7d --shard 0/4 --dry-run
     """
     if report_file is not None:
         _check_report_folder(report_file)
-    sources = [p for src in inputs for p in (_stdin_paths(null) if src == "-" else [src])]
+    listed = _stdin_paths(null) if "-" in inputs else []
     show_bar = not quiet and _stderr_is_terminal()
     bar = tqdm(total=0, unit="img", file=sys.stderr, disable=not show_bar, dynamic_ncols=True)
 
@@ -205,7 +211,7 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
         if result.status == "failed":
             tqdm.write(f"animegan: error: {one_line(result.input)}: {one_line(result.error or '')}",
                        file=sys.stderr)
-        if dry_run and not as_json:
+        if dry_run and not as_json and result.status != "failed":
             tqdm.write(_dry_run_line(result), file=sys.stderr)
         if as_json:
             record = {k: json_safe(v) if isinstance(v, str) else v
@@ -223,7 +229,8 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
         bar.close()
         _raise_for(exc)
     options = ConvertOptions(
-        inputs=sources, output=output, style=style, weights=weights, recursive=recursive,
+        inputs=list(inputs), output=output, listed=listed, base=base, style=style,
+        weights=weights, recursive=recursive,
         suffix=suffix, format=format_, quality=quality, size=size, keep_size=keep_size,
         batch_size=batch_size, num_workers=num_workers, threads=threads, streams=streams,
         device=device, backend=backend, precision=precision, compile=compile_,
@@ -279,16 +286,17 @@ def _check_report_folder(path: Path) -> None:
 
 
 def _stdin_paths(null: bool) -> list[str]:
-    stream = click.get_text_stream("stdin")
-    return read_path_list(stream, null_separated=null)
+    # Bytes, decoded as file names are: a name that is not UTF-8 works in every locale.
+    return read_path_list(sys.stdin.buffer, null_separated=null)
 
 
 def _summary_line(summary: Summary, dry_run: bool = False) -> str:
     reused = f" ({summary.reused} reused)" if summary.reused else ""
     excluded = f", excluded {summary.excluded}" if summary.excluded else ""
     if dry_run:
+        failed = f", would fail {summary.failed}" if summary.failed else ""
         return (f"dry run: would convert {summary.converted}{reused}, "
-                f"would skip {summary.skipped}{excluded}")
+                f"would skip {summary.skipped}{failed}{excluded}")
     return (
         f"converted {summary.converted}{reused}, skipped {summary.skipped}, "
         f"failed {summary.failed}{excluded} "

@@ -26,7 +26,7 @@ from animegan_cli.engine import (
     torch_threads,
 )
 from animegan_cli.errors import RunStopped, UsageError, WeightsError
-from animegan_cli.inputs import discover_inputs
+from animegan_cli.inputs import ListedPath, find_inputs
 from animegan_cli.lock import HeldLock, output_lock, remove_stale_temp_files
 from animegan_cli.model import MIN_SIDE
 from animegan_cli.provenance import Manifest, Provenance, checkpoint_id, pixel_settings, with_reuse
@@ -55,8 +55,10 @@ STOP_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 class ConvertOptions:
     """Every setting of a conversion run; the CLI flags map one to one onto these."""
 
-    inputs: list[str]
+    inputs: list[str]  # files and folders; "-" stands for the paths in ``listed``
     output: Path
+    listed: list[str] = field(default_factory=list)  # read from stdin: may be missing
+    base: Path | None = None  # mirror inputs relative to this folder (rsync -R)
     style: str = DEFAULT_STYLE
     weights: Path | None = None
     recursive: bool = True
@@ -133,6 +135,7 @@ class Summary:
     write_seconds: float = 0.0
     found: int = 0  # inputs found; the rest of found - (converted + skipped + failed) not done
     batch_size: int = 0  # the batch size used (lowered when memory is short)
+    notes: list[str] = field(default_factory=list)  # said once: files left out, nothing to do
 
     @property
     def images_per_second(self) -> float:
@@ -175,6 +178,7 @@ def validate(options: ConvertOptions) -> None:
         ),
         (options.max_pixels >= 0, "--max-pixels must be 0 (no limit) or more"),
         (options.max_memory is None or options.max_memory > 0, "--max-memory must be above 0"),
+        (options.base is None or options.base.is_dir(), f"--base {options.base}: not a folder"),
     ]
     for ok, message in checks:
         if not ok:
@@ -251,6 +255,11 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
     validate(options)
     selection = Selection.build(options.shard, options.since, options.newer_than)
     summary = Summary()
+    if not options.listed and all(source == "-" for source in options.inputs):
+        # A quiet night (`find -newer` matched nothing) is not a usage error.
+        _note(summary, events, "nothing to do: the input list was empty")
+        summary.seconds = time.perf_counter() - started
+        return summary
     if options.dry_run:
         plan, _ = _plan(options, selection, summary, events)
         _report_dry_run(plan, summary, events)
@@ -278,12 +287,22 @@ def _with_summary(
     return exc
 
 
+def _note(summary: Summary, events: ConvertEvents, message: str) -> None:
+    summary.notes.append(message)
+    events.on_message(message)
+
+
 def _plan(
     options: ConvertOptions, selection: Selection, summary: Summary, events: ConvertEvents
 ) -> tuple[incremental.Plan, Manifest]:
     """What to do with each input (and its output name), decided before any pixel is read."""
-    inputs = discover_inputs(options.inputs, options.recursive, exclude=options.output)
-    planned = outputs.plan_outputs(inputs, options.output, options.format, options.suffix)
+    listed = [ListedPath(p) for p in options.listed]
+    sources = [s for source in options.inputs for s in (listed if source == "-" else [source])]
+    found = find_inputs(sources, options.recursive, options.output, base=options.base)
+    for message in found.notes():
+        _note(summary, events, message)
+    planned = outputs.plan_outputs(found.files, options.output, options.format, options.suffix)
+    inputs = outputs.fail_collisions(found.files, planned, options.format)
     summary.found = len(inputs)
     manifest = Manifest.load(options.output)
     rules = _rules(options, selection, events.on_message)
@@ -317,10 +336,11 @@ def _convert_locked(
         for d in plan.decisions
         if d.action == incremental.SKIP
     ]
+    failed = [_failed(d) for d in plan.decisions if d.action == incremental.FAIL]
     summary.excluded = sum(d.action == incremental.EXCLUDE for d in plan.decisions)
     reused = len(copies) + sum(len(group) for group in followers.values())
-    events.on_plan(len(converting) + reused, len(skipped))
-    for result in skipped:
+    events.on_plan(len(converting) + reused, len(skipped) + len(failed))
+    for result in [*failed, *skipped]:
         summary.add(result)
         events.on_result(result)
     for decision in copies:
@@ -416,6 +436,11 @@ def _report_dry_run(plan: incremental.Plan, summary: Summary, events: ConvertEve
     """Report what a run would do with each input; reads no pixels, loads no model."""
     events.on_plan(sum(d.writes for d in plan.decisions), sum(not d.writes for d in plan.decisions))
     for d in plan.decisions:
+        if d.action == incremental.FAIL:
+            result = _failed(d)
+            summary.add(result)
+            events.on_result(result)
+            continue
         reused = d.source if d.action in (incremental.DUPLICATE, incremental.COPY) else None
         status = "would-convert" if d.writes else "would-skip"
         result = FileResult(d.item.path, d.output, status, reason=d.reason, reused_from=reused)
@@ -424,6 +449,11 @@ def _report_dry_run(plan: incremental.Plan, summary: Summary, events: ConvertEve
         else:
             summary.add(result)
         events.on_result(result)
+
+
+def _failed(decision: incremental.Decision) -> FileResult:
+    """An input that failed before anything was read: vanished, not a regular file, ..."""
+    return FileResult(decision.item.path, None, "failed", decision.reason)
 
 
 def _copy(decision: incremental.Decision, manifest: Manifest) -> FileResult:

@@ -21,6 +21,7 @@ from animegan_cli.provenance import (
 from animegan_cli.selection import Selection
 
 EXCLUDE, SKIP, CONVERT, DUPLICATE, COPY = "exclude", "skip", "convert", "duplicate", "copy"
+FAIL = "fail"  # the input failed before planning (InputFile.error): never opened or hashed
 UNKNOWN_PROVENANCE = "output exists, provenance unknown (--overwrite redoes it)"
 
 
@@ -44,7 +45,7 @@ class Decision:
 
     item: InputFile
     output: Path
-    action: str  # EXCLUDE | SKIP | CONVERT | DUPLICATE | COPY
+    action: str  # EXCLUDE | SKIP | CONVERT | DUPLICATE | COPY | FAIL (reason: the error)
     reason: str
     record: Provenance | None = None  # what the output will record (CONVERT, DUPLICATE, COPY)
     leader: int | None = None  # DUPLICATE: index of the identical input that is styled
@@ -94,6 +95,9 @@ def plan_work(
     selection = rules.selection
     for i, (item, out) in enumerate(zip(inputs, planned)):
         excluded = selection.shard_exclusion(item.relative)
+        if excluded is None and item.error is not None:
+            decisions[i] = Decision(item, out, FAIL, item.error)
+            continue
         stat = None
         if excluded is None:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -69,51 +70,60 @@ def plan_outputs(
     suffix: str = "",
     has_alpha: Callable[[Path], bool] = image_has_alpha,
 ) -> list[Path]:
-    """Output path for each input, mirroring the input tree under ``out_dir``.
+    """Output path for each input: ``out_dir/<its relative path>`` with this run's format.
 
-    An input with transparency whose target format cannot hold it is written as PNG.
-    Inputs that would share an output (a.jpg and a.png with --format png) each get their
-    source extension in the stem (a_jpg.png, a_png.png), so names stay predictable.
+    An input with transparency whose target format cannot hold it is written as PNG. A path
+    depends only on its input's own path and the flags, never on the other inputs: inputs
+    that would share one are not renamed (``fail_collisions`` turns them into failures).
     """
     if requested_format not in FORMAT_CHOICES:
         choices = ", ".join(FORMAT_CHOICES)
         raise UsageError(f"unknown format {requested_format!r}; choose from: {choices}")
-    extensions = []
+    planned = []
     for item in inputs:
         fmt = format_for(item.path, requested_format)
-        if not fmt.holds_alpha and item.path.suffix.lower() not in (".jpg", ".jpeg"):
-            if has_alpha(item.path):
+        # An input that already failed is not opened: it may be a FIFO that never answers.
+        if not fmt.holds_alpha and item.error is None:
+            if item.path.suffix.lower() not in (".jpg", ".jpeg") and has_alpha(item.path):
                 fmt = FORMATS["png"]
-        extensions.append(fmt.extension)
-
-    def name(item: InputFile, ext: str, tag: str = "") -> Path:
         rel = item.relative
-        return out_dir / rel.parent / f"{rel.stem}{tag}{suffix}{ext}"
-
-    planned = [name(item, ext) for item, ext in zip(inputs, extensions)]
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, path in enumerate(planned):
-        # Case-folded so that names which collide on macOS/Windows file systems also split.
-        groups[str(path).casefold()].append(i)
-    for members in groups.values():
-        if len(members) > 1:
-            for i in members:
-                tag = "_" + inputs[i].path.suffix.lstrip(".")
-                planned[i] = name(inputs[i], extensions[i], tag)
-    _number_remaining_duplicates(planned)
+        planned.append(out_dir / rel.parent / f"{rel.stem}{suffix}{fmt.extension}")
     _refuse_overwriting_inputs(inputs, planned)
     return planned
 
 
-def _number_remaining_duplicates(planned: list[Path]) -> None:
-    seen: set[str] = set()
-    for i, path in enumerate(planned):
-        candidate, n = path, 1
-        while str(candidate).casefold() in seen:
-            n += 1
-            candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-        seen.add(str(candidate).casefold())
-        planned[i] = candidate
+def fail_collisions(
+    inputs: Sequence[InputFile], planned: Sequence[Path], requested_format: str = "same"
+) -> list[InputFile]:
+    """The inputs, each one whose output another input also maps to marked as failing.
+
+    Compared case-folded, as on macOS and Windows file systems. Renaming by arrival order
+    would give an input another name in a run with other inputs, so none of them is written.
+    """
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, (item, path) in enumerate(zip(inputs, planned)):
+        if item.error is None:
+            groups[str(path).casefold()].append(i)
+    marked = list(inputs)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        fix = _collision_fix([inputs[i].path for i in members], requested_format)
+        for i in members:
+            others = [str(inputs[j].path) for j in members if j != i]
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3
+                                             else "")
+            reason = f"its output {planned[i]} would also be the output of {shown}; {fix}"
+            marked[i] = dataclasses.replace(inputs[i], error=reason)
+    return marked
+
+
+def _collision_fix(paths: Sequence[Path], requested_format: str) -> str:
+    stems = {os.path.splitext(os.path.abspath(p))[0].casefold() for p in paths}
+    if len(stems) == 1:  # a.jpg beside a.png (or a.jpeg): only the extension differs
+        same = "--format same, or " if requested_format != "same" else ""
+        return f"not converted (use {same}a separate run with another --suffix, or rename one)"
+    return "not converted (use --base DIR to mirror their full paths, or rename one)"
 
 
 def _refuse_overwriting_inputs(inputs: Sequence[InputFile], planned: Sequence[Path]) -> None:

@@ -64,6 +64,7 @@ def build_report(
             field.name: _jsonable(getattr(options, field.name))
             for field in dataclasses.fields(options)
         },
+        "notes": [json_safe(note) for note in summary.notes],
         "engine": summary.engine or None,
         "batch_size_used": summary.batch_size or None,
     }

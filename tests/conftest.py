@@ -70,3 +70,20 @@ def photo_dir(tmp_path: Path) -> Path:
     make_image(root / "b.png", 28, 40, seed=2)
     make_image(root / "nested" / "c.webp", 36, 36, seed=3)
     return root
+
+
+@pytest.fixture
+def deep_folder(tmp_path: Path):
+    """tmp_path/in/d/d/...: 1100 folders deep (past the recursion limit); removed afterwards."""
+    root = tmp_path / "in"
+    path = root
+    path.mkdir()
+    for _ in range(1100):  # os.makedirs (and shutil.rmtree) recurse once per level
+        path = path / "d"
+        path.mkdir()
+    yield path
+    while path != tmp_path:  # bottom-up, so that pytest's rmtree meets a shallow tree
+        for child in path.iterdir():
+            child.unlink()
+        path.rmdir()
+        path = path.parent

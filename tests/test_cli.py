@@ -68,7 +68,8 @@ def test_bad_file_exit_1_with_one_line_naming_it(photo_dir, tmp_path, checkpoint
 
 def test_stdin_list_newline_and_nul(photo_dir, tmp_path, checkpoint):
     files = [str(photo_dir / "a.jpg"), str(photo_dir / "b.png")]
-    result = run(*convert_args("-", out=tmp_path / "nl", checkpoint=checkpoint),
+    result = run(*convert_args("-", out=tmp_path / "nl", checkpoint=checkpoint,
+                               extra=("--base", str(photo_dir))),
                  stdin="\n".join(files) + "\n")
     assert result.exit_code == 0
     assert sorted(p.name for p in (tmp_path / "nl").glob("[!.]*")) == ["a.jpg", "b.png"]

@@ -12,8 +12,11 @@ import pytest
 from animegan_cli.data import PreprocessSettings, prepare_image
 from animegan_cli.errors import UsageError
 from animegan_cli.inputs import (
+    HEIF_EXTENSIONS,
     IMAGE_EXTENSIONS,
+    ListedPath,
     discover_inputs,
+    find_inputs,
     read_path_list,
     supported_extensions,
 )
@@ -24,6 +27,10 @@ def touch(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"x")
     return path
+
+
+def listing(text: str) -> io.BytesIO:
+    return io.BytesIO(os.fsencode(text))
 
 
 def rels(found) -> list[str]:
@@ -234,20 +241,20 @@ def test_empty_folder_gives_empty_list(tmp_path: Path):
 
 def test_read_path_list_newline_separated():
     text = "a.jpg\nfolder with spaces/b c.jpg\n\n/abs/x.png\r\nlast.webp"
-    assert read_path_list(io.StringIO(text)) == [
+    assert read_path_list(listing(text)) == [
         "a.jpg", "folder with spaces/b c.jpg", "/abs/x.png", "last.webp",
     ]
 
 
 def test_read_path_list_empty_stream():
-    assert read_path_list(io.StringIO("")) == []
-    assert read_path_list(io.StringIO("\n\n"), null_separated=False) == []
-    assert read_path_list(io.StringIO("\0\0"), null_separated=True) == []
+    assert read_path_list(listing("")) == []
+    assert read_path_list(listing("\n\n"), null_separated=False) == []
+    assert read_path_list(listing("\0\0"), null_separated=True) == []
 
 
 def test_read_path_list_nul_separated_keeps_spaces_and_newlines():
     text = "a b.jpg\0line\nbreak.png\0\0trailing space .jpg\0"
-    assert read_path_list(io.StringIO(text), null_separated=True) == [
+    assert read_path_list(listing(text), null_separated=True) == [
         "a b.jpg", "line\nbreak.png", "trailing space .jpg",
     ]
 
@@ -256,13 +263,109 @@ def test_read_path_list_nul_paths_feed_discover(tmp_path: Path):
     weird = touch(tmp_path / "new\nline.jpg")
     spaced = touch(tmp_path / "with space.png")
     text = f"{weird}\0{spaced}\0"
-    found = discover_inputs(read_path_list(io.StringIO(text), null_separated=True))
+    found = discover_inputs(read_path_list(listing(text), null_separated=True))
     assert [item.path for item in found] == [weird, spaced]
 
 
 def test_read_path_list_newline_mode_splits_only_on_line_breaks():
     # Form feeds, U+001C-1E, U+0085 and U+2028/9 are legal in file names: not separators.
     text = "odd\u2028name.jpg\nform\x0cfeed.png\r\ngs\x1dsep\x85.png\n"
-    assert read_path_list(io.StringIO(text)) == [
+    assert read_path_list(listing(text)) == [
         "odd\u2028name.jpg", "form\x0cfeed.png", "gs\x1dsep\x85.png",
     ]
+
+
+def test_read_path_list_keeps_names_that_are_not_utf8():
+    raw = b"caf\xe9.jpg\nok.png\r\n"
+    assert read_path_list(io.BytesIO(raw)) == [os.fsdecode(b"caf\xe9.jpg"), "ok.png"]
+    assert os.fsencode(read_path_list(io.BytesIO(b"\xff\xfe.jpg\0"), True)[0]) == b"\xff\xfe.jpg"
+
+
+def test_listed_paths_mirror_the_working_directory(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path / "a" / "x.jpg")
+    touch(tmp_path / "b" / "x.jpg")
+    found = discover_inputs([ListedPath("a/x.jpg"), ListedPath("./b/x.jpg")])
+    assert rels(found) == ["a/x.jpg", "b/x.jpg"]
+    # A named file is still named by its name; a listed folder is mirrored from here too.
+    assert rels(discover_inputs(["a/x.jpg", ListedPath("b")])) == ["x.jpg", "b/x.jpg"]
+
+
+def test_base_mirrors_named_and_listed_inputs_and_never_climbs(tmp_path: Path, monkeypatch):
+    touch(tmp_path / "photos" / "sub" / "x.jpg")
+    touch(tmp_path / "photos" / "y.jpg")
+    elsewhere = touch(tmp_path / "elsewhere" / "z.jpg")
+    monkeypatch.chdir(tmp_path / "photos" / "sub")
+    base = tmp_path / "photos"
+    found = discover_inputs(
+        [ListedPath("x.jpg"), "../y.jpg", base / "sub", ListedPath("../../elsewhere/z.jpg")],
+        base=base,
+    )
+    assert rels(found) == ["sub/x.jpg", "y.jpg", str(elsewhere).lstrip("/")]
+    assert rels(discover_inputs([ListedPath("../../elsewhere/z.jpg")])) == [
+        str(elsewhere).lstrip("/")
+    ]
+    assert all(".." not in item.relative.parts for item in found)
+
+
+def test_listed_missing_path_fails_alone_named_one_is_a_usage_error(tmp_path: Path):
+    good = touch(tmp_path / "good.jpg")
+    found = discover_inputs([ListedPath(str(tmp_path / "gone.jpg")), ListedPath(str(good))])
+    assert [(item.path.name, item.error) for item in found] == [
+        ("gone.jpg", "file not found (or a broken link)"), ("good.jpg", None),
+    ]
+    with pytest.raises(UsageError, match="input not found: .*gone.jpg"):
+        discover_inputs([tmp_path / "gone.jpg"])
+
+
+def test_listed_files_inside_the_output_folder_are_left_out(tmp_path: Path):
+    photo = touch(tmp_path / "x.jpg")
+    earlier = touch(tmp_path / "out" / "x.jpg")
+    found = discover_inputs([ListedPath(str(photo)), ListedPath(str(earlier))],
+                            exclude=tmp_path / "out", base=tmp_path)
+    assert rels(found) == ["x.jpg"]
+
+
+def test_only_regular_files_are_inputs(tmp_path: Path):
+    root = tmp_path / "in"
+    touch(root / "a.jpg")
+    os.mkfifo(root / "pipe.jpg")
+    os.symlink("/dev/zero", root / "zero.png")
+    os.symlink(root / "a.jpg", root / "alias.jpg")
+    errors = {item.relative.name: item.error for item in discover_inputs([root])}
+    assert errors == {"a.jpg": None, "alias.jpg": None,
+                      "pipe.jpg": "not a regular file (a named pipe)",
+                      "zero.png": "not a regular file (a character device)"}
+    named = discover_inputs([root / "zero.png", ListedPath(str(root / "pipe.jpg"))])
+    assert [item.error for item in named] == ["not a regular file (a character device)",
+                                              "not a regular file (a named pipe)"]
+
+
+def test_heif_files_without_the_extra_are_counted_or_fail_when_named(tmp_path: Path):
+    root = tmp_path / "in"
+    touch(root / "a.jpg")
+    for name in ["p.heic", "q.HEIF", "sub/r.heic"]:
+        touch(root / name)
+    found = find_inputs([root], extensions=IMAGE_EXTENSIONS)
+    assert rels(found.files) == ["a.jpg"]
+    assert found.notes() == ["skipped 3 .heic/.heif file(s): install the heif extra to read "
+                             "them (pip install 'animegan[heif]')"]
+    named = discover_inputs([root / "p.heic"], extensions=IMAGE_EXTENSIONS)
+    assert named[0].error == ("a .heic/.heif file: install the heif extra to read it "
+                              "(pip install 'animegan[heif]')")
+    assert find_inputs([root], extensions=IMAGE_EXTENSIONS | HEIF_EXTENSIONS).notes() == []
+
+
+def test_walk_of_a_tree_deeper_than_the_recursion_limit(tmp_path: Path, deep_folder: Path):
+    touch(deep_folder / "x.jpg")
+    touch(tmp_path / "in" / "top.jpg")
+    found = discover_inputs([tmp_path / "in"], exclude=tmp_path / "out")
+    assert rels(found) == ["/".join(["d"] * 1100 + ["x.jpg"]), "top.jpg"]
+
+
+def test_walk_does_not_enter_the_output_folder_by_any_name(tmp_path: Path):
+    root = tmp_path / "in"
+    touch(root / "a.jpg")
+    touch(root / "nested" / "out" / "old.jpg")
+    found = discover_inputs([root], exclude=root / "nested" / ".." / "nested" / "out")
+    assert rels(found) == ["a.jpg"]

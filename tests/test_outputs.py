@@ -15,6 +15,7 @@ from animegan_cli.errors import UsageError
 from animegan_cli.inputs import InputFile, discover_inputs
 from animegan_cli.outputs import (
     TEMP_PREFIX,
+    fail_collisions,
     format_for,
     image_has_alpha,
     plan_outputs,
@@ -100,28 +101,52 @@ def test_plan_mirrors_tree(photo_dir: Path, tmp_path: Path):
     assert names(planned, out) == ["a.jpg", "b.png", "nested/c.webp"]
 
 
-def test_plan_collision_gets_source_extension_in_stem(tmp_path: Path):
+def test_plan_collision_is_not_renamed_but_fails_each_member(tmp_path: Path):
     out = tmp_path / "out"
     inputs = [item("a.jpg"), item("a.png"), item("b.jpg")]
     planned = plan_outputs(inputs, out, "png", has_alpha=no_alpha)
-    assert names(planned, out) == ["a_jpg.png", "a_png.png", "b.png"]
-    planned = plan_outputs(inputs, out, "png", "_x", has_alpha=no_alpha)
-    assert names(planned, out) == ["a_jpg_x.png", "a_png_x.png", "b_x.png"]
+    assert names(planned, out) == ["a.png", "a.png", "b.png"]
+    marked = fail_collisions(inputs, planned, "png")
+    assert marked[0].error == (f"its output {out / 'a.png'} would also be the output of "
+                               "/photos/a.png; not converted (use --format same, or a separate "
+                               "run with another --suffix, or rename one)")
+    assert marked[1].error is not None and "output of /photos/a.jpg;" in marked[1].error
+    assert marked[2] == inputs[2]
+
+
+def test_plan_name_of_an_input_does_not_depend_on_the_others(tmp_path: Path):
+    out = tmp_path / "out"
+    alone = plan_outputs([item("a_jpg.jpg")], out, has_alpha=no_alpha)
+    together = plan_outputs([item("a.jpg"), item("a_jpg.jpg")], out, has_alpha=no_alpha)
+    assert names(alone, out) == ["a_jpg.jpg"] and names(together, out) == ["a.jpg", "a_jpg.jpg"]
+
+
+def test_collisions_are_case_folded_and_name_the_fix(tmp_path: Path):
+    out = tmp_path / "out"
+    inputs = [item("a.jpg"), item("A.JPG"), InputFile(Path("/other/a.jpg"), Path("a.jpg"))]
+    marked = fail_collisions(inputs, plan_outputs(inputs, out, has_alpha=no_alpha))
+    assert all(m.error for m in marked)
+    assert marked[2].error.endswith(
+        "/photos/a.jpg, /photos/A.JPG; not converted (use --base DIR to mirror their full "
+        "paths, or rename one)")
+
+
+def test_failed_inputs_are_neither_opened_nor_colliding(tmp_path: Path):
+    def explode(path: Path) -> bool:
+        raise AssertionError(f"opened {path}")
+
+    out = tmp_path / "out"
+    gone = InputFile(Path("/photos/a.png"), Path("a.png"), error="file not found")
+    inputs = [gone, item("a.jpg")]
+    planned = plan_outputs(inputs, out, "png", has_alpha=no_alpha)
+    assert fail_collisions(inputs, planned, "png") == inputs
+    assert plan_outputs([gone], out, "jpg", has_alpha=explode) == [out / "a.jpg"]
 
 
 def test_plan_same_name_in_different_folders_does_not_collide(tmp_path: Path):
     out = tmp_path / "out"
     planned = plan_outputs([item("x/a.jpg"), item("y/a.jpg")], out, "png", has_alpha=no_alpha)
     assert names(planned, out) == ["x/a.png", "y/a.png"]
-
-
-def test_plan_outputs_are_always_distinct(tmp_path: Path):
-    out = tmp_path / "out"
-    # a_jpg.png exists as an input too, so the tagged name collides a second time.
-    inputs = [item("a.jpg"), item("a.png"), item("a_jpg.png"), item("A.JPG")]
-    planned = plan_outputs(inputs, out, "png", has_alpha=no_alpha)
-    assert len({str(p).casefold() for p in planned}) == len(planned)
-    assert all(p.suffix == ".png" and p.parent == out for p in planned)
 
 
 def test_plan_rgba_png_to_jpg_stays_png(tmp_path: Path):
