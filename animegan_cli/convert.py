@@ -17,14 +17,7 @@ from pathlib import Path
 import torch
 
 from animegan_cli import data, incremental, outputs, resources, workers
-from animegan_cli.engine import (
-    Engine,
-    TorchEngine,
-    resolve_backend,
-    resolve_device,
-    resolve_precision,
-    torch_threads,
-)
+from animegan_cli.engine import EngineSpec, torch_threads
 from animegan_cli.errors import RunStopped, UsageError, WeightsError
 from animegan_cli.inputs import ListedPath, find_inputs
 from animegan_cli.lock import HeldLock, output_lock, remove_stale_temp_files
@@ -33,13 +26,8 @@ from animegan_cli.provenance import Manifest, Provenance, checkpoint_id, pixel_s
 from animegan_cli.selection import Selection
 from animegan_cli.signals import Interrupted, as_interrupted, deferred
 from animegan_cli.similar import HASH_BITS, SimilarIndex, dhash
-from animegan_cli.weights import (
-    DEFAULT_STYLE,
-    WeightsStore,
-    load_generator,
-    load_state_dict,
-    user_cache_dir,
-)
+from animegan_cli.stylizer import Stylizer
+from animegan_cli.weights import DEFAULT_STYLE
 
 # How many encoded-but-unwritten images may queue behind the writer before the engine
 # waits: enough to hide encode time, small enough to bound memory on huge images.
@@ -200,48 +188,40 @@ def prepare_output_dir(path: Path) -> None:
         raise UsageError(f"output folder {path} is not writable")
 
 
-def build_engine(
+def load_stylizer(
     options: ConvertOptions,
+    spec: EngineSpec,
     on_message: Callable[[str], None],
     calibration: Callable[[], list[torch.Tensor]] | None = None,
     expected_checkpoint: str | None = None,
-) -> Engine:
-    """Find (or download) the weights and set up the engine for the chosen device/precision.
-
-    ``calibration`` supplies images for an INT8 model. ``expected_checkpoint`` is the id the
-    outputs will record; a checkpoint file replaced since it was computed is refused
-    rather than recorded under the wrong id.
-    """
-    device = resolve_device(options.device)
-    backend = resolve_backend(options.backend, device, options.precision)
-    precision = resolve_precision(options.precision, device, backend)
-    store = WeightsStore.from_env()
-    resolved = store.resolve(
+) -> Stylizer:
+    """The Stylizer a run's options ask for, on the engine resolved for the run."""
+    return Stylizer.load(
         options.style,
         weights=options.weights,
+        size=options.size,
+        keep_size=options.keep_size,
+        align_corners=options.align_corners,
+        max_pixels=options.max_pixels,
+        spec=spec,
         download=options.download,
-        on_download=on_message,
         progress=options.progress,
+        on_message=on_message,
+        calibration=calibration,
+        expected_checkpoint=expected_checkpoint,
     )
-    if expected_checkpoint is not None and resolved.checkpoint_id != expected_checkpoint:
-        raise WeightsError(f"checkpoint {resolved.path} changed during the run; run it again")
-    state = load_state_dict(resolved.path, resolved.checkpoint_id)
-    generator = load_generator(state, align_corners=options.align_corners)
-    if backend == "openvino":
-        from animegan_cli.openvino_engine import OpenVINOEngine
 
-        if precision == "int8":
-            on_message("quantizing the model to INT8 on the first images (cached afterwards)")
-        return OpenVINOEngine(
-            generator,
-            resolved.checkpoint_id,
-            precision,
-            options.threads,
-            cache_dir=user_cache_dir() / "openvino",
-            calibration=calibration,
-            streams=options.streams,
-        )
-    return TorchEngine(generator, device, precision, compile=options.compile)
+
+def engine_spec(options: ConvertOptions) -> EngineSpec:
+    """The run's engine, with ``auto`` resolved: computed once per run."""
+    return EngineSpec.resolve(
+        options.device,
+        options.backend,
+        options.precision,
+        options.threads,
+        options.streams,
+        options.compile,
+    )
 
 
 def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Summary:
@@ -253,6 +233,7 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
     events = events or ConvertEvents()
     started = time.perf_counter()
     validate(options)
+    spec = engine_spec(options)
     selection = Selection.build(options.shard, options.since, options.newer_than)
     summary = Summary()
     if not options.listed and all(source == "-" for source in options.inputs):
@@ -261,7 +242,7 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
         summary.seconds = time.perf_counter() - started
         return summary
     if options.dry_run:
-        plan, _ = _plan(options, selection, summary, events)
+        plan, _ = _plan(options, spec, selection, summary, events)
         _report_dry_run(plan, summary, events)
         summary.seconds = time.perf_counter() - started
         return summary
@@ -270,7 +251,7 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
         # Shards of one job share the folder (and the lock); a plain run has it to itself.
         shared = options.shard is not None
         with output_lock(options.output, options.wait, events.on_message, shared) as held:
-            _convert_locked(options, selection, events, summary, started, held)
+            _convert_locked(options, spec, selection, events, summary, started, held)
     except KeyboardInterrupt as exc:
         raise _with_summary(as_interrupted(exc), summary, started) from None
     except RunStopped as exc:
@@ -293,7 +274,8 @@ def _note(summary: Summary, events: ConvertEvents, message: str) -> None:
 
 
 def _plan(
-    options: ConvertOptions, selection: Selection, summary: Summary, events: ConvertEvents
+    options: ConvertOptions,
+    spec: EngineSpec, selection: Selection, summary: Summary, events: ConvertEvents
 ) -> tuple[incremental.Plan, Manifest]:
     """What to do with each input (and its output name), decided before any pixel is read."""
     listed = [ListedPath(p) for p in options.listed]
@@ -305,12 +287,13 @@ def _plan(
     inputs = outputs.fail_collisions(found.files, planned, options.format)
     summary.found = len(inputs)
     manifest = Manifest.load(options.output)
-    rules = _rules(options, selection, events.on_message)
+    rules = _rules(options, spec, selection, events.on_message)
     return incremental.plan_work(inputs, planned, rules, manifest), manifest
 
 
 def _convert_locked(
     options: ConvertOptions,
+    spec: EngineSpec,
     selection: Selection,
     events: ConvertEvents,
     summary: Summary,
@@ -320,7 +303,7 @@ def _convert_locked(
     removed = remove_stale_temp_files(options.output)
     if removed:
         events.on_message(f"removed {len(removed)} temp file(s) left by an interrupted run")
-    plan, manifest = _plan(options, selection, summary, events)
+    plan, manifest = _plan(options, spec, selection, summary, events)
     held.check()  # planning can take long: OUT may be gone by now
     for output, record in plan.repairs:
         manifest.record(output, record)
@@ -350,7 +333,7 @@ def _convert_locked(
         events.on_result(result)
     if converting:
         too_big, batch_size = _fit_in_memory(
-            options, [plan.decisions[i] for i in converting], summary, events
+            options, spec, [plan.decisions[i] for i in converting], summary, events
         )
         options = dataclasses.replace(options, batch_size=batch_size)
         for j, reason in too_big.items():
@@ -365,7 +348,7 @@ def _convert_locked(
     duplicates = {j: followers[i] for j, i in enumerate(converting) if i in followers}
     if todo:
         with torch_threads(options.threads):
-            _run(options, todo, duplicates, summary, events, manifest, started, held)
+            _run(options, spec, todo, duplicates, summary, events, manifest, started, held)
     if not held.shared:  # rewriting the manifest under running shards would lose lines
         held.check()
         manifest.compact_if_needed()
@@ -377,6 +360,7 @@ def _convert_locked(
 
 def _fit_in_memory(
     options: ConvertOptions,
+    spec: EngineSpec,
     todo: list[incremental.Decision],
     summary: Summary,
     events: ConvertEvents,
@@ -386,15 +370,13 @@ def _fit_in_memory(
     Returns {index in todo: reason} for the images that cannot fit, and the batch size.
     """
     summary.batch_size = options.batch_size
-    device = resolve_device(options.device)
-    if device.type != "cpu":
+    if spec.device != "cpu":
         return {}, options.batch_size  # the estimate is of host memory for the CPU engine
-    backend = resolve_backend(options.backend, device, options.precision)
     plan = resources.plan_memory(
         [d.item.path for d in todo],
         options.size,
         options.batch_size,
-        resolve_precision(options.precision, device, backend),
+        spec.precision,
         options.max_memory or resources.default_budget(),
         options.max_pixels,
     )
@@ -405,12 +387,12 @@ def _fit_in_memory(
 
 
 def _rules(
-    options: ConvertOptions, selection: Selection, on_message: Callable[[str], None]
+    options: ConvertOptions,
+    spec: EngineSpec,
+    selection: Selection,
+    on_message: Callable[[str], None],
 ) -> incremental.Rules:
     """What up-to-date outputs must match; precision and checkpoint id found without loading."""
-    device = resolve_device(options.device)
-    backend = resolve_backend(options.backend, device, options.precision)
-    precision = resolve_precision(options.precision, device, backend)
     try:
         checkpoint: str | None = checkpoint_id(options.style, options.weights)
     except WeightsError as exc:
@@ -422,7 +404,7 @@ def _rules(
         style=options.weights.stem if options.weights is not None else options.style,
         checkpoint=checkpoint,
         settings=pixel_settings(
-            options.size, precision, options.align_corners, options.keep_size, backend
+            options.size, spec.precision, options.align_corners, options.keep_size, spec.backend
         ),
         quality=options.quality,
         overwrite=options.overwrite,
@@ -474,6 +456,7 @@ def _copy(decision: incremental.Decision, manifest: Manifest) -> FileResult:
 
 def _run(
     options: ConvertOptions,
+    spec: EngineSpec,
     todo: list[incremental.Decision],
     duplicates: dict[int, list[incremental.Decision]],
     summary: Summary,
@@ -496,10 +479,10 @@ def _run(
                 break
         return [e.pixels for e in early if e.pixels is not None]
 
-    engine = build_engine(
-        options, events.on_message, calibration_images, todo[0].record.checkpoint or None
+    stylizer = load_stylizer(
+        options, spec, events.on_message, calibration_images, todo[0].record.checkpoint or None
     )
-    summary.engine = engine.description
+    summary.engine = stylizer.description
     summary.startup_seconds = time.perf_counter() - started
     pending: deque[Future[FileResult]] = deque()
     similar: SimilarIndex[tuple[data.PreparedImage, int]] | None = None
@@ -532,7 +515,7 @@ def _run(
         start = time.perf_counter()
         try:
             held.check()
-            image = data.to_output_image(pixels, item.alpha, item.original_size, options.keep_size)
+            image = stylizer.finish(item, pixels)
             outputs.write_image_atomic(
                 image, out, quality=options.quality, metadata=record.to_json(),
                 root=options.output,
@@ -602,7 +585,7 @@ def _run(
             if stop_reason:
                 return
             start = time.perf_counter()
-            styled = engine.run(data.stack_pixels(batch))
+            styled = stylizer.run(batch)
             spent = time.perf_counter() - start
             summary.engine_seconds += spent
             share = spent / len(batch)

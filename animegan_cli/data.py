@@ -102,20 +102,27 @@ def decode_with_size(
     restore the file's size, so it is read from the header before the draft.
     """
     with Image.open(path) as img:
-        width, height = img.size
-        if max_pixels and width * height > max_pixels:
-            raise InputImageError(
-                f"image is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
-                f"--max-pixels limit of {max_pixels / 1e6:g} MP; not decoded"
-            )
-        if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
-            width, height = height, width
-        if size and img.format == "JPEG" and max(img.size) >= 2 * size:
-            scale = size / max(img.size)
-            img.draft("RGB", (int(img.size[0] * scale) + 1, int(img.size[1] * scale) + 1))
-        img.load()
-        img = ImageOps.exif_transpose(img)
-        return to_rgb_or_rgba(img), (width, height)
+        return decode_opened(img, size, max_pixels)
+
+
+def decode_opened(
+    img: Image.Image, size: int = 0, max_pixels: int = 0
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode an opened (or already decoded) image as decode_with_size does a file."""
+    width, height = img.size
+    if max_pixels and width * height > max_pixels:
+        raise InputImageError(
+            f"image is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
+            f"--max-pixels limit of {max_pixels / 1e6:g} MP; not decoded"
+        )
+    if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+        width, height = height, width
+    if size and img.format == "JPEG" and max(img.size) >= 2 * size:
+        scale = size / max(img.size)
+        img.draft("RGB", (int(img.size[0] * scale) + 1, int(img.size[1] * scale) + 1))
+    img.load()
+    img = ImageOps.exif_transpose(img)
+    return to_rgb_or_rgba(img), (width, height)
 
 
 def to_rgb_or_rgba(img: Image.Image) -> Image.Image:
@@ -139,28 +146,40 @@ def prepare_image(index: int, path: Path, settings: PreprocessSettings) -> Prepa
     """Decode and resize one file for the model; a bad file yields an error, not an exception."""
     start = time.perf_counter()
     try:
-        img, (width, height) = decode_with_size(path, settings.size, settings.max_pixels)
-        alpha = None
-        if img.mode == "RGBA":
-            alpha = torch.from_numpy(np.array(img.getchannel("A")))
-            img = img.convert("RGB")
-        tw, th = target_size(width, height, settings.size, settings.multiple)
-        if min(tw, th) < MIN_SIDE:
-            raise InputImageError(
-                f"image is {width}x{height}, too small: the model needs at least "
-                f"{MIN_SIDE} px on each side after resizing"
-            )
-        if (tw, th) != img.size:
-            img = img.resize((tw, th), Image.Resampling.BICUBIC, reducing_gap=3.0)
-        pixels = torch.from_numpy(np.array(img)).permute(2, 0, 1)
+        img, original_size = decode_with_size(path, settings.size, settings.max_pixels)
+        item = prepare_decoded(index, img, original_size, settings)
     except (*DECODE_ERRORS, InputImageError) as exc:
         return PreparedImage(index, error=describe_error(exc), seconds=time.perf_counter() - start)
     except MemoryError:
         reason = "not enough memory to decode it; try --max-pixels or fewer --num-workers"
         return PreparedImage(index, error=reason, seconds=time.perf_counter() - start)
-    return PreparedImage(
-        index, pixels, alpha, (width, height), seconds=time.perf_counter() - start
-    )
+    item.seconds = time.perf_counter() - start
+    return item
+
+
+def prepare_decoded(
+    index: int, img: Image.Image, original_size: tuple[int, int], settings: PreprocessSettings
+) -> PreparedImage:
+    """Split off the alpha and resize a decoded RGB(A) image for the model.
+
+    ``original_size`` is the upright full size (--keep-size restores it); raises
+    InputImageError when the image is too small for the model.
+    """
+    width, height = original_size
+    alpha = None
+    if img.mode == "RGBA":
+        alpha = torch.from_numpy(np.array(img.getchannel("A")))
+        img = img.convert("RGB")
+    tw, th = target_size(width, height, settings.size, settings.multiple)
+    if min(tw, th) < MIN_SIDE:
+        raise InputImageError(
+            f"image is {width}x{height}, too small: the model needs at least "
+            f"{MIN_SIDE} px on each side after resizing"
+        )
+    if (tw, th) != img.size:
+        img = img.resize((tw, th), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    pixels = torch.from_numpy(np.array(img)).permute(2, 0, 1)
+    return PreparedImage(index, pixels, alpha, original_size)
 
 
 def describe_error(exc: BaseException) -> str:

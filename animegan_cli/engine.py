@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -148,3 +149,81 @@ def torch_threads(threads: int | None):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How the model runs, with nothing left on ``auto``: resolved once, read everywhere."""
+
+    device: str = "cpu"
+    backend: str = "torch"
+    precision: str = "fp32"
+    threads: int | None = None  # None: torch's / OpenVINO's default (all cores)
+    streams: int = 1
+    compile: bool = False
+
+    @classmethod
+    def resolve(
+        cls,
+        device: str = "cpu",
+        backend: str = "auto",
+        precision: str = "auto",
+        threads: int | None = None,
+        streams: int = 1,
+        compile: bool = False,
+    ) -> EngineSpec:
+        """The one place where ``auto`` becomes concrete; UsageError for what cannot work."""
+        if threads is not None and threads < 1:
+            raise UsageError("--threads must be at least 1")
+        if streams < 1:
+            raise UsageError("--streams must be at least 1")
+        torch_device = resolve_device(device)
+        chosen = resolve_backend(backend, torch_device, precision)
+        return cls(
+            torch_device.type,
+            chosen,
+            resolve_precision(precision, torch_device, chosen),
+            threads,
+            streams,
+            compile,
+        )
+
+
+@dataclass(frozen=True)
+class EngineContext:
+    """What an engine may need besides the model: its checkpoint id, calibration, a cache."""
+
+    checkpoint_id: str
+    cache_dir: Path
+    # INT8 calibration images, uint8 (3, H, W); asked for only when quantizing.
+    calibration: Callable[[], Sequence[torch.Tensor]] | None = None
+
+
+EngineFactory = Callable[[Generator, EngineSpec, EngineContext], Engine]
+
+
+def _torch_engine(generator: Generator, spec: EngineSpec, context: EngineContext) -> Engine:
+    return TorchEngine(generator, torch.device(spec.device), spec.precision, compile=spec.compile)
+
+
+def _openvino_engine(generator: Generator, spec: EngineSpec, context: EngineContext) -> Engine:
+    from animegan_cli.openvino_engine import OpenVINOEngine
+
+    return OpenVINOEngine(
+        generator,
+        context.checkpoint_id,
+        spec.precision,
+        spec.threads,
+        cache_dir=context.cache_dir,
+        calibration=context.calibration,
+        streams=spec.streams,
+    )
+
+
+# The engines by backend name: a new engine is one module plus one entry here.
+ENGINES: dict[str, EngineFactory] = {"torch": _torch_engine, "openvino": _openvino_engine}
+
+
+def create_engine(generator: Generator, spec: EngineSpec, context: EngineContext) -> Engine:
+    """Build the engine ``spec`` names, with the generator's weights."""
+    return ENGINES[spec.backend](generator, spec, context)

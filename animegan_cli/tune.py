@@ -15,11 +15,13 @@ import torch
 from PIL import Image
 
 from animegan_cli import data, resources
-from animegan_cli.convert import ConvertOptions, build_engine, convert
+from animegan_cli.convert import ConvertOptions, convert
 from animegan_cli.engine import cpu_has_fast_bf16, torch_threads
 from animegan_cli.inputs import discover_inputs
 from animegan_cli.measure import current_rss_mb, measure_engine, peak_rss_mb, reset_peak_rss
 from animegan_cli.openvino_engine import openvino_available
+from animegan_cli.stylizer import Stylizer
+from animegan_cli.weights import DEFAULT_STYLE
 
 BATCH_SIZES = (1, 2, 4, 8, 16)
 # A bigger batch must beat the best so far by this much to count as better: smaller
@@ -154,9 +156,8 @@ def run_tune(request: TuneRequest, on_trial: Callable[[Trial], None] = lambda t:
             return time.perf_counter() - started > request.budget
 
         def measure(trial: Trial) -> Trial:
-            options = _options(request, trial, photos)
             with torch_threads(trial.threads):
-                engine = build_engine(options, on_message, _calibration_refused)
+                engine = _stylizer(request, trial, on_message).engine
                 reset_peak_rss()
                 before = current_rss_mb()
                 m = measure_engine(engine, height, width, trial.batch_size,
@@ -252,6 +253,14 @@ def _options(request: TuneRequest, trial: Trial, photos: Path) -> ConvertOptions
         size=request.size, batch_size=trial.batch_size, threads=trial.threads,
         num_workers=trial.num_workers or 0, backend=trial.backend, streams=trial.streams,
         precision=trial.precision, **extra,
+    )
+
+
+def _stylizer(request: TuneRequest, trial: Trial, on_message: Callable[[str], None]) -> Stylizer:
+    return Stylizer.load(
+        request.style or DEFAULT_STYLE, weights=request.weights, size=request.size,
+        backend=trial.backend, precision=trial.precision, threads=trial.threads,
+        streams=trial.streams, on_message=on_message, calibration=_calibration_refused,
     )
 
 

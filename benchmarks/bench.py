@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from animegan_cli import data  # noqa: E402
-from animegan_cli.convert import ConvertOptions, build_engine  # noqa: E402
 from animegan_cli.engine import cpu_has_fast_bf16, to_model_input, to_pixels  # noqa: E402
 from animegan_cli.measure import measure_engine, peak_rss_mb, psnr  # noqa: E402
+from animegan_cli.stylizer import Stylizer  # noqa: E402
 from animegan_cli.weights import load_generator, load_state_dict  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -80,9 +80,10 @@ def photo_pixels(photos: Path | None, size: int, count: int) -> list[torch.Tenso
 
 def make_engine(weights: Path, backend: str, precision: str, threads: int,
                 photos: Path | None, size: int, streams: int = 1):
-    options = ConvertOptions(inputs=[], output=Path("."), weights=weights, backend=backend,
-                             precision=precision, threads=threads, streams=streams)
-    return build_engine(options, lambda m: None, lambda: photo_pixels(photos, size, 8))
+    stylizer = Stylizer.load(weights=weights, backend=backend, precision=precision,
+                             threads=threads, streams=streams,
+                             calibration=lambda: photo_pixels(photos, size, 8))
+    return stylizer.engine
 
 
 # --- 1. the article's table: batch size x engine x precision -----------------------------

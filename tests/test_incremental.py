@@ -14,8 +14,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from animegan_cli import convert as convert_module
 from animegan_cli import data, incremental
+from animegan_cli import stylizer as stylizer_module
 from animegan_cli.atomic import temp_file_pid
 from animegan_cli.cli import main
 from animegan_cli.convert import ConvertEvents, ConvertOptions, FileResult, convert
@@ -77,8 +77,8 @@ def forbid_model_and_decoding(monkeypatch) -> None:
         raise AssertionError("an up-to-date run decoded an input or loaded the model")
 
     monkeypatch.setattr(data, "decode_with_size", refuse)
-    monkeypatch.setattr(convert_module, "load_state_dict", refuse)
-    monkeypatch.setattr(convert_module.WeightsStore, "resolve", refuse)
+    monkeypatch.setattr(stylizer_module, "load_state_dict", refuse)
+    monkeypatch.setattr(stylizer_module.WeightsStore, "resolve", refuse)
 
 
 def test_rerun_skips_up_to_date_outputs_without_decoding(photo_dir, tmp_path, checkpoint,

@@ -1,0 +1,204 @@
+"""``Stylizer``: the one in-memory way to style images; convert, and every later front end, call it.
+
+A Stylizer holds one loaded checkpoint on one resolved engine, plus the settings that
+decide an output's pixels. Its steps are public so that a pipeline can spread them over
+processes and threads: ``prepare`` (decode, orient, mode, resize: in a DataLoader worker
+for convert), ``run`` (one batch of one shape, on the engine), ``finish`` (alpha back,
+``keep_size``). ``stylize`` chains the three for a list of images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from animegan_cli import data
+from animegan_cli.engine import Engine, EngineContext, EngineSpec, create_engine
+from animegan_cli.errors import InputImageError, UsageError, WeightsError
+from animegan_cli.model import MIN_SIDE
+from animegan_cli.provenance import pixel_settings
+from animegan_cli.weights import (
+    DEFAULT_STYLE,
+    ResolvedWeights,
+    WeightsStore,
+    load_generator,
+    load_state_dict,
+    user_cache_dir,
+)
+
+# What stylize() and prepare() take: a PIL image (opened or decoded), a file, or its bytes.
+ImageSource = Image.Image | str | Path | bytes
+
+
+def _ignore(message: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class PixelSettings:
+    """The settings besides the engine that decide the pixels of a result."""
+
+    size: int = 512  # long side of the model input; 0 = native size
+    keep_size: bool = False
+    align_corners: bool = False
+    max_pixels: int = data.DEFAULT_MAX_PIXELS  # 0 = no limit
+
+    def validate(self) -> None:
+        """UsageError for values that cannot work."""
+        if not (self.size == 0 or self.size >= MIN_SIDE):
+            raise UsageError(f"--size must be 0 or at least {MIN_SIDE}")
+        if self.max_pixels < 0:
+            raise UsageError("--max-pixels must be 0 (no limit) or more")
+
+    @property
+    def preprocess(self) -> data.PreprocessSettings:
+        """How inputs are decoded and sized for the model."""
+        return data.PreprocessSettings(size=self.size, max_pixels=self.max_pixels)
+
+
+class Stylizer:
+    """A checkpoint loaded on a resolved engine: images in, styled images out.
+
+    Example::
+
+        s = Stylizer.load("face_paint_512_v2", size=512)
+        [result] = s.stylize([Image.open("photo.jpg")])
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        spec: EngineSpec,
+        checkpoint: ResolvedWeights,
+        pixels: PixelSettings,
+    ) -> None:
+        self.engine = engine
+        self.spec = spec
+        self.checkpoint = checkpoint
+        self.pixels = pixels
+
+    @classmethod
+    def load(
+        cls,
+        style: str = DEFAULT_STYLE,
+        *,
+        weights: Path | str | None = None,
+        size: int = 512,
+        keep_size: bool = False,
+        align_corners: bool = False,
+        max_pixels: int = data.DEFAULT_MAX_PIXELS,
+        device: str = "cpu",
+        backend: str = "auto",
+        precision: str = "auto",
+        threads: int | None = None,
+        streams: int = 1,
+        compile: bool = False,
+        spec: EngineSpec | None = None,
+        download: bool = True,
+        progress: bool = False,
+        on_message: Callable[[str], None] = _ignore,
+        calibration: Callable[[], Sequence[torch.Tensor]] | None = None,
+        expected_checkpoint: str | None = None,
+    ) -> Stylizer:
+        """Find (or download) a style or checkpoint file and set up its engine.
+
+        ``spec`` (an already resolved EngineSpec) replaces device/backend/precision/
+        threads/streams/compile. ``calibration`` supplies images for an INT8 model.
+        ``expected_checkpoint`` is an id the caller already recorded: a checkpoint file
+        replaced since is refused rather than run under the wrong id.
+        """
+        pixels = PixelSettings(size, keep_size, align_corners, max_pixels)
+        pixels.validate()
+        if spec is None:
+            spec = EngineSpec.resolve(device, backend, precision, threads, streams, compile)
+        resolved = WeightsStore.from_env().resolve(
+            style,
+            weights=Path(weights) if weights is not None else None,
+            download=download,
+            on_download=on_message,
+            progress=progress,
+        )
+        if expected_checkpoint is not None and resolved.checkpoint_id != expected_checkpoint:
+            raise WeightsError(f"checkpoint {resolved.path} changed during the run; run it again")
+        state = load_state_dict(resolved.path, resolved.checkpoint_id)
+        generator = load_generator(state, align_corners=align_corners)
+        if spec.precision == "int8":
+            on_message("quantizing the model to INT8 on the first images (cached afterwards)")
+        context = EngineContext(resolved.checkpoint_id, user_cache_dir() / "openvino", calibration)
+        return cls(create_engine(generator, spec, context), spec, resolved, pixels)
+
+    @property
+    def description(self) -> str:
+        """What runs the model, e.g. "openvino cpu bf16 (runs bf16)"."""
+        return self.engine.description
+
+    @property
+    def checkpoint_id(self) -> str:
+        """The checkpoint's git blob id, as provenance records it."""
+        return self.checkpoint.checkpoint_id
+
+    @property
+    def settings(self) -> dict[str, object]:
+        """The pixel settings provenance records for this Stylizer's outputs."""
+        return pixel_settings(
+            self.pixels.size,
+            self.spec.precision,
+            self.pixels.align_corners,
+            self.pixels.keep_size,
+            self.spec.backend,
+        )
+
+    def prepare(self, image: ImageSource, index: int = 0) -> data.PreparedImage:
+        """Orient, convert and resize one image exactly as convert does.
+
+        Raises InputImageError (with convert's one-line reason) for an image that cannot
+        be styled. A file or bytes are decoded as convert decodes a file (JPEG draft mode
+        included); so is a PIL image that was opened and not yet loaded.
+        """
+        try:
+            with data.own_pixel_limit(), _opened(image) as img:
+                decoded, original_size = data.decode_opened(
+                    img, self.pixels.size, self.pixels.max_pixels
+                )
+                return data.prepare_decoded(index, decoded, original_size, self.pixels.preprocess)
+        except InputImageError:
+            raise
+        except data.DECODE_ERRORS as exc:
+            raise InputImageError(data.describe_error(exc)) from exc
+
+    def run(self, batch: Sequence[data.PreparedImage]) -> list[torch.Tensor]:
+        """Style prepared images of one shape together: uint8 (H, W, 3) results, in order."""
+        if self.spec.threads and torch.get_num_threads() != self.spec.threads:
+            torch.set_num_threads(self.spec.threads)
+        return list(self.engine.run(data.stack_pixels(batch)))
+
+    def finish(self, item: data.PreparedImage, pixels: torch.Tensor) -> Image.Image:
+        """The image convert would encode: alpha put back, scaled back with ``keep_size``."""
+        return data.to_output_image(pixels, item.alpha, item.original_size, self.pixels.keep_size)
+
+    def stylize(self, images: Sequence[ImageSource], batch_size: int = 1) -> list[Image.Image]:
+        """Style images (list in, list out, same order); images of one shape share batches."""
+        if batch_size < 1:
+            raise UsageError("batch size must be at least 1")
+        prepared = [self.prepare(image, i) for i, image in enumerate(images)]
+        results: list[Image.Image | None] = [None] * len(prepared)
+        for batch in data.batch_images(prepared, batch_size):
+            for item, pixels in zip(batch, self.run(batch)):
+                results[item.index] = self.finish(item, pixels)
+        return results  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _opened(source: ImageSource) -> Iterator[Image.Image]:
+    """An image source as an opened PIL image; closed afterwards when opened here."""
+    if isinstance(source, Image.Image):
+        yield source
+        return
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+        yield img
