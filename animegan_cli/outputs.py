@@ -146,11 +146,14 @@ def write_image_atomic(
     quality: int = 95,
     fsync: bool = True,
     metadata: str | None = None,
+    before_rename: Callable[[os.stat_result], None] | None = None,
 ) -> None:
     """Encode ``image`` to ``path`` via a temp file and rename: never a half-written file.
 
     ``metadata`` (a provenance record's JSON) is embedded where the format has room for it:
-    PNG text chunk, JPEG/WebP XMP, TIFF ImageDescription; BMP has none.
+    PNG text chunk, JPEG/WebP XMP, TIFF ImageDescription; BMP has none. ``before_rename``
+    is called with the fstat of the complete temp file just before the rename (which keeps
+    its size and mtime); if it raises, nothing is renamed.
     """
     fmt = format_of(path)
     if image.mode == "RGBA" and not fmt.holds_alpha:
@@ -168,8 +171,12 @@ def write_image_atomic(
             if fsync:
                 handle.flush()
                 os.fsync(handle.fileno())
+            handle.flush()
+            written = os.fstat(handle.fileno())
         # mkstemp makes the file 0600; give it the mode a plain open() would have.
         os.chmod(tmp_name, 0o666 & ~_UMASK)
+        if before_rename is not None:
+            before_rename(written)
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
