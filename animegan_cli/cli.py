@@ -197,6 +197,10 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
             -o ./out --json
         animegan convert ./photos -o ./out --since 7d --shard 0/4 --dry-run
     """
+    style_source = click.get_current_context().get_parameter_source("style")
+    if weights is not None and style_source == ParameterSource.COMMANDLINE:
+        # A style from the config file or ANIMEGAN_STYLE is a default: --weights overrides it.
+        raise CommandError("give --style or --weights, not both", EXIT_USAGE)
     if report_file is not None:
         _check_report_folder(report_file)
     listed = _stdin_paths(null) if "-" in inputs else []
@@ -338,7 +342,13 @@ def inspect_command(files: tuple[Path, ...], as_json: bool) -> None:
     """
     missing = 0
     for path in files:
-        record = find_provenance(path) if path.exists() else None
+        try:
+            record = find_provenance(path) if path.exists() else None
+        except ValueError as exc:
+            click.echo(f"animegan: error: {path}: invalid animegan provenance record ({exc})",
+                       err=True)
+            missing += 1
+            continue
         if record is None:
             reason = "no such file" if not path.exists() else (
                 "no animegan provenance (not written by animegan convert, or stripped)")

@@ -29,7 +29,14 @@ from animegan_cli.errors import RunStopped, UsageError, WeightsError
 from animegan_cli.inputs import ListedPath, find_inputs
 from animegan_cli.lock import HeldLock, output_lock, remove_stale_temp_files
 from animegan_cli.model import MIN_SIDE
-from animegan_cli.provenance import Manifest, Provenance, checkpoint_id, pixel_settings, with_reuse
+from animegan_cli.provenance import (
+    Manifest,
+    Provenance,
+    checkpoint_id,
+    pixel_settings,
+    record_style,
+    with_reuse,
+)
 from animegan_cli.selection import Selection
 from animegan_cli.signals import Interrupted, as_interrupted, deferred
 from animegan_cli.similar import HASH_BITS, SimilarIndex, dhash
@@ -49,6 +56,7 @@ CALIBRATION_IMAGES = 8
 # Write errors that are about the output file system, not the image: every later write
 # would fail the same way, so the run stops instead of decoding and styling in vain.
 STOP_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+CHANGED_WHILE_READING = "changed while the run was reading it; run it again"
 
 
 @dataclass
@@ -305,6 +313,8 @@ def _plan(
     inputs = outputs.fail_collisions(found.files, planned, options.format)
     summary.found = len(inputs)
     manifest = Manifest.load(options.output)
+    if manifest.warning:
+        events.on_message(manifest.warning)
     rules = _rules(options, selection, events.on_message)
     return incremental.plan_work(inputs, planned, rules, manifest), manifest
 
@@ -331,16 +341,21 @@ def _convert_locked(
         if decision.action == incremental.DUPLICATE and decision.leader is not None:
             followers.setdefault(decision.leader, []).append(decision)
     copies = [d for d in plan.decisions if d.action == incremental.COPY]
-    skipped = [
+    # Decided without writing: skipped, or failed before anything was read (FAIL).
+    settled = [
         FileResult(d.item.path, d.output, "skipped", reason=d.reason)
         for d in plan.decisions
         if d.action == incremental.SKIP
     ]
-    failed = [_failed(d) for d in plan.decisions if d.action == incremental.FAIL]
+    settled += [
+        FileResult(d.item.path, None, "failed", d.reason, reason=d.reason)
+        for d in plan.decisions
+        if d.action == incremental.FAIL
+    ]
     summary.excluded = sum(d.action == incremental.EXCLUDE for d in plan.decisions)
     reused = len(copies) + sum(len(group) for group in followers.values())
-    events.on_plan(len(converting) + reused, len(skipped) + len(failed))
-    for result in [*failed, *skipped]:
+    events.on_plan(len(converting) + reused, len(settled))
+    for result in settled:
         summary.add(result)
         events.on_result(result)
     for decision in copies:
@@ -419,10 +434,11 @@ def _rules(
         on_message(f"{exc}; the dry run does not compare checkpoints")
         checkpoint = None
     return incremental.Rules(
-        style=options.weights.stem if options.weights is not None else options.style,
+        style=record_style(options.style, options.weights, checkpoint),
         checkpoint=checkpoint,
         settings=pixel_settings(
-            options.size, precision, options.align_corners, options.keep_size, backend
+            options.size, precision, options.align_corners, options.keep_size, backend,
+            device.type,
         ),
         quality=options.quality,
         overwrite=options.overwrite,
@@ -436,24 +452,16 @@ def _report_dry_run(plan: incremental.Plan, summary: Summary, events: ConvertEve
     """Report what a run would do with each input; reads no pixels, loads no model."""
     events.on_plan(sum(d.writes for d in plan.decisions), sum(not d.writes for d in plan.decisions))
     for d in plan.decisions:
-        if d.action == incremental.FAIL:
-            result = _failed(d)
-            summary.add(result)
-            events.on_result(result)
-            continue
         reused = d.source if d.action in (incremental.DUPLICATE, incremental.COPY) else None
         status = "would-convert" if d.writes else "would-skip"
         result = FileResult(d.item.path, d.output, status, reason=d.reason, reused_from=reused)
+        if d.action == incremental.FAIL:
+            result = FileResult(d.item.path, None, "failed", d.reason, reason=d.reason)
         if d.action == incremental.EXCLUDE:
             summary.excluded += 1
         else:
             summary.add(result)
         events.on_result(result)
-
-
-def _failed(decision: incremental.Decision) -> FileResult:
-    """An input that failed before anything was read: vanished, not a regular file, ..."""
-    return FileResult(decision.item.path, None, "failed", decision.reason)
 
 
 def _copy(decision: incremental.Decision, manifest: Manifest) -> FileResult:
@@ -470,6 +478,21 @@ def _copy(decision: incremental.Decision, manifest: Manifest) -> FileResult:
     return FileResult(
         decision.item.path, out, "converted", None, spent, decision.reason, reused_from=source
     )
+
+
+def _changed_since_planning(item: data.PreparedImage, target: incremental.Decision) -> bool:
+    """Whether the bytes decoded are not those hashed when planning (the file was replaced).
+
+    An input that could not be hashed then gets the hash of what was decoded.
+    """
+    assert target.record is not None
+    planned = target.record.input_blake2b
+    if item.blake2b is None:
+        return False
+    if not planned:
+        target.record = dataclasses.replace(target.record, input_blake2b=item.blake2b)
+        return False
+    return item.blake2b != planned
 
 
 def _run(
@@ -536,6 +559,7 @@ def _run(
             outputs.write_image_atomic(
                 image, out, quality=options.quality, metadata=record.to_json(),
                 root=options.output,
+                before_rename=incremental.record_before_rename(manifest, out, record),
             )
         except RunStopped as exc:
             stop_reason.append(str(exc))
@@ -550,7 +574,6 @@ def _run(
                     "are skipped)"
                 )
             return FileResult(target.item.path, None, "failed", reason, spent, target.reason)
-        manifest.record(out, record)
         written = time.perf_counter() - start
         summary.write_seconds += written
         spent += written
@@ -622,6 +645,14 @@ def _run(
                     for target in [todo[item.index], *duplicates.get(item.index, [])]:
                         report(FileResult(target.item.path, None, "failed", item.error,
                                           item.seconds, target.reason))
+                    continue
+                if _changed_since_planning(item, todo[item.index]):
+                    lead = todo[item.index]
+                    report(FileResult(lead.item.path, None, "failed", CHANGED_WHILE_READING,
+                                      item.seconds, lead.reason))
+                    for dup in duplicates.get(item.index, []):
+                        reason = f"identical to {lead.item.path}, which {CHANGED_WHILE_READING}"
+                        report(FileResult(dup.item.path, None, "failed", reason, 0.0, dup.reason))
                     continue
                 if similar is not None and borrow(item):
                     drain(MAX_PENDING_WRITES)

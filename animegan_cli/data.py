@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import struct
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from animegan_cli.errors import InputImageError
 from animegan_cli.model import MIN_SIDE
+from animegan_cli.provenance import hash_bytes, open_regular
 
 try:  # HEIC/HEIF (phones) through the optional pillow-heif extra.
     from pillow_heif import register_heif_opener
@@ -65,6 +68,7 @@ class PreparedImage:
     original_size: tuple[int, int] = (0, 0)  # (width, height) after EXIF orientation
     error: str | None = None
     seconds: float = 0.0
+    blake2b: str | None = None  # BLAKE2b-256 of the bytes decoded (what the record must name)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -94,9 +98,10 @@ def decode_image(path: Path, size: int = 0, max_pixels: int = 0) -> Image.Image:
 
 
 def decode_with_size(
-    path: Path, size: int = 0, max_pixels: int = 0
+    path: Path | BinaryIO, size: int = 0, max_pixels: int = 0
 ) -> tuple[Image.Image, tuple[int, int]]:
-    """Like decode_image, plus the upright (width, height) of the full-size image.
+    """Like decode_image (of a path or an open file), plus the upright (width, height) of
+    the full-size image.
 
     With draft mode the decoded image is smaller than the file's; --keep-size must
     restore the file's size, so it is read from the header before the draft.
@@ -138,8 +143,17 @@ def to_rgb_or_rgba(img: Image.Image) -> Image.Image:
 def prepare_image(index: int, path: Path, settings: PreprocessSettings) -> PreparedImage:
     """Decode and resize one file for the model; a bad file yields an error, not an exception."""
     start = time.perf_counter()
+    digest = None
     try:
-        img, (width, height) = decode_with_size(path, settings.size, settings.max_pixels)
+        # Read once, hash what is decoded: a file replaced after planning cannot give its
+        # new pixels an output whose record names the old bytes' hash.
+        with open_regular(path) as handle:
+            data = handle.read()
+        digest = hash_bytes(data)
+        img, (width, height) = decode_with_size(
+            io.BytesIO(data), settings.size, settings.max_pixels
+        )
+        del data
         alpha = None
         if img.mode == "RGBA":
             alpha = torch.from_numpy(np.array(img.getchannel("A")))
@@ -159,7 +173,8 @@ def prepare_image(index: int, path: Path, settings: PreprocessSettings) -> Prepa
         reason = "not enough memory to decode it; try --max-pixels or fewer --num-workers"
         return PreparedImage(index, error=reason, seconds=time.perf_counter() - start)
     return PreparedImage(
-        index, pixels, alpha, (width, height), seconds=time.perf_counter() - start
+        index, pixels, alpha, (width, height), seconds=time.perf_counter() - start,
+        blake2b=digest,
     )
 
 

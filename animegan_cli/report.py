@@ -43,6 +43,10 @@ def build_report(
     """The report as a JSON-ready dict; ``summary`` is None when the run never started."""
     summary = summary or Summary()
     done = summary.converted + summary.skipped + summary.failed
+    settings = {field.name: _jsonable(getattr(options, field.name))
+                for field in dataclasses.fields(options)}
+    if options.weights is not None:
+        settings["style"] = None  # --weights replaces the style: naming one would mislead
     return {
         "exit_status": exit_status,
         "error": json_safe(error) if error else None,
@@ -60,10 +64,7 @@ def build_report(
             {"input": json_safe(r.input), "error": json_safe(r.error or "")}
             for r in summary.failures
         ],
-        "settings": {
-            field.name: _jsonable(getattr(options, field.name))
-            for field in dataclasses.fields(options)
-        },
+        "settings": settings,
         "notes": [json_safe(note) for note in summary.notes],
         "engine": summary.engine or None,
         "batch_size_used": summary.batch_size or None,
