@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from animegan_cli.errors import InputImageError
 from animegan_cli.model import MIN_SIDE
+from animegan_cli.orphans import end_with_parent
 
 try:  # HEIC/HEIF (phones) through the optional pillow-heif extra.
     from pillow_heif import register_heif_opener
@@ -219,6 +220,7 @@ def _init_worker(_: int) -> None:
     torch.set_num_threads(1)
     # A worker is our own process: --max-pixels (checked in decode_image) is the limit.
     Image.MAX_IMAGE_PIXELS = None
+    end_with_parent()
 
 
 def make_loader(dataset: Dataset, num_workers: int, prefetch: int = 4) -> DataLoader:
