@@ -275,8 +275,11 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
     selection = Selection.build(options.shard, options.since, options.newer_than)
     summary = Summary()
     if options.dry_run:
-        plan, _ = _plan(options, selection, summary, events)
-        _report_dry_run(plan, summary, events)
+        try:
+            plan, _ = _plan(options, selection, summary, events)
+            _report_dry_run(plan, summary, events)
+        except KeyboardInterrupt as exc:  # also a --json reader that went away
+            raise _with_summary(as_interrupted(exc), summary, started) from None
         summary.seconds = time.perf_counter() - started
         return summary
     created = prepare_output_dir(options.output)

@@ -36,12 +36,16 @@ def _jsonable(value: object) -> object:
 
 def build_report(
     summary: Summary | None,
-    options: ConvertOptions,
+    options: ConvertOptions | None,
     exit_status: int,
     error: str | None = None,
     interrupted_by: str | None = None,
 ) -> dict[str, object]:
-    """The report as a JSON-ready dict; ``summary`` is None when the run never started."""
+    """The report as a JSON-ready dict; ``summary`` is None when the run never started.
+
+    ``options`` is None when the command line could not be read (a usage error, or a
+    signal while starting): ``settings`` is then null.
+    """
     summary = summary or Summary()
     done = summary.converted + summary.skipped + summary.failed
     return {
@@ -61,7 +65,7 @@ def build_report(
             {"input": json_safe(r.input), "error": json_safe(r.error or "")}
             for r in summary.failures
         ],
-        "settings": {
+        "settings": None if options is None else {
             field.name: _jsonable(getattr(options, field.name))
             for field in dataclasses.fields(options)
         },
