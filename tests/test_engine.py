@@ -88,9 +88,10 @@ def test_torch_threads_sets_and_restores() -> None:
     assert torch.get_num_threads() == before
 
 
-def test_to_pixels_names_the_images_whose_result_is_not_finite() -> None:
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_to_pixels_names_the_images_whose_result_is_not_finite(bad: float) -> None:
     y = torch.zeros(3, 3, 4, 4)
-    y[1, 2, 3, 3] = float("nan")
+    y[1, 2, 3, 3] = bad
     with pytest.raises(engine.NonFiniteOutput) as info:
         to_pixels(y)
     assert info.value.bad == [1]
