@@ -287,13 +287,12 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
         with output_lock(options.output, options.wait, events.on_message):
             _convert_locked(options, selection, events, summary, started)
     except KeyboardInterrupt as exc:
-        remove_if_empty(created)
         raise _with_summary(as_interrupted(exc), summary, started) from None
     except RunStopped as exc:
-        remove_if_empty(created)
         raise _with_summary(exc, summary, started) from None
-    except BaseException:
-        # A refused run (unknown style, missing input, bad weights) leaves no empty OUT.
+    except Exception:
+        # A refused run (unknown style, missing input, failed download, bad weights) leaves
+        # no empty OUT behind; a run that started and was stopped keeps it.
         remove_if_empty(created)
         raise
     summary.seconds = time.perf_counter() - started
