@@ -18,7 +18,9 @@ import torch
 
 from animegan_cli import data, incremental, outputs, resources, workers
 from animegan_cli.engine import (
+    NON_FINITE_REASON,
     Engine,
+    NonFiniteOutput,
     TorchEngine,
     resolve_backend,
     resolve_device,
@@ -57,6 +59,9 @@ CALIBRATION_IMAGES = 8
 # would fail the same way, so the run stops instead of decoding and styling in vain.
 STOP_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 CHANGED_WHILE_READING = "changed while the run was reading it; run it again"
+# The smallest --max-memory accepted: a smaller number is a slip (10 meant as 10G), and
+# no image fits in it (the run's base footprint alone is resources.BASE_BYTES).
+MIN_MEMORY_BUDGET = 64 << 20
 
 
 @dataclass
@@ -185,7 +190,10 @@ def validate(options: ConvertOptions) -> None:
             f"--reuse-similar must be between 0 and {HASH_BITS}",
         ),
         (options.max_pixels >= 0, "--max-pixels must be 0 (no limit) or more"),
-        (options.max_memory is None or options.max_memory > 0, "--max-memory must be above 0"),
+        (
+            options.max_memory is None or options.max_memory >= MIN_MEMORY_BUDGET,
+            f"--max-memory must be at least {MIN_MEMORY_BUDGET >> 20}M",
+        ),
         (options.base is None or options.base.is_dir(), f"--base {options.base}: not a folder"),
     ]
     for ok, message in checks:
@@ -198,14 +206,32 @@ def validate(options: ConvertOptions) -> None:
         raise UsageError("no input given")
 
 
-def prepare_output_dir(path: Path) -> None:
-    """Create the output folder, or fail now with a clear reason rather than per file."""
+def prepare_output_dir(path: Path) -> list[Path]:
+    """Create the output folder, or fail now with a clear reason rather than per file.
+
+    Returns the folders it created, deepest first (see remove_if_empty).
+    """
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"output folder {path} is a file")
+    missing = [p for p in [path, *path.parents] if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        remove_if_empty(missing)
         raise UsageError(f"cannot create output folder {path}: {exc.strerror or exc}") from exc
     if not os.access(path, os.W_OK | os.X_OK):
+        remove_if_empty(missing)
         raise UsageError(f"output folder {path} is not writable")
+    return missing
+
+
+def remove_if_empty(created: list[Path]) -> None:
+    """Remove the folders a run created (deepest first) that are still empty."""
+    for folder in created:
+        try:
+            folder.rmdir()  # refuses a folder that is not empty: nothing is lost
+        except OSError:
+            return
 
 
 def build_engine(
@@ -269,11 +295,14 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
         summary.seconds = time.perf_counter() - started
         return summary
     if options.dry_run:
-        plan, _ = _plan(options, selection, summary, events)
-        _report_dry_run(plan, summary, events)
+        try:
+            plan, _ = _plan(options, selection, summary, events)
+            _report_dry_run(plan, summary, events)
+        except KeyboardInterrupt as exc:  # also a --json reader that went away
+            raise _with_summary(as_interrupted(exc), summary, started) from None
         summary.seconds = time.perf_counter() - started
         return summary
-    prepare_output_dir(options.output)
+    created = prepare_output_dir(options.output)
     try:
         # Shards of one job share the folder (and the lock); a plain run has it to itself.
         shared = options.shard is not None
@@ -283,6 +312,11 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
         raise _with_summary(as_interrupted(exc), summary, started) from None
     except RunStopped as exc:
         raise _with_summary(exc, summary, started) from None
+    except Exception:
+        # A refused run (unknown style, missing input, failed download, bad weights) leaves
+        # no empty OUT behind; a run that started and was stopped keeps it.
+        remove_if_empty(created)
+        raise
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -621,15 +655,29 @@ def _run(
     batcher = data.ShapeBatcher(options.batch_size)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="animegan-writer") as writer:
 
+        def fail(item: data.PreparedImage, reason: str, spent: float) -> None:
+            for target in [todo[item.index], *duplicates.get(item.index, [])]:
+                report(FileResult(target.item.path, None, "failed", reason, spent, target.reason))
+
         def run_batch(batch: list[data.PreparedImage]) -> None:
             if stop_reason:
                 return
             start = time.perf_counter()
-            styled = engine.run(data.stack_pixels(batch))
+            bad: set[int] = set()
+            try:
+                styled = engine.run(data.stack_pixels(batch))
+            except NonFiniteOutput as exc:
+                styled, bad = exc.pixels, set(exc.bad)
             spent = time.perf_counter() - start
             summary.engine_seconds += spent
             share = spent / len(batch)
-            for item, pixels in zip(batch, styled):
+            for position, (item, pixels) in enumerate(zip(batch, styled)):
+                if position in bad:
+                    fail(item, NON_FINITE_REASON, item.seconds + share)
+                    waiting = similar.drop(item.index) if similar is not None else []
+                    for follower, _ in waiting:  # look-alikes that would reuse this result
+                        fail(follower, NON_FINITE_REASON, follower.seconds)
+                    continue
                 emit(item, pixels, item.seconds + share)
                 if similar is not None:
                     for follower, distance in similar.styled(item.index, pixels):
@@ -642,9 +690,7 @@ def _run(
                 if stop_reason:
                     break
                 if item.error is not None:
-                    for target in [todo[item.index], *duplicates.get(item.index, [])]:
-                        report(FileResult(target.item.path, None, "failed", item.error,
-                                          item.seconds, target.reason))
+                    fail(item, item.error, item.seconds)
                     continue
                 if _changed_since_planning(item, todo[item.index]):
                     lead = todo[item.index]

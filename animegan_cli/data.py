@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from animegan_cli.errors import InputImageError
 from animegan_cli.model import MIN_SIDE
+from animegan_cli.orphans import end_with_parent
 from animegan_cli.provenance import hash_bytes, open_regular
 
 try:  # HEIC/HEIF (phones) through the optional pillow-heif extra.
@@ -234,6 +235,7 @@ def _init_worker(_: int) -> None:
     torch.set_num_threads(1)
     # A worker is our own process: --max-pixels (checked in decode_image) is the limit.
     Image.MAX_IMAGE_PIXELS = None
+    end_with_parent()
 
 
 def make_loader(dataset: Dataset, num_workers: int, prefetch: int = 4) -> DataLoader:

@@ -25,7 +25,7 @@ from PIL import Image
 
 from animegan_cli import __version__
 from animegan_cli.atomic import atomic_write
-from animegan_cli.errors import UsageError, WeightsError
+from animegan_cli.errors import WeightsError
 from animegan_cli.weights import STYLES, WeightsStore, git_blob_id
 
 TOOL = f"animegan {__version__}"
@@ -364,9 +364,10 @@ def checkpoint_id(style: str, weights: Path | None, store: WeightsStore | None =
     if weights is None and style in STYLES:
         return STYLES[style].blob_id
     if weights is None:
-        found = (store or WeightsStore.from_env()).find(style)
+        store = store or WeightsStore.from_env()
+        found = store.find(style)
         if found is None:
-            raise UsageError(f"unknown style {style!r}; choose from: {', '.join(STYLES)}")
+            raise store.unknown_style(style)
         weights = found
     try:
         return git_blob_id(Path(weights).read_bytes())
