@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -14,7 +18,7 @@ from click.core import ParameterSource
 from tqdm import tqdm
 
 from animegan_cli import __version__
-from animegan_cli.config import load_config, save_config
+from animegan_cli.config import config_path, load_config, save_config
 from animegan_cli.convert import ConvertEvents, ConvertOptions, FileResult, Summary, convert
 from animegan_cli.data import DEFAULT_MAX_PIXELS
 from animegan_cli.engine import BACKENDS, DEVICES, PRECISIONS
@@ -25,13 +29,15 @@ from animegan_cli.provenance import find_provenance
 from animegan_cli.report import build_report, json_safe, one_line, write_report
 from animegan_cli.resources import DEFAULT_BUDGET_SHARE, parse_size
 from animegan_cli.selection import parse_shard, parse_since
-from animegan_cli.signals import Interrupted, stop_on_signals
+from animegan_cli.signals import Interrupted, release_early, stop_on_signals
 from animegan_cli.system import describe_auto, describe_system
 from animegan_cli.tune import Trial, TuneRequest, TuneResult, run_tune
 from animegan_cli.weights import DEFAULT_STYLE, STYLES, WeightsStore
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+# The shell's status for a program whose reader went away (128 + SIGPIPE), as `ls | head`.
+EXIT_PIPE = 128 + signal.SIGPIPE
 
 
 class CommandError(click.ClickException):
@@ -66,11 +72,74 @@ def _size_option(unit: int) -> Callable[[click.Context, click.Parameter, str | N
     return parse
 
 
+class _SourcedOption(click.Option):
+    """An option whose bad value is blamed on where it came from: flag, variable or file."""
+
+    def handle_parse_result(self, ctx: click.Context, opts, args):  # noqa: ANN001, ANN201
+        try:
+            return super().handle_parse_result(ctx, opts, args)
+        except click.BadParameter as exc:
+            _, source = self.consume_value(ctx, opts)
+            reason = exc.message.rstrip(".")
+            if source is ParameterSource.ENVIRONMENT:
+                where = f"{self.envvar} (environment)"
+            elif source is ParameterSource.DEFAULT_MAP:
+                key = next((k for k, v in _PARAM_NAMES.items() if v == self.name), self.name)
+                where = f"{key} (config file {config_path()})"
+            else:
+                raise
+            raise CommandError(f"invalid value for {where}: {reason}", EXIT_USAGE) from None
+
+
+_env_option = functools.partial(click.option, cls=_SourcedOption)
+
+
+class _StyleOption(_SourcedOption):
+    """--style, whose help also lists the checkpoints imported on this machine."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - click's signature
+        super().__init__(*args, **kwargs)
+        self.base_help = self.help or ""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        imported = ", ".join(WeightsStore.from_env().custom())
+        self.help = self.base_help + (f"; imported here: {imported}" if imported else "")
+        return super().get_help_record(ctx)
+
+
+_STYLE_HELP = (f"Published style ({', '.join(STYLES)}) or a name given to "
+               "`animegan weights import`")
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush cannot fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (CliRunner): nothing will flush into a pipe
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+class _Commands(click.Group):
+    """The top-level group: a reader that goes away (`| head`) ends any command quietly."""
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201 - click's signature
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _quiet_stdout()
+            ctx.exit(EXIT_PIPE)
+
+
 # Config keys whose click parameter is named differently (a Python keyword or builtin).
 _PARAM_NAMES = {"format": "format_"}
+_CONFIG_ERROR = "animegan.config_error"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.group(cls=_Commands,
+             context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="animegan")
 @click.pass_context
 def main(ctx: click.Context) -> None:
@@ -83,21 +152,57 @@ def main(ctx: click.Context) -> None:
     Example:
         animegan convert ./photos -o ./out --batch-size 8
     """
+    if ctx.invoked_subcommand != "convert":
+        release_early()  # only convert turns a signal into a clean stop
     if ctx.invoked_subcommand not in ("convert", "info", "tune") or ctx.resilient_parsing:
         return
     try:
         settings = load_config()
     except AnimeganError as exc:
+        if ctx.invoked_subcommand == "convert":
+            ctx.meta[_CONFIG_ERROR] = exc  # raised by convert, once it knows its --report
+            return
         _raise_for(exc)
     ctx.default_map = {"convert": {_PARAM_NAMES.get(k, k): v for k, v in settings.items()}}
+    if "style" in settings:
+        ctx.default_map["tune"] = {"style": settings["style"]}
 
 
-@main.command("convert")
+class _ConvertCommand(click.Command):
+    """convert: a usage error found while parsing still writes the --report it names."""
+
+    def make_context(self, info_name, args, parent=None, **extra):  # noqa: ANN001, ANN201
+        report_file = _report_argument(list(args))
+        try:
+            config_error = parent.meta.get(_CONFIG_ERROR) if parent is not None else None
+            if config_error is not None:
+                _raise_for(config_error)
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as exc:
+            if report_file is not None and report_file.parent.is_dir():
+                ending = _Ending(exc.exit_code, error=exc.format_message())
+                _write_report(report_file, ending, None)
+            raise
+
+
+def _report_argument(args: list[str]) -> Path | None:
+    """The FILE of ``--report FILE`` (or ``--report=FILE``) in raw arguments, if any."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--report" and i + 1 < len(args):
+            return Path(args[i + 1])
+        if arg.startswith("--report="):
+            return Path(arg.split("=", 1)[1])
+    return None
+
+
+@main.command("convert", cls=_ConvertCommand)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output folder; the input tree is mirrored under it.")
-@click.option("--style", envvar="ANIMEGAN_STYLE", default=DEFAULT_STYLE,
-              help=f"Published style: {', '.join(STYLES)}.")
+@click.option("--style", envvar="ANIMEGAN_STYLE", default=DEFAULT_STYLE, cls=_StyleOption,
+              help=_STYLE_HELP)
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Use this checkpoint file instead of a published style.")
 @click.option("--recursive/--no-recursive", default=True,
@@ -110,34 +215,34 @@ def main(ctx: click.Context) -> None:
                    "Default: listed paths relative to the working directory, a named file "
                    "by its name, a named folder's files relative to it.")
 @click.option("--suffix", default="", help="Text added to each output file's stem.")
-@click.option("--format", "format_", envvar="ANIMEGAN_FORMAT",
+@_env_option("--format", "format_", envvar="ANIMEGAN_FORMAT",
               type=click.Choice(FORMAT_CHOICES), default="same",
               help="Output format; 'same' keeps the input's.")
-@click.option("--quality", envvar="ANIMEGAN_QUALITY", type=int, default=95,
+@_env_option("--quality", envvar="ANIMEGAN_QUALITY", type=int, default=95,
               help="JPEG/WebP quality, 1-100.")
-@click.option("--size", envvar="ANIMEGAN_SIZE", type=int, default=512,
+@_env_option("--size", envvar="ANIMEGAN_SIZE", type=int, default=512,
               help="Long side of the model input in pixels (multiple of 4); 0 = native size.")
-@click.option("--keep-size", envvar="ANIMEGAN_KEEP_SIZE",
+@_env_option("--keep-size", envvar="ANIMEGAN_KEEP_SIZE",
               is_flag=True, help="Scale each result back to its input's size.")
-@click.option("--batch-size", envvar="ANIMEGAN_BATCH_SIZE", type=int, default=1,
+@_env_option("--batch-size", envvar="ANIMEGAN_BATCH_SIZE", type=int, default=1,
               help="Images of the same shape run through the model together.")
-@click.option("--num-workers", envvar="ANIMEGAN_NUM_WORKERS", type=int, default=1,
+@_env_option("--num-workers", envvar="ANIMEGAN_NUM_WORKERS", type=int, default=1,
               help="Processes decoding and resizing ahead of the model (0 = in the main one).")
-@click.option("--threads", envvar="ANIMEGAN_THREADS", type=int, default=None,
+@_env_option("--threads", envvar="ANIMEGAN_THREADS", type=int, default=None,
               help="Threads for the model (torch or OpenVINO); default: all cores.")
-@click.option("--streams", envvar="ANIMEGAN_STREAMS", type=int, default=1,
+@_env_option("--streams", envvar="ANIMEGAN_STREAMS", type=int, default=1,
               help="OpenVINO: images of a batch run side by side on this many streams.")
-@click.option("--device", envvar="ANIMEGAN_DEVICE", type=click.Choice(DEVICES), default="cpu",
+@_env_option("--device", envvar="ANIMEGAN_DEVICE", type=click.Choice(DEVICES), default="cpu",
               help="cuda needs a CUDA GPU (and --backend torch or auto).")
-@click.option("--backend", envvar="ANIMEGAN_BACKEND", type=click.Choice(BACKENDS), default="auto",
+@_env_option("--backend", envvar="ANIMEGAN_BACKEND", type=click.Choice(BACKENDS), default="auto",
               help="auto = OpenVINO on CPUs with bf16 units and for int8, torch otherwise.")
-@click.option("--precision", envvar="ANIMEGAN_PRECISION",
+@_env_option("--precision", envvar="ANIMEGAN_PRECISION",
               type=click.Choice(PRECISIONS), default="auto",
               help="auto = bf16 where the CPU has AMX/AVX512-BF16 or on CUDA, else fp32; "
                    "int8 (OpenVINO only) is faster at visibly lower quality.")
 @click.option("--compile", "compile_", is_flag=True,
               help="torch backend: torch.compile the model (slow first batch per shape).")
-@click.option("--align-corners/--no-align-corners", envvar="ANIMEGAN_ALIGN_CORNERS", default=False,
+@_env_option("--align-corners/--no-align-corners", envvar="ANIMEGAN_ALIGN_CORNERS", default=False,
               help="Upsampling mode; the upstream command line used --no-align-corners.")
 @click.option("--overwrite", is_flag=True,
               help="Redo every output, even those that are up to date.")
@@ -197,15 +302,76 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
             -o ./out --json
         animegan convert ./photos -o ./out --since 7d --shard 0/4 --dry-run
     """
+    style_source = click.get_current_context().get_parameter_source("style")
+    if weights is not None and style_source == ParameterSource.COMMANDLINE:
+        # A style from the config file or ANIMEGAN_STYLE is a default: --weights overrides it.
+        raise CommandError("give --style or --weights, not both", EXIT_USAGE)
     if report_file is not None:
         _check_report_folder(report_file)
-    listed = _stdin_paths(null) if "-" in inputs else []
     show_bar = not quiet and _stderr_is_terminal()
     bar = tqdm(total=0, unit="img", file=sys.stderr, disable=not show_bar, dynamic_ncols=True)
+    events = _convert_events(bar, dry_run, as_json, quiet)
+    options: ConvertOptions | None = None
+    ending = _Ending()
+    crashed: Exception | None = None
+    try:
+        # First: a SIGTERM from here on (or held since start-up) still ends in a report.
+        with stop_on_signals():
+            listed = _stdin_paths(null) if "-" in inputs else []
+            since_at = parse_since(since) if since is not None else None
+            shard_at = parse_shard(shard) if shard is not None else None
+            options = ConvertOptions(
+                inputs=list(inputs), output=output, listed=listed, base=base, style=style,
+                weights=weights, recursive=recursive,
+                suffix=suffix, format=format_, quality=quality, size=size, keep_size=keep_size,
+                batch_size=batch_size, num_workers=num_workers, threads=threads,
+                streams=streams, device=device, backend=backend, precision=precision,
+                compile=compile_, align_corners=align_corners, overwrite=overwrite,
+                progress=show_bar, trust_mtime=trust_mtime, dry_run=dry_run, since=since_at,
+                newer_than=newer_than, shard=shard_at, reuse_similar=reuse_similar,
+                max_pixels=max_pixels, max_memory=max_memory, wait=wait,
+            )
+            ending.summary = convert(options, events)
+        ending.status = EXIT_FAILED if ending.summary.failed else 0
+    except Interrupted as exc:
+        ending.summary, ending.status = exc.summary, exc.exit_status  # type: ignore[assignment]
+        ending.interrupted_by = signal.Signals(exc.signum).name
+    except AnimeganError as exc:
+        ending.summary = getattr(exc, "summary", None)
+        ending.status = EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
+        ending.error = str(exc)
+    except Exception as exc:
+        # A bug, not a user error: the report still accounts for the run, then the traceback.
+        crashed = exc
+        ending.status, ending.error = EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc}"
+    finally:
+        bar.close()
+    with contextlib.suppress(BrokenPipeError):  # stderr into `| head`: the report still counts
+        _print_ending(ending, quiet, verbose, dry_run)
+    status = _write_report(report_file, ending, options) if report_file else ending.status
+    if crashed is not None:
+        raise crashed
+    if status:
+        sys.exit(status)
+
+
+@dataclass
+class _Ending:
+    """How a convert run ended: its exit status, what it did, and why it stopped."""
+
+    status: int = 0
+    summary: Summary | None = None
+    error: str | None = None
+    interrupted_by: str | None = None
+
+
+def _convert_events(bar: tqdm, dry_run: bool, as_json: bool, quiet: bool) -> ConvertEvents:
+    """Progress bar, error lines on stderr and --json records on stdout."""
 
     def on_plan(to_convert: int, skipped: int) -> None:
         bar.reset(total=to_convert + skipped)
 
+    @_stop_when_reader_goes
     def on_result(result: FileResult) -> None:
         bar.update(1)
         if result.status == "failed":
@@ -218,63 +384,61 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
                       for k, v in result.as_dict().items()}
             click.echo(json.dumps(record, ensure_ascii=False))
 
+    @_stop_when_reader_goes
     def on_message(message: str) -> None:
         if not quiet:
             tqdm.write(f"animegan: {message}", file=sys.stderr)
 
-    try:
-        since_at = parse_since(since) if since is not None else None
-        shard_at = parse_shard(shard) if shard is not None else None
-    except AnimeganError as exc:
-        bar.close()
-        _raise_for(exc)
-    options = ConvertOptions(
-        inputs=list(inputs), output=output, listed=listed, base=base, style=style,
-        weights=weights, recursive=recursive,
-        suffix=suffix, format=format_, quality=quality, size=size, keep_size=keep_size,
-        batch_size=batch_size, num_workers=num_workers, threads=threads, streams=streams,
-        device=device, backend=backend, precision=precision, compile=compile_,
-        align_corners=align_corners, overwrite=overwrite,
-        progress=show_bar, trust_mtime=trust_mtime, dry_run=dry_run, since=since_at,
-        newer_than=newer_than, shard=shard_at, reuse_similar=reuse_similar,
-        max_pixels=max_pixels, max_memory=max_memory, wait=wait,
-    )
-    summary: Summary | None = None
-    error = interrupted_by = None
-    try:
-        with stop_on_signals():
-            summary = convert(options, ConvertEvents(on_plan, on_result, on_message))
-        status = EXIT_FAILED if summary.failed else 0
-    except Interrupted as exc:
-        summary, status = exc.summary, exc.exit_status  # type: ignore[assignment]
-        interrupted_by = signal.Signals(exc.signum).name
-    except AnimeganError as exc:
-        summary = getattr(exc, "summary", None)
-        status = EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
-        error = str(exc)
-    finally:
-        bar.close()
-    if error:
-        click.echo(f"animegan: error: {one_line(error)}", err=True)
-    if interrupted_by and summary is not None:
+    return ConvertEvents(on_plan, on_result, on_message)
+
+
+def _stop_when_reader_goes(report: Callable[..., None]) -> Callable[..., None]:
+    """A write into a pipe whose reader went away (`| head`) stops the run as a signal does."""
+
+    @functools.wraps(report)
+    def reporting(*args: object) -> None:
+        try:
+            report(*args)
+        except BrokenPipeError:
+            _quiet_stdout()
+            raise Interrupted(signal.SIGPIPE) from None
+
+    return reporting
+
+
+def _print_ending(ending: _Ending, quiet: bool, verbose: bool, dry_run: bool) -> None:
+    """The error, the 'stopped by' line, the summary and (-v) the timing, on stderr."""
+    summary = ending.summary
+    if ending.error:
+        click.echo(f"animegan: error: {one_line(ending.error)}", err=True)
+    if ending.interrupted_by and summary is None:
+        click.echo(f"animegan: stopped by {ending.interrupted_by} while starting", err=True)
+    elif ending.interrupted_by and summary is not None:
         left = summary.found - summary.converted - summary.skipped - summary.failed
         rest = (f"{left} image(s) not converted (run again to convert them)" if left > 0
                 else "nothing left unconverted" if summary.found else "before any image")
-        click.echo(f"animegan: stopped by {interrupted_by}; {rest}", err=True)
+        click.echo(f"animegan: stopped by {ending.interrupted_by}; {rest}", err=True)
     if summary is not None and not quiet:
         click.echo(_summary_line(summary, dry_run), err=True)
     if summary is not None and verbose and not dry_run:
         click.echo(_timing_line(summary), err=True)
-    if report_file is not None:
-        try:
-            write_report(report_file, build_report(summary, options, status, error,
-                                                   interrupted_by))
-        except OSError as exc:
-            click.echo(f"animegan: error: cannot write report {one_line(report_file)}: "
-                       f"{exc.strerror or exc}", err=True)
-            status = status or EXIT_FAILED
-    if status:
-        sys.exit(status)
+
+
+def _write_report(path: Path, ending: _Ending, options: ConvertOptions | None) -> int:
+    """Write --report; returns the exit status (1 where it was 0 and the report failed)."""
+    report = build_report(ending.summary, options, ending.status, ending.error,
+                          ending.interrupted_by)
+    try:
+        write_report(path, report)
+    except OSError as exc:
+        click.echo(f"animegan: error: cannot write report {one_line(path)}: "
+                   f"{exc.strerror or exc}", err=True)
+        # A stale report from an earlier run must not pass for this one's.
+        with contextlib.suppress(OSError):
+            if not path.is_dir():
+                path.unlink()
+        return ending.status or EXIT_FAILED
+    return ending.status
 
 
 def _check_report_folder(path: Path) -> None:
@@ -297,10 +461,11 @@ def _summary_line(summary: Summary, dry_run: bool = False) -> str:
         failed = f", would fail {summary.failed}" if summary.failed else ""
         return (f"dry run: would convert {summary.converted}{reused}, "
                 f"would skip {summary.skipped}{failed}{excluded}")
+    rate = f" ({summary.images_per_second:.2f} img/s)" if summary.converted else ""
     return (
         f"converted {summary.converted}{reused}, skipped {summary.skipped}, "
         f"failed {summary.failed}{excluded} "
-        f"in {summary.seconds:.1f} s ({summary.images_per_second:.2f} img/s)"
+        f"in {summary.seconds:.1f} s{rate}"
     )
 
 
@@ -338,7 +503,13 @@ def inspect_command(files: tuple[Path, ...], as_json: bool) -> None:
     """
     missing = 0
     for path in files:
-        record = find_provenance(path) if path.exists() else None
+        try:
+            record = find_provenance(path) if path.exists() else None
+        except ValueError as exc:
+            click.echo(f"animegan: error: {path}: invalid animegan provenance record ({exc})",
+                       err=True)
+            missing += 1
+            continue
         if record is None:
             reason = "no such file" if not path.exists() else (
                 "no animegan provenance (not written by animegan convert, or stripped)")
@@ -389,30 +560,41 @@ def weights_download(names: tuple[str, ...], all_: bool) -> None:
     if not chosen:
         raise CommandError("name at least one style, or give --all", EXIT_USAGE)
     store = WeightsStore.from_env()
-    try:
-        for name in chosen:
-            # An unknown name is a UsageError from the store, before any download.
+    unknown = next((name for name in chosen if name not in STYLES), None)
+    if unknown is not None:
+        _raise_for(store.unknown_style(unknown))  # before any download
+    failed = 0
+    for name in chosen:
+        # One style that cannot be fetched does not keep the others from being tried.
+        try:
             path = store.download(name, progress=_stderr_is_terminal())
-            click.echo(f"{name}: {path}", err=True)
-    except AnimeganError as exc:
-        _raise_for(exc)
+        except AnimeganError as exc:
+            click.echo(f"animegan: error: {one_line(str(exc))}", err=True)
+            failed += 1
+            continue
+        click.echo(f"{name}: {path}", err=True)
+    if failed:
+        sys.exit(EXIT_FAILED)
 
 
 @weights_group.command("import")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--name", default=None, help="Style name to store it under (default: file stem).")
-def weights_import(file: Path, name: str | None) -> None:
+@click.option("--force", is_flag=True,
+              help="Replace a checkpoint already installed under that name.")
+def weights_import(file: Path, name: str | None, force: bool) -> None:
     """Copy a checkpoint into the store (for machines without internet, or custom ones).
 
     A published name is verified against its git blob id; any other name is checked for
-    the generator's exact keys and shapes.
+    the generator's exact keys and shapes. A name already installed (with other bytes)
+    is refused unless --force.
 
     \b
     Example:
         animegan weights import ~/Downloads/paprika.pt
     """
     try:
-        path = WeightsStore.from_env().import_file(file, name)
+        path = WeightsStore.from_env().import_file(file, name, force=force)
     except AnimeganError as exc:
         _raise_for(exc)
     click.echo(f"imported {file} as {path}", err=True)
@@ -438,15 +620,25 @@ def info_command(ctx: click.Context) -> None:
     Example:
         animegan info
     """
+    # Everything is worked out before the first line: a bad ANIMEGAN_* variable is one
+    # usage error, not half the output followed by one.
+    defaults = _convert_defaults(ctx)
     report = describe_system()
     for section, rows in report.items():
         click.echo(f"{section}:")
         for key, value in rows.items():
             click.echo(f"  {key:<16} {value}")
     click.echo("convert defaults:")
+    for line in defaults:
+        click.echo(line)
+
+
+def _convert_defaults(ctx: click.Context) -> list[str]:
+    """One line per convert option: its default here, what `auto` becomes, and its source."""
     convert_ctx = convert_command.make_context(
         "convert", ["INPUT", "-o", "OUT"], parent=ctx.find_root()
     )
+    lines = []
     for param in convert_command.params:
         if not isinstance(param, click.Option) or param.name in ("output",):
             continue
@@ -455,8 +647,9 @@ def info_command(ctx: click.Context) -> None:
         if source == "environment" and param.envvar:
             source = f"environment ({param.envvar})"
         resolved = describe_auto(param.name, value, convert_ctx.params)
-        shown = f"{value} -> {resolved}" if resolved else str(value)
-        click.echo(f"  {param.opts[-1]:<18} {shown:<22} [{source}]")
+        shown = f"{'auto' if value is None else value} -> {resolved}" if resolved else str(value)
+        lines.append(f"  {param.opts[-1]:<18} {shown:<22} [{source}]")
+    return lines
 
 
 @main.command("tune")
@@ -466,7 +659,8 @@ def info_command(ctx: click.Context) -> None:
               default=None, help="Tune on these photos (default: generated ones).")
 @click.option("--objective", type=click.Choice(["throughput", "latency"]),
               default="throughput", help="Most images per second, or fastest single image.")
-@click.option("--style", default=None, help="Style whose weights to load (speed is the same).")
+@click.option("--style", envvar="ANIMEGAN_STYLE", default=DEFAULT_STYLE, cls=_StyleOption,
+              help="Style whose weights to load, as in convert (speed is the same).")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Checkpoint file to load instead of a style.")
 @click.option("--dry-run", is_flag=True, help="Print the table and winner; write nothing.")
@@ -491,7 +685,8 @@ def tune_command(size: int, budget: float, photos: Path | None, objective: str,
         bar.refresh()
 
     try:
-        result = run_tune(request, on_trial=on_trial, on_message=lambda m: tqdm.write(m))
+        result = run_tune(request, on_trial=on_trial,
+                          on_message=lambda m: tqdm.write(f"animegan: {m}", file=sys.stderr))
     except AnimeganError as exc:
         _raise_for(exc)
     finally:

@@ -17,12 +17,19 @@ from pathlib import Path
 import torch
 
 from animegan_cli import data, incremental, outputs, resources, workers
-from animegan_cli.engine import EngineSpec, torch_threads
+from animegan_cli.engine import NON_FINITE_REASON, EngineSpec, NonFiniteOutput, torch_threads
 from animegan_cli.errors import RunStopped, UsageError, WeightsError
 from animegan_cli.inputs import ListedPath, find_inputs
 from animegan_cli.lock import HeldLock, output_lock, remove_stale_temp_files
 from animegan_cli.model import MIN_SIDE
-from animegan_cli.provenance import Manifest, Provenance, checkpoint_id, pixel_settings, with_reuse
+from animegan_cli.provenance import (
+    Manifest,
+    Provenance,
+    checkpoint_id,
+    pixel_settings,
+    record_style,
+    with_reuse,
+)
 from animegan_cli.selection import Selection
 from animegan_cli.signals import Interrupted, as_interrupted, deferred
 from animegan_cli.similar import HASH_BITS, SimilarIndex, dhash
@@ -37,6 +44,10 @@ CALIBRATION_IMAGES = 8
 # Write errors that are about the output file system, not the image: every later write
 # would fail the same way, so the run stops instead of decoding and styling in vain.
 STOP_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+CHANGED_WHILE_READING = "changed while the run was reading it; run it again"
+# The smallest --max-memory accepted: a smaller number is a slip (10 meant as 10G), and
+# no image fits in it (the run's base footprint alone is resources.BASE_BYTES).
+MIN_MEMORY_BUDGET = 64 << 20
 
 
 @dataclass
@@ -165,7 +176,10 @@ def validate(options: ConvertOptions) -> None:
             f"--reuse-similar must be between 0 and {HASH_BITS}",
         ),
         (options.max_pixels >= 0, "--max-pixels must be 0 (no limit) or more"),
-        (options.max_memory is None or options.max_memory > 0, "--max-memory must be above 0"),
+        (
+            options.max_memory is None or options.max_memory >= MIN_MEMORY_BUDGET,
+            f"--max-memory must be at least {MIN_MEMORY_BUDGET >> 20}M",
+        ),
         (options.base is None or options.base.is_dir(), f"--base {options.base}: not a folder"),
     ]
     for ok, message in checks:
@@ -178,14 +192,32 @@ def validate(options: ConvertOptions) -> None:
         raise UsageError("no input given")
 
 
-def prepare_output_dir(path: Path) -> None:
-    """Create the output folder, or fail now with a clear reason rather than per file."""
+def prepare_output_dir(path: Path) -> list[Path]:
+    """Create the output folder, or fail now with a clear reason rather than per file.
+
+    Returns the folders it created, deepest first (see remove_if_empty).
+    """
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"output folder {path} is a file")
+    missing = [p for p in [path, *path.parents] if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        remove_if_empty(missing)
         raise UsageError(f"cannot create output folder {path}: {exc.strerror or exc}") from exc
     if not os.access(path, os.W_OK | os.X_OK):
+        remove_if_empty(missing)
         raise UsageError(f"output folder {path} is not writable")
+    return missing
+
+
+def remove_if_empty(created: list[Path]) -> None:
+    """Remove the folders a run created (deepest first) that are still empty."""
+    for folder in created:
+        try:
+            folder.rmdir()  # refuses a folder that is not empty: nothing is lost
+        except OSError:
+            return
 
 
 def load_stylizer(
@@ -242,11 +274,14 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
         summary.seconds = time.perf_counter() - started
         return summary
     if options.dry_run:
-        plan, _ = _plan(options, spec, selection, summary, events)
-        _report_dry_run(plan, summary, events)
+        try:
+            plan, _ = _plan(options, spec, selection, summary, events)
+            _report_dry_run(plan, summary, events)
+        except KeyboardInterrupt as exc:  # also a --json reader that went away
+            raise _with_summary(as_interrupted(exc), summary, started) from None
         summary.seconds = time.perf_counter() - started
         return summary
-    prepare_output_dir(options.output)
+    created = prepare_output_dir(options.output)
     try:
         # Shards of one job share the folder (and the lock); a plain run has it to itself.
         shared = options.shard is not None
@@ -256,6 +291,11 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
         raise _with_summary(as_interrupted(exc), summary, started) from None
     except RunStopped as exc:
         raise _with_summary(exc, summary, started) from None
+    except Exception:
+        # A refused run (unknown style, missing input, failed download, bad weights) leaves
+        # no empty OUT behind; a run that started and was stopped keeps it.
+        remove_if_empty(created)
+        raise
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -287,6 +327,8 @@ def _plan(
     inputs = outputs.fail_collisions(found.files, planned, options.format)
     summary.found = len(inputs)
     manifest = Manifest.load(options.output)
+    if manifest.warning:
+        events.on_message(manifest.warning)
     rules = _rules(options, spec, selection, events.on_message)
     return incremental.plan_work(inputs, planned, rules, manifest), manifest
 
@@ -314,16 +356,21 @@ def _convert_locked(
         if decision.action == incremental.DUPLICATE and decision.leader is not None:
             followers.setdefault(decision.leader, []).append(decision)
     copies = [d for d in plan.decisions if d.action == incremental.COPY]
-    skipped = [
+    # Decided without writing: skipped, or failed before anything was read (FAIL).
+    settled = [
         FileResult(d.item.path, d.output, "skipped", reason=d.reason)
         for d in plan.decisions
         if d.action == incremental.SKIP
     ]
-    failed = [_failed(d) for d in plan.decisions if d.action == incremental.FAIL]
+    settled += [
+        FileResult(d.item.path, None, "failed", d.reason, reason=d.reason)
+        for d in plan.decisions
+        if d.action == incremental.FAIL
+    ]
     summary.excluded = sum(d.action == incremental.EXCLUDE for d in plan.decisions)
     reused = len(copies) + sum(len(group) for group in followers.values())
-    events.on_plan(len(converting) + reused, len(skipped) + len(failed))
-    for result in [*failed, *skipped]:
+    events.on_plan(len(converting) + reused, len(settled))
+    for result in settled:
         summary.add(result)
         events.on_result(result)
     for decision in copies:
@@ -401,10 +448,11 @@ def _rules(
         on_message(f"{exc}; the dry run does not compare checkpoints")
         checkpoint = None
     return incremental.Rules(
-        style=options.weights.stem if options.weights is not None else options.style,
+        style=record_style(options.style, options.weights, checkpoint),
         checkpoint=checkpoint,
         settings=pixel_settings(
-            options.size, spec.precision, options.align_corners, options.keep_size, spec.backend
+            options.size, spec.precision, options.align_corners, options.keep_size, spec.backend,
+            spec.device,
         ),
         quality=options.quality,
         overwrite=options.overwrite,
@@ -418,24 +466,16 @@ def _report_dry_run(plan: incremental.Plan, summary: Summary, events: ConvertEve
     """Report what a run would do with each input; reads no pixels, loads no model."""
     events.on_plan(sum(d.writes for d in plan.decisions), sum(not d.writes for d in plan.decisions))
     for d in plan.decisions:
-        if d.action == incremental.FAIL:
-            result = _failed(d)
-            summary.add(result)
-            events.on_result(result)
-            continue
         reused = d.source if d.action in (incremental.DUPLICATE, incremental.COPY) else None
         status = "would-convert" if d.writes else "would-skip"
         result = FileResult(d.item.path, d.output, status, reason=d.reason, reused_from=reused)
+        if d.action == incremental.FAIL:
+            result = FileResult(d.item.path, None, "failed", d.reason, reason=d.reason)
         if d.action == incremental.EXCLUDE:
             summary.excluded += 1
         else:
             summary.add(result)
         events.on_result(result)
-
-
-def _failed(decision: incremental.Decision) -> FileResult:
-    """An input that failed before anything was read: vanished, not a regular file, ..."""
-    return FileResult(decision.item.path, None, "failed", decision.reason)
 
 
 def _copy(decision: incremental.Decision, manifest: Manifest) -> FileResult:
@@ -452,6 +492,21 @@ def _copy(decision: incremental.Decision, manifest: Manifest) -> FileResult:
     return FileResult(
         decision.item.path, out, "converted", None, spent, decision.reason, reused_from=source
     )
+
+
+def _changed_since_planning(item: data.PreparedImage, target: incremental.Decision) -> bool:
+    """Whether the bytes decoded are not those hashed when planning (the file was replaced).
+
+    An input that could not be hashed then gets the hash of what was decoded.
+    """
+    assert target.record is not None
+    planned = target.record.input_blake2b
+    if item.blake2b is None:
+        return False
+    if not planned:
+        target.record = dataclasses.replace(target.record, input_blake2b=item.blake2b)
+        return False
+    return item.blake2b != planned
 
 
 def _run(
@@ -519,6 +574,7 @@ def _run(
             outputs.write_image_atomic(
                 image, out, quality=options.quality, metadata=record.to_json(),
                 root=options.output,
+                before_rename=incremental.record_before_rename(manifest, out, record),
             )
         except RunStopped as exc:
             stop_reason.append(str(exc))
@@ -533,7 +589,6 @@ def _run(
                     "are skipped)"
                 )
             return FileResult(target.item.path, None, "failed", reason, spent, target.reason)
-        manifest.record(out, record)
         written = time.perf_counter() - start
         summary.write_seconds += written
         spent += written
@@ -581,15 +636,29 @@ def _run(
     batcher = data.ShapeBatcher(options.batch_size)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="animegan-writer") as writer:
 
+        def fail(item: data.PreparedImage, reason: str, spent: float) -> None:
+            for target in [todo[item.index], *duplicates.get(item.index, [])]:
+                report(FileResult(target.item.path, None, "failed", reason, spent, target.reason))
+
         def run_batch(batch: list[data.PreparedImage]) -> None:
             if stop_reason:
                 return
             start = time.perf_counter()
-            styled = stylizer.run(batch)
+            bad: set[int] = set()
+            try:
+                styled = stylizer.run(batch)
+            except NonFiniteOutput as exc:
+                styled, bad = exc.pixels, set(exc.bad)
             spent = time.perf_counter() - start
             summary.engine_seconds += spent
             share = spent / len(batch)
-            for item, pixels in zip(batch, styled):
+            for position, (item, pixels) in enumerate(zip(batch, styled)):
+                if position in bad:
+                    fail(item, NON_FINITE_REASON, item.seconds + share)
+                    waiting = similar.drop(item.index) if similar is not None else []
+                    for follower, _ in waiting:  # look-alikes that would reuse this result
+                        fail(follower, NON_FINITE_REASON, follower.seconds)
+                    continue
                 emit(item, pixels, item.seconds + share)
                 if similar is not None:
                     for follower, distance in similar.styled(item.index, pixels):
@@ -602,9 +671,15 @@ def _run(
                 if stop_reason:
                     break
                 if item.error is not None:
-                    for target in [todo[item.index], *duplicates.get(item.index, [])]:
-                        report(FileResult(target.item.path, None, "failed", item.error,
-                                          item.seconds, target.reason))
+                    fail(item, item.error, item.seconds)
+                    continue
+                if _changed_since_planning(item, todo[item.index]):
+                    lead = todo[item.index]
+                    report(FileResult(lead.item.path, None, "failed", CHANGED_WHILE_READING,
+                                      item.seconds, lead.reason))
+                    for dup in duplicates.get(item.index, []):
+                        reason = f"identical to {lead.item.path}, which {CHANGED_WHILE_READING}"
+                        report(FileResult(dup.item.path, None, "failed", reason, 0.0, dup.reason))
                     continue
                 if similar is not None and borrow(item):
                     drain(MAX_PENDING_WRITES)

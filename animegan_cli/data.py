@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import struct
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -17,6 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from animegan_cli.errors import InputImageError
 from animegan_cli.model import MIN_SIDE
+from animegan_cli.orphans import end_with_parent
+from animegan_cli.provenance import hash_bytes, open_regular
 
 try:  # HEIC/HEIF (phones) through the optional pillow-heif extra.
     from pillow_heif import register_heif_opener
@@ -65,6 +69,7 @@ class PreparedImage:
     original_size: tuple[int, int] = (0, 0)  # (width, height) after EXIF orientation
     error: str | None = None
     seconds: float = 0.0
+    blake2b: str | None = None  # BLAKE2b-256 of the bytes decoded (what the record must name)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -94,9 +99,10 @@ def decode_image(path: Path, size: int = 0, max_pixels: int = 0) -> Image.Image:
 
 
 def decode_with_size(
-    path: Path, size: int = 0, max_pixels: int = 0
+    path: Path | BinaryIO, size: int = 0, max_pixels: int = 0
 ) -> tuple[Image.Image, tuple[int, int]]:
-    """Like decode_image, plus the upright (width, height) of the full-size image.
+    """Like decode_image (of a path or an open file), plus the upright (width, height) of
+    the full-size image.
 
     With draft mode the decoded image is smaller than the file's; --keep-size must
     restore the file's size, so it is read from the header before the draft.
@@ -145,15 +151,24 @@ def to_rgb_or_rgba(img: Image.Image) -> Image.Image:
 def prepare_image(index: int, path: Path, settings: PreprocessSettings) -> PreparedImage:
     """Decode and resize one file for the model; a bad file yields an error, not an exception."""
     start = time.perf_counter()
+    digest = None
     try:
-        img, original_size = decode_with_size(path, settings.size, settings.max_pixels)
+        # Read once, hash what is decoded: a file replaced after planning cannot give its
+        # new pixels an output whose record names the old bytes' hash.
+        with open_regular(path) as handle:
+            data = handle.read()
+        digest = hash_bytes(data)
+        img, original_size = decode_with_size(
+            io.BytesIO(data), settings.size, settings.max_pixels
+        )
+        del data
         item = prepare_decoded(index, img, original_size, settings)
     except (*DECODE_ERRORS, InputImageError) as exc:
         return PreparedImage(index, error=describe_error(exc), seconds=time.perf_counter() - start)
     except MemoryError:
         reason = "not enough memory to decode it; try --max-pixels or fewer --num-workers"
         return PreparedImage(index, error=reason, seconds=time.perf_counter() - start)
-    item.seconds = time.perf_counter() - start
+    item.seconds, item.blake2b = time.perf_counter() - start, digest
     return item
 
 
@@ -238,6 +253,7 @@ def _init_worker(_: int) -> None:
     torch.set_num_threads(1)
     # A worker is our own process: --max-pixels (checked in decode_image) is the limit.
     Image.MAX_IMAGE_PIXELS = None
+    end_with_parent()
 
 
 def make_loader(dataset: Dataset, num_workers: int, prefetch: int = 4) -> DataLoader:

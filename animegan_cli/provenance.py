@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
 import json
+import math
 import os
+import re
 import stat as stat_module
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +25,7 @@ from PIL import Image
 
 from animegan_cli import __version__
 from animegan_cli.atomic import atomic_write
-from animegan_cli.errors import UsageError, WeightsError
+from animegan_cli.errors import WeightsError
 from animegan_cli.weights import STYLES, WeightsStore, git_blob_id
 
 TOOL = f"animegan {__version__}"
@@ -32,6 +35,24 @@ HASH_BYTES = 32  # BLAKE2b-256: the same digest as `b2sum -l 256 FILE`
 HASH_WORKERS = 4
 _CHUNK_BYTES = 1 << 20
 LOSSY_FORMATS = frozenset({".jpg", ".jpeg", ".webp"})
+# Formats whose files carry their own record (BMP has no room: the manifest is its only one).
+EMBEDDING_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
+
+# Bounds on what is read back: a record is a few hundred bytes, so anything far larger is
+# hostile or broken, and is ignored like a torn line instead of being parsed.
+MAX_RECORD_BYTES = 64 << 10
+MAX_LINE_BYTES = MAX_RECORD_BYTES + (64 << 10)  # a record plus its output's path
+MAX_MANIFEST_BYTES = 256 << 20  # about 600,000 outputs; a larger manifest is ignored
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_MAX_TEXT = 1024  # a style (a file name), the tool, a setting's value: far below this
+_MAX_SETTINGS = 64
+_HASH_HEX = re.compile(r"[0-9a-f]{64}")
+_BLOB_HEX = re.compile(r"[0-9a-f]{40}")
+
+# Settings recorded to say which engine made an output, but not compared: fp32, bf16 and
+# fp16 results differ by rounding only (invisible), while int8 visibly changes pixels.
+ENGINE_SETTINGS = ("backend", "device", "precision")
+FLOAT_PRECISIONS = frozenset({"fp32", "bf16", "fp16"})
 
 XMP_NAMESPACE = "urn:animegan:provenance:1"
 _XMP_TEMPLATE = (
@@ -83,33 +104,37 @@ class Provenance:
 
     @classmethod
     def from_dict(cls, record: object) -> Provenance:
-        """Parse a record; ValueError when it is not one of ours."""
+        """Parse and validate a record; ValueError (saying why) when it is not a valid one."""
         if not isinstance(record, dict):
             raise ValueError("not a JSON object")
-        try:
-            prov = cls(
-                input_blake2b=str(record["input_blake2b"]),
-                input_size=int(record["input_size"]),
-                input_mtime_ns=int(record["input_mtime_ns"]),
-                style=str(record["style"]),
-                checkpoint=str(record["checkpoint"]),
-                settings=dict(record["settings"]),
-                tool=str(record.get("tool", "")),
-                similar_to=record.get("similar_to"),
-                distance=record.get("distance"),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"not an animegan provenance record ({exc})") from exc
-        return prov
+        if not record.keys() >= _REQUIRED:
+            raise ValueError(f"missing {', '.join(sorted(_REQUIRED - record.keys()))}")
+        similar_to, distance = record.get("similar_to"), record.get("distance")
+        if (similar_to is None) != (distance is None):
+            raise ValueError("similar_to and distance must be given together")
+        return cls(
+            input_blake2b=_hex(record, "input_blake2b", _HASH_HEX),
+            input_size=_integer(record, "input_size", 0),
+            input_mtime_ns=_integer(record, "input_mtime_ns", _INT64[0]),
+            style=_text(record, "style"),
+            checkpoint=_hex(record, "checkpoint", _BLOB_HEX),
+            settings=_settings(record["settings"]),
+            tool=_text(record, "tool") if "tool" in record else "",
+            similar_to=None if similar_to is None else _hex(record, "similar_to", _HASH_HEX),
+            distance=None if distance is None else _integer(record, "distance", 0, 64),
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Provenance:
-        """Parse JSON text; ValueError when it is not a record."""
-        return cls.from_dict(json.loads(text))
+        """Parse JSON text; ValueError (saying why) when it is not a valid record."""
+        return cls.from_dict(load_json(text, MAX_RECORD_BYTES))
 
     def describe(self) -> list[str]:
         """Human-readable lines for ``animegan inspect``."""
-        when = datetime.fromtimestamp(self.input_mtime_ns / 1e9).isoformat(" ", "seconds")
+        try:
+            when = datetime.fromtimestamp(self.input_mtime_ns / 1e9).isoformat(" ", "seconds")
+        except (OverflowError, OSError, ValueError):
+            when = f"{self.input_mtime_ns} ns after the epoch"
         settings = " ".join(f"{k}={_show(v)}" for k, v in self.settings.items())
         lines = [
             f"  made by    {self.tool}",
@@ -126,21 +151,137 @@ class Provenance:
         return lines
 
 
+_REQUIRED = frozenset(
+    {"input_blake2b", "input_size", "input_mtime_ns", "style", "checkpoint", "settings"}
+)
+
+
+def load_json(text: str | bytes, limit: int) -> object:
+    """json.loads for text from files we do not control; ValueError for anything hostile.
+
+    Too long, too deeply nested (RecursionError), NaN/Infinity, numbers that overflow:
+    each is refused with a reason rather than raising something a caller does not expect.
+    """
+    if len(text) > limit:
+        raise ValueError(f"over {limit} bytes")
+    try:
+        return _DECODER.decode(text if isinstance(text, str) else text.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except (OverflowError, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not valid JSON: {str(exc).splitlines()[0][:80]}") from None
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def _integer(record: dict, key: str, low: int, high: int = _INT64[1]) -> int:
+    value = record[key]
+    if type(value) is not int or not low <= value <= high:  # bool is an int: refused too
+        raise ValueError(f"{key} must be an integer from {low} to {high}")
+    return value
+
+
+def _text(record: dict, key: str) -> str:
+    value = record[key]
+    if not isinstance(value, str) or len(value) > _MAX_TEXT:
+        raise ValueError(f"{key} must be a string of at most {_MAX_TEXT} characters")
+    return value
+
+
+def _hex(record: dict, key: str, pattern: re.Pattern[str]) -> str:
+    value = _text(record, key)
+    # Empty: the input (or checkpoint) could not be identified when the output was made.
+    if value and not pattern.fullmatch(value):
+        raise ValueError(f"{key} must be a lower-case hex digest")
+    return value
+
+
+def _settings(value: object) -> dict[str, object]:
+    if not isinstance(value, dict) or len(value) > _MAX_SETTINGS:
+        raise ValueError(f"settings must be a JSON object of at most {_MAX_SETTINGS} values")
+    for key, item in value.items():
+        kind = type(item)
+        if kind is str:
+            scalar = len(item) <= _MAX_TEXT
+        elif kind is int:
+            scalar = _INT64[0] <= item <= _INT64[1]
+        elif kind is float:
+            scalar = math.isfinite(item)
+        else:
+            scalar = item is None or kind is bool
+        if not scalar or len(key) > _MAX_TEXT:
+            raise ValueError(f"settings.{key[:40]} must be a JSON scalar")
+    return dict(value)
+
+
+def staleness_key(settings: dict[str, object]) -> dict[str, object]:
+    """The part of recorded settings that decides whether an output is stale.
+
+    Everything that visibly changes pixels (size, keep_size, align_corners, the quality
+    of a lossy format, int8 or not) is compared; the engine (backend, device, and which
+    float precision) is recorded but not compared.
+    """
+    key = {k: v for k, v in settings.items() if k not in ENGINE_SETTINGS}
+    key["precision"] = "int8" if settings.get("precision") == "int8" else "float"
+    return key
+
+
+def settings_change(recorded: dict[str, object], wanted: dict[str, object]) -> str | None:
+    """"settings changed: ..." when an output made with ``recorded`` is stale, else None."""
+    old, new = staleness_key(recorded), staleness_key(wanted)
+    if old == new:
+        return None
+    changes = []
+    for k in sorted(set(old) | set(new)):
+        if old.get(k) != new.get(k):
+            prefix = "" if k == "precision" else f"{k} "
+            changes.append(f"{prefix}{old.get(k)} -> {new.get(k)}")
+    return "settings changed: " + ", ".join(changes)
+
+
+def engine_change(recorded: dict[str, object], wanted: dict[str, object]) -> str | None:
+    """How the engine differs, for an output that is up to date all the same; else None."""
+    changes = [
+        f"{k} {recorded[k]} -> {wanted[k]}"
+        for k in ENGINE_SETTINGS
+        if k in recorded and k in wanted and recorded[k] != wanted[k]
+    ]
+    if not changes:
+        return None
+    return f"engine differs: {', '.join(changes)}; same pixels within float tolerance"
+
+
 def _show(value: object) -> str:
     return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
 
 
 def pixel_settings(
-    size: int, precision: str, align_corners: bool, keep_size: bool, backend: str
+    size: int,
+    precision: str,
+    align_corners: bool,
+    keep_size: bool,
+    backend: str,
+    device: str | None = None,
 ) -> dict[str, object]:
-    """The settings that change an output's pixels; ``precision``/``backend`` resolved."""
-    return {
+    """The settings an output records; ``precision``/``backend``/``device`` resolved.
+
+    Which of them make an output stale is :func:`staleness_key`'s rule.
+    """
+    settings: dict[str, object] = {
         "size": size,
         "precision": precision,
         "backend": backend,
         "align_corners": align_corners,
         "keep_size": keep_size,
     }
+    if device is not None:
+        settings["device"] = device
+    return settings
 
 
 def settings_for_output(base: dict[str, object], output: Path, quality: int) -> dict[str, object]:
@@ -150,10 +291,39 @@ def settings_for_output(base: dict[str, object], output: Path, quality: int) -> 
     return dict(base)
 
 
+def open_regular(path: Path) -> BinaryIO:
+    """Open a file for reading; OSError if it is not a regular file (never blocks on one).
+
+    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer, and
+    the fstat then refuses it (and devices such as /dev/zero) before anything is read.
+    """
+    handle = open(path, "rb", opener=_open_nonblocking)
+    try:
+        mode = os.fstat(handle.fileno()).st_mode
+        if stat_module.S_ISDIR(mode):
+            raise OSError(errno.EISDIR, "Is a directory", str(path))  # IsADirectoryError
+        if not stat_module.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(handle.fileno(), True)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
+def hash_bytes(data: bytes) -> str:
+    """BLAKE2b-256 of bytes in memory, as hex."""
+    return hashlib.blake2b(data, digest_size=HASH_BYTES).hexdigest()
+
+
 def hash_file(path: Path) -> str:
-    """BLAKE2b-256 of a file's bytes, read in 1 MiB chunks."""
+    """BLAKE2b-256 of a regular file's bytes, read in 1 MiB chunks."""
     digest = hashlib.blake2b(digest_size=HASH_BYTES)
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         while chunk := handle.read(_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
@@ -194,9 +364,10 @@ def checkpoint_id(style: str, weights: Path | None, store: WeightsStore | None =
     if weights is None and style in STYLES:
         return STYLES[style].blob_id
     if weights is None:
-        found = (store or WeightsStore.from_env()).find(style)
+        store = store or WeightsStore.from_env()
+        found = store.find(style)
         if found is None:
-            raise UsageError(f"unknown style {style!r}; choose from: {', '.join(STYLES)}")
+            raise store.unknown_style(style)
         weights = found
     try:
         return git_blob_id(Path(weights).read_bytes())
@@ -204,6 +375,18 @@ def checkpoint_id(style: str, weights: Path | None, store: WeightsStore | None =
         raise WeightsError(f"checkpoint {weights} does not exist") from None
     except OSError as exc:
         raise WeightsError(f"cannot read checkpoint {weights}: {exc.strerror or exc}") from exc
+
+
+def record_style(style: str, weights: Path | None, checkpoint: str | None) -> str:
+    """The style name an output records.
+
+    With ``--weights FILE`` that is the file's name (``paprika.pt``), unless its git blob
+    id is a published style's: a published name is never claimed without its blob id.
+    """
+    if weights is None:
+        return style
+    published = next((s.name for s in STYLES.values() if s.blob_id == checkpoint), None)
+    return published or Path(weights).name
 
 
 def embed_options(pil_format: str, text: str) -> dict[str, object]:
@@ -226,25 +409,44 @@ def embed_options(pil_format: str, text: str) -> dict[str, object]:
 
 
 def read_embedded(path: Path) -> Provenance | None:
-    """The record stored in an image file's metadata, or None (reads the header only)."""
+    """The record stored in an image file's metadata, or None (reads the header only).
+
+    None also for a record that does not validate: such an output is treated as one
+    without provenance (``read_embedded_checked`` says why).
+    """
+    try:
+        return read_embedded_checked(path)
+    except ValueError:
+        return None
+
+
+def read_embedded_checked(path: Path) -> Provenance | None:
+    """Like read_embedded, but ValueError (saying why) for a record that is invalid."""
+    text = _embedded_text(path)
+    if not text:
+        return None
+    return Provenance.from_json(text)
+
+
+def _embedded_text(path: Path) -> str | bytes | None:
     try:
         with Image.open(path) as img:
             if img.format == "PNG":
-                text = img.info.get(METADATA_KEY)
-            elif img.format in ("JPEG", "WEBP"):
-                text = _from_xmp(img.info.get("xmp"))
-            elif img.format == "TIFF":
+                return img.info.get(METADATA_KEY)
+            if img.format in ("JPEG", "WEBP"):
+                return _from_xmp(img.info.get("xmp"))
+            if img.format == "TIFF":
                 text = img.tag_v2.get(_TIFF_IMAGE_DESCRIPTION)  # type: ignore[attr-defined]
-            else:
-                text = None
+                # Any TIFF may have a description; only a JSON object is meant to be ours.
+                return text if isinstance(text, str) and text.lstrip().startswith("{") else None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
-    if not text:
-        return None
-    try:
-        return Provenance.from_json(text)
-    except ValueError:
-        return None
+    return None
+
+
+def embeds_record(pil_format: str) -> bool:
+    """Whether files of this Pillow format carry their own record (BMP does not)."""
+    return pil_format in EMBEDDING_FORMATS
 
 
 def _from_xmp(packet: bytes | str | None) -> str | None:
@@ -273,21 +475,30 @@ class ManifestEntry:
 
 @dataclass
 class Manifest:
-    """``OUT/.animegan-manifest.jsonl``: one JSON line per written output, last one wins.
+    """``OUT/.animegan-manifest.jsonl``: one JSON line per written output.
 
-    Lines are only appended (one ``write`` each, after the output's atomic rename), so a
-    crash loses at most the last records, and a torn last line is ignored when read. Each
-    entry holds the output's size and mtime: an output changed behind the manifest's back
-    is not trusted by it (its embedded metadata is read instead). The manifest is a cache:
-    without it, every output's own metadata still says what made it.
+    Lines are only appended (one ``write`` each), so a crash loses at most the last records,
+    and a torn line is ignored when read. Each entry holds the output's size and mtime; an
+    output's entry is the last one whose size and mtime match the file. The line is
+    appended before the output's rename (with the temp file's stat, which the rename
+    keeps), so a kill leaves either no output or one its entry matches, and an entry for a
+    rename that never happened cannot hide the older entry of the file still there. An
+    output changed behind the manifest's back is not trusted by it (its embedded metadata
+    is read instead). The manifest is a cache: without it, every output's own metadata
+    (all formats but BMP) still says what made it.
     """
 
     out_dir: Path
     entries: dict[str, ManifestEntry] = field(default_factory=dict)
     lines: int = 0
     failure: str | None = None
+    warning: str | None = None  # said once by the caller: the manifest could not be read
     _needs_newline: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Entries superseded by a later line, oldest first: the later one may describe a
+    # rename that never happened.
+    _earlier: dict[str, list[ManifestEntry]] = field(default_factory=dict)
+    _oversized: bool = False
 
     @property
     def path(self) -> Path:
@@ -296,29 +507,58 @@ class Manifest:
 
     @classmethod
     def load(cls, out_dir: Path) -> Manifest:
-        """Read the manifest in ``out_dir`` (empty when absent or unreadable)."""
+        """Read the manifest in ``out_dir`` (empty when absent, unreadable or too big).
+
+        Read line by line: a line over MAX_LINE_BYTES is skipped unread, and a manifest
+        over MAX_MANIFEST_BYTES is ignored (with a warning) and rewritten at the end.
+        """
         manifest = cls(Path(out_dir))
         try:
-            with os.fdopen(_open_manifest(manifest.path, os.O_RDONLY), "rb") as handle:
-                data = handle.read()
+            handle = os.fdopen(_open_manifest(manifest.path, os.O_RDONLY), "rb")
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 manifest.failure = f"cannot use {manifest.path}: {exc.strerror}"
             return manifest
-        manifest._needs_newline = bool(data) and not data.endswith(b"\n")
-        for line in data.splitlines():
-            manifest.lines += 1
+        with handle:
             try:
-                record = json.loads(line)
-                entry = ManifestEntry(
-                    int(record["size"]),
-                    int(record["mtime_ns"]),
-                    Provenance.from_dict(record["provenance"]),
-                )
-                manifest.entries[str(record["output"])] = entry
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn line from a crash, or a line from a future version
+                size = os.fstat(handle.fileno()).st_size
+                if size > MAX_MANIFEST_BYTES:
+                    manifest._oversized = manifest._needs_newline = True
+                    manifest.warning = (
+                        f"{manifest.path} is over {MAX_MANIFEST_BYTES / 2**20:g} MiB; ignored "
+                        "(outputs' own records are read instead) and rewritten at the end"
+                    )
+                    return manifest
+                for line in _bounded_lines(handle, MAX_LINE_BYTES):
+                    manifest.lines += 1
+                    if line is not None:
+                        manifest._add_line(line)
+                if size:
+                    handle.seek(-1, os.SEEK_END)
+                    manifest._needs_newline = handle.read(1) != b"\n"
+            except OSError:
+                pass  # a read error mid-way: what was read is kept
         return manifest
+
+    def _add_line(self, line: bytes) -> None:
+        try:
+            record = load_json(line, MAX_LINE_BYTES)
+            if not isinstance(record, dict) or not isinstance(record.get("output"), str):
+                raise ValueError("not a manifest entry")
+            entry = ManifestEntry(
+                _integer(record, "size", 0),
+                _integer(record, "mtime_ns", _INT64[0]),
+                Provenance.from_dict(record["provenance"]),
+            )
+        except (ValueError, KeyError):
+            return  # a torn line from a crash, a hostile one, or one from a future version
+        self._put(record["output"], entry)
+
+    def _put(self, key: str, entry: ManifestEntry) -> None:
+        previous = self.entries.get(key)
+        if previous is not None:
+            self._earlier.setdefault(key, []).append(previous)
+        self.entries[key] = entry
 
     def key(self, output: Path) -> str:
         """The manifest key of an output: its POSIX path relative to the output folder."""
@@ -333,13 +573,40 @@ class Manifest:
         """The last entry recorded for ``output``, if any."""
         return self.entries.get(self.key(output))
 
+    def match(self, output: Path, stat: os.stat_result) -> ManifestEntry | None:
+        """The last entry for ``output`` whose size and mtime are those of ``stat``."""
+        return self._match(self.key(output), stat)
+
+    def _match(self, key: str, stat: os.stat_result) -> ManifestEntry | None:
+        last = self.entries.get(key)
+        if last is None or last.matches(stat):
+            return last
+        return next((e for e in reversed(self._earlier.get(key, ())) if e.matches(stat)), None)
+
+    def keys_by_input_hash(self) -> dict[str, list[str]]:
+        """Output keys by the input hash of any of their entries (candidates, not checked)."""
+        found: dict[str, list[str]] = {}
+        for key, last in self.entries.items():
+            hashes = {last.provenance.input_blake2b}
+            hashes.update(e.provenance.input_blake2b for e in self._earlier.get(key, ()))
+            for digest in hashes:
+                if digest:
+                    found.setdefault(digest, []).append(key)
+        return found
+
     def record(self, output: Path, provenance: Provenance) -> None:
-        """Append an entry for an output that has just been written (stats it now)."""
+        """Append an entry for an output that is in place (stats it now); failures noted."""
         try:
             stat = os.stat(output)
         except OSError as exc:
             self.failure = f"cannot stat {output}: {exc.strerror or exc}"
             return
+        with contextlib.suppress(OSError):
+            self.add(output, stat, provenance)
+
+    def add(self, output: Path, stat: os.stat_result, provenance: Provenance) -> None:
+        """Append an entry for ``output`` as ``stat`` describes it (a temp file about to be
+        renamed to it); OSError when the line could not be written (also noted in failure)."""
         entry = ManifestEntry(stat.st_size, stat.st_mtime_ns, provenance)
         line = self._line(self.key(output), entry)
         with self._lock:
@@ -347,8 +614,8 @@ class Manifest:
                 self._append(line)
             except OSError as exc:
                 self.failure = f"cannot write {self.path}: {exc.strerror or exc}"
-                return
-            self.entries[self.key(output)] = entry
+                raise
+            self._put(self.key(output), entry)
             self.lines += 1
 
     def _append(self, line: bytes) -> None:
@@ -357,9 +624,15 @@ class Manifest:
         fd = _open_manifest(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             # One write per record: appends of concurrent runs (shards) do not interleave.
-            os.write(fd, line)
+            written = os.write(fd, line)
+        except OSError:
+            self._needs_newline = True  # part of the line may be there: start the next anew
+            raise
         finally:
             os.close(fd)
+        if written != len(line):  # a full disk: the line is torn (and ignored when read)
+            self._needs_newline = True
+            raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
         self._needs_newline = False
 
     @staticmethod
@@ -372,6 +645,18 @@ class Manifest:
         }
         return (json.dumps(record, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
 
+    def live_entries(self) -> dict[str, ManifestEntry]:
+        """For each output that still exists, its entry (the one matching the file)."""
+        live = {}
+        for key, last in self.entries.items():
+            try:
+                stat = os.stat(self.out_dir / key)
+            except OSError:
+                continue
+            if stat_module.S_ISREG(stat.st_mode):
+                live[key] = self._match(key, stat) or last
+        return live
+
     def compact_if_needed(self, min_lines: int = 1000) -> bool:
         """Rewrite the manifest with live entries only, once it holds over twice as many lines.
 
@@ -380,10 +665,10 @@ class Manifest:
         shards) are kept; one appended in the instant between is lost, which costs its
         output a metadata read on the next run.
         """
-        if self.lines <= max(min_lines, 2 * len(self.entries)):
+        if self.lines <= max(min_lines, 2 * len(self.entries)) and not self._oversized:
             return False
-        current = Manifest.load(self.out_dir).entries or self.entries
-        live = {k: e for k, e in current.items() if (self.out_dir / k).is_file()}
+        current = Manifest.load(self.out_dir)
+        live = (current if current.entries else self).live_entries()
 
         def write_lines(handle: BinaryIO) -> None:
             for key, entry in live.items():
@@ -395,6 +680,7 @@ class Manifest:
             self.failure = f"cannot compact {self.path}: {exc.strerror or exc}"
             return False
         self.entries, self.lines, self._needs_newline = live, len(live), False
+        self._earlier, self._oversized = {}, False
         return True
 
 
@@ -413,9 +699,24 @@ def _open_manifest(path: Path, flags: int) -> int:
     return fd
 
 
+def _bounded_lines(handle: BinaryIO, limit: int) -> Iterator[bytes | None]:
+    """The lines of a file, each with its newline; None for a line over ``limit`` bytes,
+    which is skipped without being held in memory."""
+    while line := handle.readline(limit + 1):
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):
+            line = handle.readline(limit + 1)
+        yield None
+
+
 def find_provenance(path: Path) -> Provenance | None:
-    """An output's record: its embedded metadata, else the nearest manifest above it."""
-    embedded = read_embedded(path)
+    """An output's record: its embedded metadata, else the nearest manifest above it.
+
+    ValueError (saying why) when the file's embedded record is invalid.
+    """
+    embedded = read_embedded_checked(path)
     if embedded is not None:
         return embedded
     try:
@@ -425,9 +726,10 @@ def find_provenance(path: Path) -> Provenance | None:
     resolved = Path(os.path.abspath(path))
     for folder in resolved.parents:
         if (folder / MANIFEST_NAME).is_file():
-            entry = Manifest.load(folder).get(resolved)
-            if entry is not None:
-                return entry.provenance if entry.matches(stat) else None
+            manifest = Manifest.load(folder)
+            if manifest.get(resolved) is not None:
+                entry = manifest.match(resolved, stat)
+                return entry.provenance if entry is not None else None
     return None
 
 

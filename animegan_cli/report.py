@@ -35,14 +35,24 @@ def _jsonable(value: object) -> object:
 
 def build_report(
     summary: Summary | None,
-    options: ConvertOptions,
+    options: ConvertOptions | None,
     exit_status: int,
     error: str | None = None,
     interrupted_by: str | None = None,
 ) -> dict[str, object]:
-    """The report as a JSON-ready dict; ``summary`` is None when the run never started."""
+    """The report as a JSON-ready dict; ``summary`` is None when the run never started.
+
+    ``options`` is None when the command line could not be read (a usage error, or a
+    signal while starting): ``settings`` is then null.
+    """
     summary = summary or Summary()
     done = summary.converted + summary.skipped + summary.failed
+    settings: dict[str, object] | None = None
+    if options is not None:
+        settings = {field.name: _jsonable(getattr(options, field.name))
+                    for field in dataclasses.fields(options)}
+        if options.weights is not None:
+            settings["style"] = None  # --weights replaces the style: naming one would mislead
     return {
         "exit_status": exit_status,
         "error": json_safe(error) if error else None,
@@ -60,10 +70,7 @@ def build_report(
             {"input": json_safe(r.input), "error": json_safe(r.error or "")}
             for r in summary.failures
         ],
-        "settings": {
-            field.name: _jsonable(getattr(options, field.name))
-            for field in dataclasses.fields(options)
-        },
+        "settings": settings,
         "notes": [json_safe(note) for note in summary.notes],
         "engine": summary.engine or None,
         "batch_size_used": summary.batch_size or None,

@@ -26,6 +26,38 @@ class _State:
     # Nesting depth of deferred() sections, and a signal that arrived inside one.
     depth = 0
     pending: int | None = None
+    # A signal that arrived while the program was still starting (see hold_early).
+    early: int | None = None
+    holding = False
+
+
+def _hold(signum: int, frame: object) -> None:
+    _State.early = _State.early or signum
+
+
+def hold_early() -> None:
+    """From now on, remember SIGINT/SIGTERM instead of dying; stop_on_signals acts on them.
+
+    Installed first thing by the executable, before the slow imports (torch takes
+    seconds), so a run stopped while starting still ends through the CLI: its summary,
+    its --report, exit 130/143.
+    """
+    if threading.current_thread() is threading.main_thread():
+        _State.holding = True
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _hold)
+
+
+def release_early() -> None:
+    """Commands that do not stop cleanly get the default handling back (a held signal ends now)."""
+    if not _State.holding:
+        return
+    _State.holding = False
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _State.early is not None:
+        signum, _State.early = _State.early, None
+        signal.raise_signal(signum)
 
 
 def _handler(signum: int, frame: object) -> None:
@@ -45,6 +77,9 @@ def stop_on_signals() -> Iterator[None]:
     for sig in previous:
         signal.signal(sig, _handler)
     try:
+        if _State.early is not None:  # it came while starting: stop before doing anything
+            signum, _State.early = _State.early, None
+            raise Interrupted(signum)
         yield
     finally:
         for sig, handler in previous.items():

@@ -95,6 +95,11 @@ class SimilarIndex(Generic[Follower]):
                 self._forget(next(iter(self._results)))
         return self._waiting.pop(index, [])
 
+    def drop(self, index: int) -> list[Follower]:
+        """Withdraw a candidate whose result failed; returns the look-alikes that waited."""
+        self._forget(index)
+        return self._waiting.pop(index, [])
+
     def _forget(self, index: int) -> None:
         shape = self._order.pop(index, None)
         if shape is not None:

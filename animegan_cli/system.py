@@ -14,6 +14,7 @@ from animegan_cli import __version__
 from animegan_cli.config import config_path
 from animegan_cli.engine import cpu_flags, resolve_backend, resolve_precision
 from animegan_cli.errors import UsageError
+from animegan_cli.resources import DEFAULT_BUDGET_SHARE, default_budget, format_bytes
 from animegan_cli.weights import WeightsStore, user_cache_dir
 
 # The CPU features that decide which engine and precision are fast.
@@ -77,15 +78,25 @@ def describe_system() -> dict[str, dict[str, str]]:
 
 
 def describe_auto(name: str, value: object, params: Mapping[str, object]) -> str:
-    """For an ``auto`` backend or precision, what it resolves to here (else "")."""
-    if value != "auto" or name not in ("backend", "precision"):
+    """For a setting left to the machine (``auto``, or none given), what it becomes here."""
+    if name == "max_memory" and value is None:
+        share = f"{DEFAULT_BUDGET_SHARE:.0%}"
+        return f"{format_bytes(default_budget())} ({share} of available)"
+    auto = value is None if name == "threads" else value == "auto"
+    if not auto or name not in ("backend", "precision", "threads"):
         return ""
     try:
         device = torch.device(str(params.get("device", "cpu")))
         backend = resolve_backend(str(params.get("backend", "auto")), device,
                                   str(params.get("precision", "auto")))
-        if name == "backend":
-            return backend
+    except UsageError:
+        return ""
+    if name == "threads":
+        # torch's default is what a torch run uses; OpenVINO picks its own per stream.
+        return str(torch.get_num_threads()) if backend == "torch" else "OpenVINO's default"
+    if name == "backend":
+        return backend
+    try:
         return resolve_precision("auto", device, backend)
     except UsageError:
         return ""

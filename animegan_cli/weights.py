@@ -105,15 +105,6 @@ def repo_weights_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "weights"
 
 
-def _style(name: str) -> Style:
-    """Return the published style called ``name`` or raise UsageError listing the choices."""
-    try:
-        return STYLES[name]
-    except KeyError:
-        choices = ", ".join(STYLES)
-        raise UsageError(f"unknown style {name!r}; choose from: {choices}") from None
-
-
 @dataclass(frozen=True)
 class ResolvedWeights:
     """A checkpoint chosen for a run; pass ``checkpoint_id`` to load_state_dict to re-verify."""
@@ -159,7 +150,14 @@ class WeightsStore:
 
     def url_for(self, name: str) -> str:
         """Return the download URL of a published style."""
-        return self.base_url.rstrip("/") + "/" + _style(name).url_path
+        return self.base_url.rstrip("/") + "/" + self._published(name).url_path
+
+    def _published(self, name: str) -> Style:
+        """Return the published style called ``name`` or raise UsageError listing the choices."""
+        style = STYLES.get(name)
+        if style is None:
+            raise self.unknown_style(name)
+        return style
 
     def find(self, name: str) -> Path | None:
         """Return the first ``<name>.pt`` in search order, or None."""
@@ -173,6 +171,14 @@ class WeightsStore:
         """Return each published style with where it is installed."""
         return [StyleStatus(style, self.find(style.name)) for style in STYLES.values()]
 
+    def unknown_style(self, name: str) -> UsageError:
+        """The error for a name that is neither published nor imported, listing both kinds."""
+        message = f"unknown style {name!r}; choose from: {', '.join(STYLES)}"
+        imported = self.custom()
+        if imported:
+            message += f"; imported: {', '.join(imported)}"
+        return UsageError(message)
+
     def custom(self) -> dict[str, Path]:
         """Return checkpoints imported under names of their own (not published styles)."""
         found: dict[str, Path] = {}
@@ -184,7 +190,7 @@ class WeightsStore:
 
     def download(self, name: str, progress: bool = True) -> Path:
         """Download a published style into the write dir, verify its blob id, return its path."""
-        style = _style(name)
+        style = self._published(name)
         url = self.url_for(name)
         # Stored by style name, whatever the upstream file layout, since find() looks up names.
         target = self.cache_dir / f"{style.name}.pt"
@@ -202,8 +208,12 @@ class WeightsStore:
         _write_file(target, fetch_verified)
         return target
 
-    def import_file(self, source: Path, name: str | None = None) -> Path:
-        """Copy a checkpoint into the write dir as ``<name>.pt`` after verifying it."""
+    def import_file(self, source: Path, name: str | None = None, force: bool = False) -> Path:
+        """Copy a checkpoint into the write dir as ``<name>.pt`` after verifying it.
+
+        A name that is already installed with other bytes is refused unless ``force``;
+        importing the same bytes again is a no-op.
+        """
         source = Path(source)
         name = source.stem if name is None else name
         # Path(name).name differs from name when it holds a separator; a leading dot would
@@ -217,6 +227,14 @@ class WeightsStore:
             _check_published_bytes(data, source, STYLES[name])
         _parse_checkpoint(data, source)
         target = self.cache_dir / f"{name}.pt"
+        installed = self.find(name)
+        if installed is not None and not force:
+            if _same_bytes(installed, data):
+                return installed
+            raise UsageError(
+                f"a checkpoint named {name} is already installed at {installed}; "
+                "give --force to replace it, or import under another --name"
+            )
         _write_file(target, lambda out: out.write(data))
         return target
 
@@ -242,7 +260,7 @@ class WeightsStore:
                 data = _read_bytes(custom)
                 _parse_checkpoint(data, custom)
                 return ResolvedWeights(custom, style, git_blob_id(data))
-        published = _style(style)
+        published = self._published(style)
         path = self.find(style)
         if path is None:
             if not download:
@@ -333,6 +351,14 @@ def _read_bytes(path: Path) -> bytes:
         raise WeightsError(f"checkpoint {path} does not exist") from None
     except OSError as exc:
         raise WeightsError(f"cannot read checkpoint {path}: {_os_reason(exc)}") from exc
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    """True when the file at ``path`` holds exactly ``data`` (False when it cannot be read)."""
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def _check_blob_id(path: Path, actual: str, expected: str) -> None:
@@ -454,6 +480,12 @@ def _check_state_dict(state: object, source: str) -> dict[str, torch.Tensor]:
         problems.append(f"wrong shapes: {_listed(misshaped)}")
     if problems:
         raise WeightsError(f"{source} is not an AnimeGANv2 checkpoint: {'; '.join(problems)}")
+    # One NaN or inf weight turns every output black (or into noise) without an error.
+    non_finite = [key for key in expected if not torch.isfinite(state[key]).all()]
+    if non_finite:
+        raise WeightsError(
+            f"{source} holds non-finite weights (NaN or inf) in: {_listed(non_finite)}"
+        )
     return {key: state[key].to(torch.float32) for key in expected}
 
 

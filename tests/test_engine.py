@@ -86,3 +86,15 @@ def test_torch_threads_sets_and_restores() -> None:
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_to_pixels_names_the_images_whose_result_is_not_finite(bad: float) -> None:
+    y = torch.zeros(3, 3, 4, 4)
+    y[1, 2, 3, 3] = bad
+    with pytest.raises(engine.NonFiniteOutput) as info:
+        to_pixels(y)
+    assert info.value.bad == [1]
+    assert info.value.pixels.shape == (3, 4, 4, 3)
+    assert torch.equal(info.value.pixels[0], to_pixels(y[:1])[0])
+    assert str(info.value) == "model produced non-finite values (NaN/inf)"

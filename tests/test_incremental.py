@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -112,11 +113,11 @@ def test_editing_a_photo_reconverts_exactly_that_photo(photo_dir, tmp_path, chec
 ALL = {"a.jpg", "b.png", "nested/c.webp"}
 CHANGES = [
     ({"size": 48}, "settings changed: size 32 -> 48", ALL),
-    ({"precision": "bf16"}, "precision fp32 -> bf16", ALL),
+    ({"precision": "int8", "backend": "openvino"}, "settings changed: float -> int8", ALL),
     ({"keep_size": True}, "keep_size False -> True", ALL),
     ({"align_corners": True}, "align_corners False -> True", ALL),
     ({"quality": 80}, "quality 95 -> 80", {"a.jpg", "nested/c.webp"}),  # PNG is lossless
-    ({"weights": "other"}, "style changed: random_generator -> other", ALL),
+    ({"weights": "other"}, "style changed: random_generator.pt -> other.pt", ALL),
 ]
 
 
@@ -369,3 +370,121 @@ def test_copy_output_names_its_temp_file_with_the_pid(tmp_path, monkeypatch):
 
 def provenance_record() -> Provenance:
     return Provenance("ab" * 32, 1, 2, "paprika", "c" * 40, {"size": 32})
+
+
+def cli_convert(src: str, out: Path, checkpoint: Path, *extra: str, stdin: str | None = None):
+    args = ["convert", src, "-o", str(out), "--weights", str(checkpoint), "--size", "32",
+            "--num-workers", "0", "--json", *extra]
+    return cli(*args, stdin=stdin)
+
+
+def json_lines(result) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_another_engine_does_not_make_outputs_stale_int8_does(photo_dir, tmp_path, checkpoint,
+                                                              monkeypatch):
+    out = tmp_path / "out"
+    first = cli_convert(str(photo_dir), out, checkpoint, "--backend", "torch")
+    assert first.exit_code == 0, first.output
+    forbid_model_and_decoding(monkeypatch)
+    again = cli_convert(str(photo_dir), out, checkpoint, "--backend", "openvino")
+    assert again.exit_code == 0, again.output
+    records = json_lines(again)
+    assert {r["status"] for r in records} == {"skipped"}
+    assert {r["reason"] for r in records} == {
+        "up to date (engine differs: backend torch -> openvino; same pixels within float "
+        "tolerance)"
+    }
+    dry = cli_convert(str(photo_dir), out, checkpoint, "--backend", "openvino",
+                      "--precision", "int8", "--dry-run")
+    assert {(r["status"], r["reason"]) for r in json_lines(dry)} == {
+        ("would-convert", "settings changed: float -> int8")
+    }
+    overwrite = cli_convert(str(photo_dir), out, checkpoint, "--overwrite", "--dry-run")
+    assert {r["status"] for r in json_lines(overwrite)} == {"would-convert"}
+
+
+def test_an_earlier_runs_output_is_copied_for_a_renamed_moved_or_listed_photo(
+        photo_dir, tmp_path, checkpoint, monkeypatch):
+    out = tmp_path / "out"
+    assert cli_convert(str(photo_dir), out, checkpoint).exit_code == 0
+    (photo_dir / "a.jpg").rename(photo_dir / "renamed.jpg")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copyfile(photo_dir / "b.png", elsewhere / "b_copy.png")
+    listed = tmp_path / "listed" / "c_again.webp"
+    listed.parent.mkdir()
+    shutil.copyfile(photo_dir / "nested" / "c.webp", listed)
+    forbid_model_and_decoding(monkeypatch)
+
+    moved = cli_convert(str(photo_dir), out, checkpoint, "--quiet")
+    assert moved.exit_code == 0, moved.output
+    copies = {r["input"]: r for r in json_lines(moved) if r["status"] == "converted"}
+    assert copies[str(photo_dir / "renamed.jpg")]["reused_from"] == str(out / "a.jpg")
+    assert (out / "renamed.jpg").read_bytes() == (out / "a.jpg").read_bytes()
+
+    in_folder = cli_convert(str(elsewhere), out, checkpoint)
+    assert in_folder.exit_code == 0, in_folder.output
+    assert "converted 1 (1 reused)" in in_folder.stderr
+    [copy] = json_lines(in_folder)
+    assert copy["reused_from"] == str(out / "b.png")
+    assert Path(copy["output"]).read_bytes() == (out / "b.png").read_bytes()
+
+    from_list = cli_convert("-", out, checkpoint, stdin=f"{listed}\n")
+    assert from_list.exit_code == 0, from_list.output
+    assert "converted 1 (1 reused)" in from_list.stderr
+    [copy] = json_lines(from_list)
+    assert copy["reused_from"] == str(out / "nested" / "c.webp")
+    assert Path(copy["output"]).read_bytes() == (out / "nested" / "c.webp").read_bytes()
+    entry = Manifest.load(out).get(Path(copy["output"]))
+    assert entry is not None and entry.provenance.input_mtime_ns == listed.stat().st_mtime_ns
+
+
+def test_earlier_outputs_are_not_copied_when_stale_changed_or_similar(photo_dir, tmp_path,
+                                                                       checkpoint):
+    out = tmp_path / "out"
+    assert cli_convert(str(photo_dir), out, checkpoint).exit_code == 0
+    copy = tmp_path / "other" / "a2.jpg"
+    copy.parent.mkdir()
+    shutil.copyfile(photo_dir / "a.jpg", copy)
+    for extra in (["--size", "48"], ["--overwrite"]):  # another setting; forced
+        dry = cli_convert(str(copy.parent), out, checkpoint, "--dry-run", *extra)
+        assert [r["reused_from"] for r in json_lines(dry)] == [None], extra
+    os.utime(out / "a.jpg", ns=(1, 1))  # changed behind the manifest's back: not trusted
+    dry = cli_convert(str(copy.parent), out, checkpoint, "--dry-run")
+    assert [r["reused_from"] for r in json_lines(dry)] == [None]
+
+
+def test_own_weights_are_recorded_by_file_name_never_as_a_published_style(
+        photo_dir, tmp_path, checkpoint, monkeypatch):
+    own = tmp_path / "paprika.pt"  # named like a published style, but other weights
+    shutil.copyfile(checkpoint, own)
+    out = tmp_path / "out"
+    report = tmp_path / "report.json"
+    monkeypatch.setenv("ANIMEGAN_STYLE", "hayao")  # overridden by --weights
+    result = cli_convert(str(photo_dir), out, own, "--report", str(report))
+    assert result.exit_code == 0, result.output
+    record = read_embedded(out / "a.jpg")
+    assert record is not None and record.style == "paprika.pt"
+    shown = cli("inspect", str(out / "a.jpg"))
+    assert "  style      paprika.pt (checkpoint " in shown.stdout
+    settings = json.loads(report.read_text())["settings"]
+    assert settings["style"] is None and settings["weights"] == str(own)
+
+    both = cli_convert(str(photo_dir), out, own, "--style", "paprika")
+    assert both.exit_code == 2
+    assert both.stderr == "animegan: error: give --style or --weights, not both\n"
+
+
+def test_weights_with_a_published_blob_id_are_recorded_as_that_style(checkpoint, monkeypatch):
+    from animegan_cli import provenance
+    from animegan_cli.weights import STYLES, git_blob_id
+
+    blob = git_blob_id(checkpoint.read_bytes())
+    assert provenance.record_style("x", checkpoint, blob) == checkpoint.name
+    renamed = dict(STYLES)
+    renamed["paprika"] = dataclasses.replace(STYLES["paprika"], blob_id=blob)
+    monkeypatch.setattr(provenance, "STYLES", renamed)
+    assert provenance.record_style("x", checkpoint, blob) == "paprika"
+    assert provenance.record_style("paprika", None, STYLES["paprika"].blob_id) == "paprika"

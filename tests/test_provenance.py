@@ -249,3 +249,20 @@ def test_a_symlinked_manifest_is_not_read_or_appended_to(tmp_path, dangling):
         f"cannot write {tmp_path / MANIFEST_NAME}: it is a symbolic link; not following it"
     )
     assert (victim.read_bytes() if not dangling else victim.exists()) == (before or False)
+
+
+def test_staleness_compares_pixels_not_the_engine_and_old_records_follow_the_rule():
+    old_fp32 = {"size": 512, "precision": "fp32", "backend": "openvino",
+                "align_corners": False, "keep_size": False}  # a record from before the rule
+    bf16_torch = {**old_fp32, "precision": "bf16", "backend": "torch", "device": "cpu"}
+    assert provenance.staleness_key(old_fp32) == provenance.staleness_key(bf16_torch)
+    assert provenance.settings_change(old_fp32, bf16_torch) is None
+    assert provenance.engine_change(old_fp32, bf16_torch) == (
+        "engine differs: backend openvino -> torch, precision fp32 -> bf16; same pixels "
+        "within float tolerance"
+    )
+    int8 = {**old_fp32, "precision": "int8"}
+    assert provenance.settings_change(int8, bf16_torch) == "settings changed: int8 -> float"
+    assert provenance.settings_change(old_fp32, {**old_fp32, "size": 256, "quality": 80}) == (
+        "settings changed: quality None -> 80, size 512 -> 256"
+    )

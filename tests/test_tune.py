@@ -9,8 +9,11 @@ from click.testing import CliRunner
 
 from animegan_cli import convert as convert_module
 from animegan_cli.cli import main
-from animegan_cli.config import config_path, load_config
+from animegan_cli.config import config_path, load_config, save_config
+from animegan_cli.errors import AnimeganError
 from animegan_cli.tune import Trial, TuneRequest, candidate_engines, run_tune
+from animegan_cli.weights import DEFAULT_STYLE
+from tests.test_cli import weights_server  # noqa: F401 - a fixture
 
 
 @pytest.fixture(autouse=True)
@@ -122,3 +125,65 @@ def test_trial_settings_are_config_keys():
     trial = Trial("openvino", "fp32", 2, 2, 1)
     assert trial.settings() == {"backend": "openvino", "precision": "fp32", "batch_size": 2,
                                 "threads": 2, "streams": 1, "num_workers": 1}
+
+
+# ---------------------------------------------------------------- which style tune loads
+
+
+@pytest.fixture
+def own_weights_dir(tmp_path, monkeypatch):
+    """Imports and downloads go to this test's folder, not the module's shared cache."""
+    monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(tmp_path / "weights"))
+
+
+@pytest.fixture
+def tune_requests(monkeypatch):
+    """The TuneRequest the command builds, without measuring anything."""
+    seen: list[TuneRequest] = []
+
+    def fake_run_tune(request, on_trial=None, on_message=None):
+        seen.append(request)
+        raise AnimeganError("stopped by the test")
+
+    monkeypatch.setattr("animegan_cli.cli.run_tune", fake_run_tune)
+    return seen
+
+
+def test_tune_resolves_its_style_as_convert_does(tune_requests, monkeypatch):
+    runner = CliRunner()
+    runner.invoke(main, ["tune"])
+    assert tune_requests[-1].style == DEFAULT_STYLE
+    save_config({"style": "from_config"})
+    runner.invoke(main, ["tune"])
+    assert tune_requests[-1].style == "from_config"
+    monkeypatch.setenv("ANIMEGAN_STYLE", "from_env")
+    runner.invoke(main, ["tune"])
+    assert tune_requests[-1].style == "from_env"
+    runner.invoke(main, ["tune", "--style", "from_flag"])
+    assert tune_requests[-1].style == "from_flag"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("named_by", ["environment", "config file"])
+def test_tune_offline_with_an_imported_style_downloads_nothing(checkpoint, monkeypatch,
+                                                              own_weights_dir, named_by):
+    runner = CliRunner()
+    assert runner.invoke(main, ["weights", "import", str(checkpoint), "--name", "mine"]
+                         ).exit_code == 0
+    if named_by == "environment":
+        monkeypatch.setenv("ANIMEGAN_STYLE", "mine")
+    else:
+        save_config({"style": "mine"})
+    # ANIMEGAN_WEIGHTS_URL points at a dead address (conftest): a download would fail.
+    result = runner.invoke(main, ["tune", "--size", "16", "--budget", "2", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "download" not in result.stderr
+
+
+@pytest.mark.slow
+def test_tune_says_it_downloads_on_stderr(own_weights_dir, weights_server):  # noqa: F811
+    result = CliRunner().invoke(main, ["tune", "--size", "16", "--budget", "2", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "downloading" not in result.stdout
+    assert ("animegan: style face_paint_512_v2 is not installed; downloading from "
+            in result.stderr)

@@ -535,3 +535,21 @@ def test_resolve_explicit_weights_checked_strictly(env: Path, tmp_path: Path) ->
         store.resolve(DEFAULT_STYLE, weights=bad)
     with pytest.raises(WeightsError, match="does not exist"):
         store.resolve(DEFAULT_STYLE, weights=tmp_path / "missing.pt")
+
+
+# --- non-finite weights -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_single_non_finite_weight_is_refused_at_load(tmp_path: Path, checkpoint_bytes: bytes,
+                                                       bad: float) -> None:
+    state = torch.load(io.BytesIO(checkpoint_bytes))
+    key = list(state)[7]
+    state[key].view(-1)[3] = bad
+    path = tmp_path / "broken.pt"
+    torch.save(state, path)
+    with pytest.raises(WeightsError) as info:
+        load_state_dict(path)
+    assert str(info.value) == f"{path} holds non-finite weights (NaN or inf) in: {key}"
+    with pytest.raises(WeightsError, match="non-finite"):
+        WeightsStore.from_env().import_file(path, "broken")
