@@ -26,7 +26,7 @@ from PIL import Image
 from animegan_cli import __version__
 from animegan_cli.atomic import atomic_write
 from animegan_cli.errors import WeightsError
-from animegan_cli.weights import STYLES, WeightsStore, git_blob_id
+from animegan_cli.weights import STYLES, WeightsStore, file_style_name, git_blob_id
 
 TOOL = f"animegan {__version__}"
 METADATA_KEY = "animegan"
@@ -385,8 +385,7 @@ def record_style(style: str, weights: Path | None, checkpoint: str | None) -> st
     """
     if weights is None:
         return style
-    published = next((s.name for s in STYLES.values() if s.blob_id == checkpoint), None)
-    return published or Path(weights).name
+    return file_style_name(weights, checkpoint or "")
 
 
 def embed_options(pil_format: str, text: str) -> dict[str, object]:

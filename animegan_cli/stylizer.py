@@ -28,7 +28,6 @@ from animegan_cli.weights import (
     ResolvedWeights,
     WeightsStore,
     load_generator,
-    load_state_dict,
     user_cache_dir,
 )
 
@@ -126,8 +125,8 @@ class Stylizer:
         )
         if expected_checkpoint is not None and resolved.checkpoint_id != expected_checkpoint:
             raise WeightsError(f"checkpoint {resolved.path} changed during the run; run it again")
-        state = load_state_dict(resolved.path, resolved.checkpoint_id)
-        generator = load_generator(state, align_corners=align_corners)
+        assert resolved.state_dict is not None  # resolve() loads what it picked
+        generator = load_generator(resolved.state_dict, align_corners=align_corners)
         if spec.precision == "int8":
             on_message("quantizing the model to INT8 on the first images (cached afterwards)")
         context = EngineContext(resolved.checkpoint_id, user_cache_dir() / "openvino", calibration)
@@ -137,6 +136,11 @@ class Stylizer:
     def description(self) -> str:
         """What runs the model, e.g. "openvino cpu bf16 (runs bf16)"."""
         return self.engine.description
+
+    @property
+    def style(self) -> str:
+        """The style name outputs record (a --weights file's own name unless published)."""
+        return self.checkpoint.name
 
     @property
     def checkpoint_id(self) -> str:

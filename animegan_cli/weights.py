@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -107,11 +107,16 @@ def repo_weights_dir() -> Path:
 
 @dataclass(frozen=True)
 class ResolvedWeights:
-    """A checkpoint chosen for a run; pass ``checkpoint_id`` to load_state_dict to re-verify."""
+    """A checkpoint chosen for a run: its file, the name outputs record, its id, its tensors.
+
+    ``state_dict`` was parsed from the same bytes the id was computed from: the file is
+    read once, and a file swapped meanwhile cannot run under the old id.
+    """
 
     path: Path
     name: str
     checkpoint_id: str
+    state_dict: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -246,20 +251,23 @@ class WeightsStore:
         on_download: Callable[[str], None] | None = None,
         progress: bool = True,
     ) -> ResolvedWeights:
-        """Pick the checkpoint for a run: an explicit file, or a published style (downloaded)."""
+        """Pick and load the checkpoint for a run: a file, an imported name or a published
+        style (downloaded when missing); each is read once, verified and parsed."""
         if weights is not None:
             path = Path(weights)
             data = _read_bytes(path)
-            _parse_checkpoint(data, path)
-            return ResolvedWeights(path, path.stem, git_blob_id(data))
-
+            blob_id = git_blob_id(data)
+            return ResolvedWeights(
+                path, file_style_name(path, blob_id), blob_id, _parse_checkpoint(data, path)
+            )
         if style not in STYLES:
             custom = self.find(style)
             if custom is not None:
                 # A checkpoint imported under its own name: strict-checked, identified by bytes.
                 data = _read_bytes(custom)
-                _parse_checkpoint(data, custom)
-                return ResolvedWeights(custom, style, git_blob_id(data))
+                return ResolvedWeights(
+                    custom, style, git_blob_id(data), _parse_checkpoint(data, custom)
+                )
         published = self._published(style)
         path = self.find(style)
         if path is None:
@@ -272,10 +280,20 @@ class WeightsStore:
                 url = self.url_for(style)
                 on_download(f"style {style} is not installed; downloading from {url}")
             path = self.download(style, progress=progress)
-        else:
-            # Fail before any work starts rather than at load time.
-            _check_blob_id(path, _file_blob_id(path), published.blob_id)
-        return ResolvedWeights(path, style, published.blob_id)
+        # Hash the same bytes that get parsed: a cached file is re-verified on every load.
+        data = _read_bytes(path)
+        _check_blob_id(path, git_blob_id(data), published.blob_id)
+        return ResolvedWeights(path, style, published.blob_id, _parse_checkpoint(data, path))
+
+
+def file_style_name(path: Path, blob_id: str) -> str:
+    """The style name outputs record for a checkpoint file given with ``--weights``.
+
+    A published style's name only when the file is that style's (by git blob id): a
+    published name is never claimed for other weights. Otherwise the file's own name.
+    """
+    published = next((s.name for s in STYLES.values() if s.blob_id == blob_id), None)
+    return published or Path(path).name
 
 
 def _write_file(target: Path, write: Callable[[BinaryIO], None]) -> None:

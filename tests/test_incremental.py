@@ -78,7 +78,6 @@ def forbid_model_and_decoding(monkeypatch) -> None:
         raise AssertionError("an up-to-date run decoded an input or loaded the model")
 
     monkeypatch.setattr(data, "decode_with_size", refuse)
-    monkeypatch.setattr(stylizer_module, "load_state_dict", refuse)
     monkeypatch.setattr(stylizer_module.WeightsStore, "resolve", refuse)
 
 
@@ -478,13 +477,13 @@ def test_own_weights_are_recorded_by_file_name_never_as_a_published_style(
 
 
 def test_weights_with_a_published_blob_id_are_recorded_as_that_style(checkpoint, monkeypatch):
-    from animegan_cli import provenance
+    from animegan_cli import provenance, weights
     from animegan_cli.weights import STYLES, git_blob_id
 
     blob = git_blob_id(checkpoint.read_bytes())
     assert provenance.record_style("x", checkpoint, blob) == checkpoint.name
     renamed = dict(STYLES)
     renamed["paprika"] = dataclasses.replace(STYLES["paprika"], blob_id=blob)
-    monkeypatch.setattr(provenance, "STYLES", renamed)
+    monkeypatch.setattr(weights, "STYLES", renamed)  # the registry file_style_name reads
     assert provenance.record_style("x", checkpoint, blob) == "paprika"
     assert provenance.record_style("paprika", None, STYLES["paprika"].blob_id) == "paprika"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from animegan_cli import Stylizer
+from animegan_cli import Stylizer, weights
 from animegan_cli.convert import ConvertOptions, convert
 from animegan_cli.errors import InputImageError, UsageError
 from animegan_cli.weights import git_blob_id
@@ -99,3 +99,33 @@ def test_settings_that_cannot_work_are_usage_errors(checkpoint):
         Stylizer.load(weights=checkpoint, backend="torch", precision="int8")
     with pytest.raises(UsageError, match="unknown style 'nope'"):
         Stylizer.load("nope")
+
+
+def test_a_checkpoint_file_is_read_once_and_recorded_by_its_own_name(tmp_path, checkpoint,
+                                                                      monkeypatch):
+    named_like_a_style = tmp_path / "paprika.pt"
+    named_like_a_style.write_bytes(checkpoint.read_bytes())
+    reads: list[Path] = []
+    real = weights._read_bytes
+
+    def counting(path):  # noqa: ANN001, ANN202
+        reads.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(weights, "_read_bytes", counting)
+    stylizer = Stylizer.load(weights=named_like_a_style, size=32, backend="torch")
+    assert reads == [named_like_a_style]
+    # Not the published paprika (its git blob id differs): the file's own name is recorded.
+    assert stylizer.style == "paprika.pt"
+
+
+def test_an_installed_style_is_read_once_and_verified(tmp_path, checkpoint, monkeypatch):
+    monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(tmp_path / "store"))
+    weights.WeightsStore.from_env().import_file(checkpoint, "mine")
+    reads: list[Path] = []
+    real = weights._read_bytes
+    monkeypatch.setattr(weights, "_read_bytes", lambda p: reads.append(Path(p)) or real(p))
+    stylizer = Stylizer.load("mine", size=32, backend="torch")
+    assert reads == [tmp_path / "store" / "mine.pt"]
+    assert stylizer.style == "mine"
+    assert stylizer.checkpoint_id == weights.git_blob_id(checkpoint.read_bytes())

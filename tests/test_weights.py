@@ -524,7 +524,8 @@ def test_resolve_unknown_style(env: Path) -> None:
 
 def test_resolve_explicit_weights(env: Path, checkpoint: Path, checkpoint_bytes: bytes) -> None:
     resolved = WeightsStore.from_env().resolve(DEFAULT_STYLE, weights=checkpoint, download=False)
-    assert resolved == ResolvedWeights(checkpoint, "mine", git_blob_id(checkpoint_bytes))
+    # Named as outputs record it: the file's own name, not a style (issue 9: --weights).
+    assert resolved == ResolvedWeights(checkpoint, "mine.pt", git_blob_id(checkpoint_bytes))
 
 
 def test_resolve_explicit_weights_checked_strictly(env: Path, tmp_path: Path) -> None:
