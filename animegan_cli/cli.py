@@ -9,9 +9,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -163,9 +164,11 @@ def main(ctx: click.Context) -> None:
             ctx.meta[_CONFIG_ERROR] = exc  # raised by convert, once it knows its --report
             return
         _raise_for(exc)
-    ctx.default_map = {"convert": {_PARAM_NAMES.get(k, k): v for k, v in settings.items()}}
-    if "style" in settings:
-        ctx.default_map["tune"] = {"style": settings["style"]}
+    ctx.default_map = {
+        "convert": {_PARAM_NAMES.get(k, k): v for k, v in settings.items()},
+        # tune measures the model convert will run: the same style and size.
+        "tune": {k: v for k, v in settings.items() if k in ("style", "size")},
+    }
 
 
 class _ConvertCommand(click.Command):
@@ -197,14 +200,74 @@ def _report_argument(args: list[str]) -> Path | None:
     return None
 
 
+def model_options(command: Callable) -> Callable:
+    """--style, --weights, --size: which model runs and at what size (convert, tune, serve)."""
+    for option in reversed((
+        _env_option("--style", envvar="ANIMEGAN_STYLE", default=DEFAULT_STYLE, cls=_StyleOption,
+                    help=_STYLE_HELP),
+        click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="Use this checkpoint file instead of a published style."),
+        _env_option("--size", envvar="ANIMEGAN_SIZE", type=int, default=512,
+                    help="Long side of the model input in pixels (multiple of 4); "
+                         "0 = native size."),
+    )):
+        command = option(command)
+    return command
+
+
+def pixel_options(command: Callable) -> Callable:
+    """--keep-size, --align-corners: what else decides a result's pixels (convert, serve)."""
+    for option in reversed((
+        _env_option("--keep-size", envvar="ANIMEGAN_KEEP_SIZE",
+                    is_flag=True, help="Scale each result back to its input's size."),
+        _env_option("--align-corners/--no-align-corners", envvar="ANIMEGAN_ALIGN_CORNERS",
+                    default=False,
+                    help="Upsampling mode; the upstream command line used --no-align-corners."),
+    )):
+        command = option(command)
+    return command
+
+
+def engine_options(command: Callable) -> Callable:
+    """--batch-size, --threads, --streams, --device, --backend, --precision, --compile: how
+    the model runs (convert, serve)."""
+    for option in reversed((
+        _env_option("--batch-size", envvar="ANIMEGAN_BATCH_SIZE", type=int, default=1,
+                    help="Images of the same shape run through the model together."),
+        _env_option("--threads", envvar="ANIMEGAN_THREADS", type=int, default=None,
+                    help="Threads for the model (torch or OpenVINO); default: all cores."),
+        _env_option("--streams", envvar="ANIMEGAN_STREAMS", type=int, default=1,
+                    help="OpenVINO: images of a batch run side by side on this many streams."),
+        _env_option("--device", envvar="ANIMEGAN_DEVICE", type=click.Choice(DEVICES),
+                    default="cpu", help="cuda needs a CUDA GPU (and --backend torch or auto)."),
+        _env_option("--backend", envvar="ANIMEGAN_BACKEND", type=click.Choice(BACKENDS),
+                    default="auto",
+                    help="auto = OpenVINO on CPUs with bf16 units and for int8, torch "
+                         "otherwise."),
+        _env_option("--precision", envvar="ANIMEGAN_PRECISION",
+                    type=click.Choice(PRECISIONS), default="auto",
+                    help="auto = bf16 where the CPU has AMX/AVX512-BF16 or on CUDA, else "
+                         "fp32; int8 (OpenVINO only) is faster at visibly lower quality."),
+        click.option("--compile", "compile_", is_flag=True,
+                     help="torch backend: torch.compile the model (slow first batch per "
+                          "shape)."),
+    )):
+        command = option(command)
+    return command
+
+
+def _refuse_style_with_weights(weights: Path | None) -> None:
+    style_source = click.get_current_context().get_parameter_source("style")
+    if weights is not None and style_source == ParameterSource.COMMANDLINE:
+        # A style from the config file or ANIMEGAN_STYLE is a default: --weights overrides it.
+        raise CommandError("give --style or --weights, not both", EXIT_USAGE)
+
+
 @main.command("convert", cls=_ConvertCommand)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output folder; the input tree is mirrored under it.")
-@click.option("--style", envvar="ANIMEGAN_STYLE", default=DEFAULT_STYLE, cls=_StyleOption,
-              help=_STYLE_HELP)
-@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Use this checkpoint file instead of a published style.")
+@model_options
 @click.option("--recursive/--no-recursive", default=True,
               help="Walk input folders recursively.")
 @click.option("-0", "--null", is_flag=True,
@@ -220,30 +283,10 @@ def _report_argument(args: list[str]) -> Path | None:
               help="Output format; 'same' keeps the input's.")
 @_env_option("--quality", envvar="ANIMEGAN_QUALITY", type=int, default=95,
               help="JPEG/WebP quality, 1-100.")
-@_env_option("--size", envvar="ANIMEGAN_SIZE", type=int, default=512,
-              help="Long side of the model input in pixels (multiple of 4); 0 = native size.")
-@_env_option("--keep-size", envvar="ANIMEGAN_KEEP_SIZE",
-              is_flag=True, help="Scale each result back to its input's size.")
-@_env_option("--batch-size", envvar="ANIMEGAN_BATCH_SIZE", type=int, default=1,
-              help="Images of the same shape run through the model together.")
+@pixel_options
+@engine_options
 @_env_option("--num-workers", envvar="ANIMEGAN_NUM_WORKERS", type=int, default=1,
               help="Processes decoding and resizing ahead of the model (0 = in the main one).")
-@_env_option("--threads", envvar="ANIMEGAN_THREADS", type=int, default=None,
-              help="Threads for the model (torch or OpenVINO); default: all cores.")
-@_env_option("--streams", envvar="ANIMEGAN_STREAMS", type=int, default=1,
-              help="OpenVINO: images of a batch run side by side on this many streams.")
-@_env_option("--device", envvar="ANIMEGAN_DEVICE", type=click.Choice(DEVICES), default="cpu",
-              help="cuda needs a CUDA GPU (and --backend torch or auto).")
-@_env_option("--backend", envvar="ANIMEGAN_BACKEND", type=click.Choice(BACKENDS), default="auto",
-              help="auto = OpenVINO on CPUs with bf16 units and for int8, torch otherwise.")
-@_env_option("--precision", envvar="ANIMEGAN_PRECISION",
-              type=click.Choice(PRECISIONS), default="auto",
-              help="auto = bf16 where the CPU has AMX/AVX512-BF16 or on CUDA, else fp32; "
-                   "int8 (OpenVINO only) is faster at visibly lower quality.")
-@click.option("--compile", "compile_", is_flag=True,
-              help="torch backend: torch.compile the model (slow first batch per shape).")
-@_env_option("--align-corners/--no-align-corners", envvar="ANIMEGAN_ALIGN_CORNERS", default=False,
-              help="Upsampling mode; the upstream command line used --no-align-corners.")
 @click.option("--overwrite", is_flag=True,
               help="Redo every output, even those that are up to date.")
 @click.option("--trust-mtime", is_flag=True,
@@ -278,15 +321,9 @@ def _report_argument(args: list[str]) -> Path | None:
               help="If another run is writing to OUTPUT, wait for it (default: exit 2).")
 @click.option("--report", "report_file", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="Write a JSON summary of the run to this file at the end.")
-def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: Path | None,
-                    recursive: bool, null: bool, base: Path | None, suffix: str, format_: str,
-                    quality: int, size: int, keep_size: bool, batch_size: int, num_workers: int,
-                    threads: int | None, streams: int, device: str, backend: str, precision: str,
-                    compile_: bool, align_corners: bool,
-                    overwrite: bool, trust_mtime: bool, dry_run: bool, since: str | None,
-                    newer_than: Path | None, shard: str | None, reuse_similar: int | None,
-                    as_json: bool, quiet: bool, verbose: bool, max_pixels: int,
-                    max_memory: int | None, wait: bool, report_file: Path | None) -> None:
+def convert_command(inputs: tuple[str, ...], weights: Path | None, dry_run: bool,
+                    as_json: bool, quiet: bool, verbose: bool, report_file: Path | None,
+                    **flags: object) -> None:  # the other flags reach ConvertOptions as params
     """Convert images (files, folders, or '-' for a list on stdin) into OUTPUT.
 
     Each output records what made it (input hash, style, checkpoint, settings); an output
@@ -302,35 +339,33 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
             -o ./out --json
         animegan convert ./photos -o ./out --since 7d --shard 0/4 --dry-run
     """
-    style_source = click.get_current_context().get_parameter_source("style")
-    if weights is not None and style_source == ParameterSource.COMMANDLINE:
-        # A style from the config file or ANIMEGAN_STYLE is a default: --weights overrides it.
-        raise CommandError("give --style or --weights, not both", EXIT_USAGE)
+    _refuse_style_with_weights(weights)
     if report_file is not None:
         _check_report_folder(report_file)
     show_bar = not quiet and _stderr_is_terminal()
     bar = tqdm(total=0, unit="img", file=sys.stderr, disable=not show_bar, dynamic_ncols=True)
     events = _convert_events(bar, dry_run, as_json, quiet)
+    params = click.get_current_context().params
+    ending, options, crashed = _run_convert(params, show_bar, events, bar)
+    with contextlib.suppress(BrokenPipeError):  # stderr into `| head`: the report still counts
+        _print_ending(ending, quiet, verbose, dry_run)
+    status = _write_report(report_file, ending, options) if report_file else ending.status
+    if crashed is not None:
+        raise crashed
+    if status:
+        sys.exit(status)
+
+
+def _run_convert(params: Mapping[str, Any], progress: bool, events: ConvertEvents, bar: tqdm
+                 ) -> tuple[_Ending, ConvertOptions | None, Exception | None]:
+    """Run convert and say how it ended, with the options it ran with and any crash."""
     options: ConvertOptions | None = None
     ending = _Ending()
     crashed: Exception | None = None
     try:
         # First: a SIGTERM from here on (or held since start-up) still ends in a report.
         with stop_on_signals():
-            listed = _stdin_paths(null) if "-" in inputs else []
-            since_at = parse_since(since) if since is not None else None
-            shard_at = parse_shard(shard) if shard is not None else None
-            options = ConvertOptions(
-                inputs=list(inputs), output=output, listed=listed, base=base, style=style,
-                weights=weights, recursive=recursive,
-                suffix=suffix, format=format_, quality=quality, size=size, keep_size=keep_size,
-                batch_size=batch_size, num_workers=num_workers, threads=threads,
-                streams=streams, device=device, backend=backend, precision=precision,
-                compile=compile_, align_corners=align_corners, overwrite=overwrite,
-                progress=show_bar, trust_mtime=trust_mtime, dry_run=dry_run, since=since_at,
-                newer_than=newer_than, shard=shard_at, reuse_similar=reuse_similar,
-                max_pixels=max_pixels, max_memory=max_memory, wait=wait,
-            )
+            options = _convert_options(params, progress)
             ending.summary = convert(options, events)
         ending.status = EXIT_FAILED if ending.summary.failed else 0
     except Interrupted as exc:
@@ -346,13 +381,27 @@ def convert_command(inputs: tuple[str, ...], output: Path, style: str, weights: 
         ending.status, ending.error = EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc}"
     finally:
         bar.close()
-    with contextlib.suppress(BrokenPipeError):  # stderr into `| head`: the report still counts
-        _print_ending(ending, quiet, verbose, dry_run)
-    status = _write_report(report_file, ending, options) if report_file else ending.status
-    if crashed is not None:
-        raise crashed
-    if status:
-        sys.exit(status)
+    return ending, options, crashed
+
+
+def _convert_options(params: Mapping[str, Any], progress: bool) -> ConvertOptions:
+    """convert's flags as ConvertOptions: stdin read for '-', --since and --shard parsed."""
+    p = params
+    listed = _stdin_paths(p["null"]) if "-" in p["inputs"] else []
+    since = parse_since(p["since"]) if p["since"] is not None else None
+    shard = parse_shard(p["shard"]) if p["shard"] is not None else None
+    return ConvertOptions(
+        inputs=list(p["inputs"]), output=p["output"], listed=listed, base=p["base"],
+        style=p["style"], weights=p["weights"], recursive=p["recursive"], suffix=p["suffix"],
+        format=p["format_"], quality=p["quality"], size=p["size"], keep_size=p["keep_size"],
+        batch_size=p["batch_size"], num_workers=p["num_workers"], threads=p["threads"],
+        streams=p["streams"], device=p["device"], backend=p["backend"],
+        precision=p["precision"], compile=p["compile_"], align_corners=p["align_corners"],
+        overwrite=p["overwrite"], progress=progress, trust_mtime=p["trust_mtime"],
+        dry_run=p["dry_run"], since=since, newer_than=p["newer_than"], shard=shard,
+        reuse_similar=p["reuse_similar"], max_pixels=p["max_pixels"],
+        max_memory=p["max_memory"], wait=p["wait"],
+    )
 
 
 @dataclass
@@ -653,19 +702,15 @@ def _convert_defaults(ctx: click.Context) -> list[str]:
 
 
 @main.command("tune")
-@click.option("--size", type=int, default=512, help="Long side to tune for, as in convert.")
+@model_options
 @click.option("--budget", type=float, default=120.0, help="Seconds to spend measuring.")
 @click.option("--photos", type=click.Path(path_type=Path, exists=True, file_okay=False),
               default=None, help="Tune on these photos (default: generated ones).")
 @click.option("--objective", type=click.Choice(["throughput", "latency"]),
               default="throughput", help="Most images per second, or fastest single image.")
-@click.option("--style", envvar="ANIMEGAN_STYLE", default=DEFAULT_STYLE, cls=_StyleOption,
-              help="Style whose weights to load, as in convert (speed is the same).")
-@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Checkpoint file to load instead of a style.")
 @click.option("--dry-run", is_flag=True, help="Print the table and winner; write nothing.")
-def tune_command(size: int, budget: float, photos: Path | None, objective: str,
-                 style: str | None, weights: Path | None, dry_run: bool) -> None:
+def tune_command(style: str, weights: Path | None, size: int, budget: float,
+                 photos: Path | None, objective: str, dry_run: bool) -> None:
     """Measure engine, precision, batch size, threads and workers; save the fastest.
 
     Writes the winner to the config file that convert reads its defaults from.

@@ -64,17 +64,13 @@ def resolve_backend(backend: str, device: torch.device, precision: str = "auto")
     fp32 was faster (0.99 vs 0.87 img/s at 512x352 on a 2-core AVX2 EPYC), and on CUDA
     torch is the only engine. `animegan tune` measures the user's own machine.
     """
-    from animegan_cli.openvino_engine import openvino_available
-
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
     if backend == "openvino" and device.type != "cpu":
         raise UsageError("--backend openvino runs on the CPU only; use --backend torch for CUDA")
-    if backend == "openvino" and not openvino_available():
-        raise UsageError("--backend openvino needs the openvino package: pip install openvino")
     if backend != "auto":
         return backend
-    if device.type != "cpu" or not openvino_available():
+    if device.type != "cpu":
         return "torch"
     return "openvino" if precision == "int8" or cpu_has_fast_bf16() else "torch"
 

@@ -1,4 +1,8 @@
-"""The OpenVINO engine: the generator converted once to OpenVINO IR (cached), run on the CPU."""
+"""The OpenVINO engine: the generator converted once to OpenVINO IR (cached), run on the CPU.
+
+openvino is a required dependency, imported inside the functions that use it: importing it
+costs over half a second, which commands that never run the model should not pay.
+"""
 
 from __future__ import annotations
 
@@ -19,15 +23,6 @@ from animegan_cli.model import Generator
 
 # OpenVINO names for our precisions. bf16 is a hint: CPUs without bf16 units run f32.
 _INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
-
-
-def openvino_available() -> bool:
-    """True when the openvino package imports."""
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def ir_cache_key(checkpoint_id: str, align_corners: bool, int8: bool) -> str:

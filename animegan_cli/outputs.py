@@ -6,7 +6,6 @@ import dataclasses
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -14,34 +13,14 @@ from PIL import Image
 from animegan_cli.atomic import TEMP_PREFIX as TEMP_PREFIX  # re-exported for older importers
 from animegan_cli.atomic import atomic_write
 from animegan_cli.errors import UsageError
+from animegan_cli.formats import BY_EXTENSION, FORMATS, OutputFormat
 from animegan_cli.inputs import InputFile
-from animegan_cli.provenance import embed_options
 
+FORMAT_CHOICES = ("same", *(key for key, fmt in FORMATS.items() if fmt.offered))
 
-@dataclass(frozen=True)
-class OutputFormat:
-    """A format we can write: Pillow's name, the file extension, and whether it holds alpha."""
-
-    pil_name: str
-    extension: str
-    holds_alpha: bool
-
-
-FORMATS: dict[str, OutputFormat] = {
-    "jpg": OutputFormat("JPEG", ".jpg", False),
-    "png": OutputFormat("PNG", ".png", True),
-    "webp": OutputFormat("WEBP", ".webp", True),
-    "bmp": OutputFormat("BMP", ".bmp", False),
-    "tiff": OutputFormat("TIFF", ".tif", True),
-}
-FORMAT_CHOICES = ("same", "jpg", "png", "webp")
-
-# Input extension -> output format for --format same. HEIC cannot be written without a
-# plugin that may be absent, so phones' photos come out as JPEG.
-SAME_FORMAT = {
-    ".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp", ".bmp": "bmp",
-    ".tif": "tiff", ".tiff": "tiff", ".heic": "jpg", ".heif": "jpg",
-}
+# Input extension -> output format for --format same: an input keeps its format. HEIC
+# cannot be written without a plugin that may be absent, so phones' photos come out as JPEG.
+SAME_FORMAT = {**BY_EXTENSION, ".heic": "jpg", ".heif": "jpg"}
 
 
 def format_for(input_path: Path, requested: str) -> OutputFormat:
@@ -84,7 +63,9 @@ def plan_outputs(
         fmt = format_for(item.path, requested_format)
         # An input that already failed is not opened: it may be a FIFO that never answers.
         if not fmt.holds_alpha and item.error is None:
-            if item.path.suffix.lower() not in (".jpg", ".jpeg") and has_alpha(item.path):
+            # A JPEG input has no alpha: not opened to ask.
+            jpeg = item.path.suffix.lower() in FORMATS["jpg"].extensions
+            if not jpeg and has_alpha(item.path):
                 fmt = FORMATS["png"]
         rel = item.relative
         planned.append(out_dir / rel.parent / f"{rel.stem}{suffix}{fmt.extension}")
@@ -147,19 +128,16 @@ def write_image_atomic(
 ) -> None:
     """Encode ``image`` to ``path`` via a temp file and rename: never a half-written file.
 
-    ``metadata`` (a provenance record's JSON) is embedded where the format has room for it:
-    PNG text chunk, JPEG/WebP XMP, TIFF ImageDescription; BMP has none. ``root`` (the
-    output folder) and ``before_rename`` are passed to :func:`atomic.atomic_write`: with
-    ``root``, a symlinked folder below it is refused, never written through.
+    ``metadata`` (a provenance record's JSON) is embedded where the format has room for it
+    (see :mod:`animegan_cli.formats`: PNG text chunk, JPEG/WebP XMP, TIFF ImageDescription;
+    BMP has none). ``root`` (the output folder) and ``before_rename`` are passed to
+    :func:`atomic.atomic_write`: with ``root``, a symlinked folder below it is refused,
+    never written through.
     """
     fmt = format_of(path)
     if image.mode == "RGBA" and not fmt.holds_alpha:
         image = image.convert("RGB")
-    options: dict[str, object] = {}
-    if fmt.pil_name in ("JPEG", "WEBP"):
-        options["quality"] = quality
-    if metadata is not None:
-        options.update(embed_options(fmt.pil_name, metadata))
+    options = fmt.save_kwargs(quality, metadata)
     atomic_write(
         path,
         lambda handle: image.save(handle, format=fmt.pil_name, **options),

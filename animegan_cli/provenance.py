@@ -12,31 +12,26 @@ import os
 import re
 import stat as stat_module
 import threading
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
-from xml.sax.saxutils import escape
 
 from PIL import Image
 
 from animegan_cli import __version__
 from animegan_cli.atomic import atomic_write
 from animegan_cli.errors import WeightsError
+from animegan_cli.formats import format_by_extension, format_named, read_record_text
 from animegan_cli.weights import STYLES, WeightsStore, file_style_name, git_blob_id
 
 TOOL = f"animegan {__version__}"
-METADATA_KEY = "animegan"
 MANIFEST_NAME = ".animegan-manifest.jsonl"
 HASH_BYTES = 32  # BLAKE2b-256: the same digest as `b2sum -l 256 FILE`
 HASH_WORKERS = 4
 _CHUNK_BYTES = 1 << 20
-LOSSY_FORMATS = frozenset({".jpg", ".jpeg", ".webp"})
-# Formats whose files carry their own record (BMP has no room: the manifest is its only one).
-EMBEDDING_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
 
 # Bounds on what is read back: a record is a few hundred bytes, so anything far larger is
 # hostile or broken, and is ignored like a torn line instead of being parsed.
@@ -53,19 +48,6 @@ _BLOB_HEX = re.compile(r"[0-9a-f]{40}")
 # fp16 results differ by rounding only (invisible), while int8 visibly changes pixels.
 ENGINE_SETTINGS = ("backend", "device", "precision")
 FLOAT_PRECISIONS = frozenset({"fp32", "bf16", "fp16"})
-
-XMP_NAMESPACE = "urn:animegan:provenance:1"
-_XMP_TEMPLATE = (
-    '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
-    '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
-    '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-    f'<rdf:Description rdf:about="" xmlns:animegan="{XMP_NAMESPACE}">'
-    "<animegan:provenance>{text}</animegan:provenance>"
-    "</rdf:Description></rdf:RDF></x:xmpmeta>"
-    '<?xpacket end="w"?>'
-)
-_TIFF_IMAGE_DESCRIPTION = 270
-
 
 @dataclass(frozen=True)
 class Provenance:
@@ -286,7 +268,8 @@ def pixel_settings(
 
 def settings_for_output(base: dict[str, object], output: Path, quality: int) -> dict[str, object]:
     """The settings recorded for one output: ``base`` plus the quality of a lossy format."""
-    if output.suffix.lower() in LOSSY_FORMATS:
+    fmt = format_by_extension(output.suffix)
+    if fmt is not None and fmt.lossy:
         return {**base, "quality": quality}
     return dict(base)
 
@@ -388,25 +371,6 @@ def record_style(style: str, weights: Path | None, checkpoint: str | None) -> st
     return file_style_name(weights, checkpoint or "")
 
 
-def embed_options(pil_format: str, text: str) -> dict[str, object]:
-    """Pillow save options that store ``text`` in a file of this format (none for BMP).
-
-    PNG: a tEXt chunk named "animegan"; JPEG and WebP: an XMP packet; TIFF: the
-    ImageDescription tag. All read back by :func:`read_embedded`.
-    """
-    if pil_format == "PNG":
-        from PIL.PngImagePlugin import PngInfo
-
-        info = PngInfo()
-        info.add_text(METADATA_KEY, text)
-        return {"pnginfo": info}
-    if pil_format in ("JPEG", "WEBP"):
-        return {"xmp": _XMP_TEMPLATE.format(text=escape(text)).encode("utf-8")}
-    if pil_format == "TIFF":
-        return {"tiffinfo": {_TIFF_IMAGE_DESCRIPTION: text}}
-    return {}
-
-
 def read_embedded(path: Path) -> Provenance | None:
     """The record stored in an image file's metadata, or None (reads the header only).
 
@@ -430,33 +394,15 @@ def read_embedded_checked(path: Path) -> Provenance | None:
 def _embedded_text(path: Path) -> str | bytes | None:
     try:
         with Image.open(path) as img:
-            if img.format == "PNG":
-                return img.info.get(METADATA_KEY)
-            if img.format in ("JPEG", "WEBP"):
-                return _from_xmp(img.info.get("xmp"))
-            if img.format == "TIFF":
-                text = img.tag_v2.get(_TIFF_IMAGE_DESCRIPTION)  # type: ignore[attr-defined]
-                # Any TIFF may have a description; only a JSON object is meant to be ours.
-                return text if isinstance(text, str) and text.lstrip().startswith("{") else None
+            return read_record_text(img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
-    return None
 
 
 def embeds_record(pil_format: str) -> bool:
     """Whether files of this Pillow format carry their own record (BMP does not)."""
-    return pil_format in EMBEDDING_FORMATS
-
-
-def _from_xmp(packet: bytes | str | None) -> str | None:
-    if not packet:
-        return None
-    try:
-        root = ET.fromstring(packet)
-    except ET.ParseError:
-        return None
-    node = root.find(f".//{{{XMP_NAMESPACE}}}provenance")
-    return node.text if node is not None else None
+    fmt = format_named(pil_format)
+    return fmt is not None and fmt.embeds_record
 
 
 @dataclass(frozen=True)

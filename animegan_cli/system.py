@@ -55,7 +55,6 @@ def describe_system() -> dict[str, dict[str, str]]:
             "animegan": __version__,
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "torchvision": _version("torchvision"),
             "openvino": _version("openvino"),
             "pillow": _version("pillow"),
             "nncf (int8)": _version("nncf"),

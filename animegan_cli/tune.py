@@ -19,7 +19,6 @@ from animegan_cli.convert import ConvertOptions, convert
 from animegan_cli.engine import cpu_has_fast_bf16, torch_threads
 from animegan_cli.inputs import discover_inputs
 from animegan_cli.measure import current_rss_mb, measure_engine, peak_rss_mb, reset_peak_rss
-from animegan_cli.openvino_engine import openvino_available
 from animegan_cli.stylizer import Stylizer
 from animegan_cli.weights import DEFAULT_STYLE
 
@@ -88,11 +87,9 @@ class TuneResult:
 def candidate_engines() -> list[tuple[str, str]]:
     """(backend, precision) pairs worth measuring here; int8 is opt-in, never tuned in."""
     bf16 = cpu_has_fast_bf16()
-    pairs = []
-    if openvino_available():
-        pairs.append(("openvino", "fp32"))
-        if bf16:
-            pairs.append(("openvino", "bf16"))
+    pairs = [("openvino", "fp32")]
+    if bf16:
+        pairs.append(("openvino", "bf16"))
     pairs.append(("torch", "fp32"))
     if bf16:
         pairs.append(("torch", "bf16"))
@@ -129,93 +126,72 @@ def typical_shape(folder: Path, size: int) -> tuple[int, int]:
     return max(shapes, key=lambda s: shapes[s]) if shapes else (size * 3 // 4, size)
 
 
+@dataclass(frozen=True)
+class _Tuning:
+    """What every stage reads (the request, the shape, the clock, the budgets) and where each
+    measured trial goes."""
+
+    request: TuneRequest
+    photos: Path
+    shape: tuple[int, int]  # (H, W) of the model input
+    cores: int
+    memory_budget_mb: float
+    per_trial: float  # seconds one measurement runs for
+    deadline: float  # time.perf_counter() at which the budget is spent
+    result: TuneResult
+    on_trial: Callable[[Trial], None]
+    on_message: Callable[[str], None]
+
+    def out_of_time(self) -> bool:
+        """Whether the budget is spent."""
+        return time.perf_counter() > self.deadline
+
+    def better(self, a: Trial, b: Trial) -> bool:
+        """Whether ``a`` beats ``b`` for the objective."""
+        if self.request.objective == "latency":
+            return a.latency_ms < b.latency_ms
+        return a.images_per_second > b.images_per_second
+
+    def predicted_mb(self, best: Trial, batch: int) -> float:
+        """Peak memory at ``batch`` images, from what one more image cost in ``best``."""
+        return best.peak_mb + (batch - best.batch_size) * best.per_image_mb
+
+    def record(self, trial: Trial) -> Trial:
+        """Add a row to the table and report it."""
+        self.result.trials.append(trial)
+        self.on_trial(trial)
+        return trial
+
+
 def run_tune(request: TuneRequest, on_trial: Callable[[Trial], None] = lambda t: None,
              on_message: Callable[[str], None] = lambda m: None) -> TuneResult:
     """Measure settings in stages, pruning as it goes, within ``request.budget`` seconds.
 
     Stages: engines at batch 1; batch sizes for the best engine (stopping once bigger
-    stops paying or would not fit in memory); thread counts; then DataLoader workers,
-    end to end on the photos. Each stage keeps the best so far.
+    stops paying or would not fit in memory); OpenVINO streams; thread counts; then
+    DataLoader workers, end to end on the photos. Each stage keeps the best so far.
     """
     started = time.perf_counter()
     cores = os.cpu_count() or 1
-    # The same budget convert plans for (a share of MemAvailable, or the cgroup limit).
-    memory_budget = request.memory_budget_mb or resources.default_budget() / 2**20
     result = TuneResult()
     workdir = Path(tempfile.mkdtemp(prefix="animegan-tune-"))
-    better = _better_latency if request.objective == "latency" else _better_throughput
     try:
         photos = tuning_images(request, workdir)
-        height, width = result.shape = typical_shape(photos, request.size)
+        result.shape = typical_shape(photos, request.size)
         engines = candidate_engines()
         # Rough share per measurement: engines + ~4 batch sizes + threads + 3 worker runs.
         planned = len(engines) + 4 + max(cores - 1, 1) + 3
-        per_trial = max(1.0, request.budget / planned / 2)
-
-        def out_of_time() -> bool:
-            return time.perf_counter() - started > request.budget
-
-        def measure(trial: Trial) -> Trial:
-            with torch_threads(trial.threads):
-                engine = _stylizer(request, trial, on_message).engine
-                reset_peak_rss()
-                before = current_rss_mb()
-                m = measure_engine(engine, height, width, trial.batch_size,
-                                   min_seconds=per_trial, min_batches=1)
-                peak = peak_rss_mb()
-                trial = replace(trial, images_per_second=m.images_per_second,
-                                latency_ms=m.latency_ms, peak_mb=peak,
-                                per_image_mb=max(peak - before, 1.0) / trial.batch_size)
-                del engine
-            result.trials.append(trial)
-            on_trial(trial)
-            return trial
-
-        best: Trial | None = None
-        for backend, precision in engines:
-            if best is not None and out_of_time():
-                break
-            trial = measure(Trial(backend, precision, 1, cores, None))
-            best = trial if best is None or better(trial, best) else best
-        assert best is not None
-
-        engine_best = best
-        for batch in BATCH_SIZES[1:]:
-            if request.objective == "latency":
-                break  # a bigger batch never lowers the time to one image
-            predicted = best.peak_mb + (batch - best.batch_size) * best.per_image_mb
-            if predicted > memory_budget:
-                skipped = replace(engine_best, batch_size=batch, note=(
-                    f"skipped: needs about {predicted / 1024:.1f} GB, budget "
-                    f"{memory_budget / 1024:.1f} GB"))
-                result.trials.append(skipped)
-                on_trial(skipped)
-                break
-            if out_of_time():
-                break
-            trial = measure(replace(engine_best, batch_size=batch))
-            if trial.images_per_second > best.images_per_second * MIN_GAIN:
-                best = trial
-            elif trial.images_per_second < best.images_per_second / MIN_GAIN:
-                break  # bigger batches only get slower from here
-
-        if best.backend == "openvino" and cores > 1 and request.objective == "throughput":
-            # One stream per core, each on its own image: no cross-core sync inside an image.
-            streams = min(cores, 4)
-            batch = max(best.batch_size, streams)
-            if not out_of_time() and (best.peak_mb + (batch - best.batch_size)
-                                      * best.per_image_mb) <= memory_budget:
-                trial = measure(replace(best, streams=streams, batch_size=batch))
-                best = trial if trial.images_per_second > best.images_per_second * MIN_GAIN \
-                    else best
-
-        for threads in range(cores - 1, 0, -1):
-            if out_of_time():
-                break
-            trial = measure(replace(best, threads=threads))
-            best = trial if better(trial, best) else best
-
-        best = _tune_workers(request, best, photos, cores, result, on_trial, out_of_time)
+        tuning = _Tuning(
+            request, photos, result.shape, cores,
+            # The same budget convert plans for (a share of MemAvailable, or the cgroup limit).
+            memory_budget_mb=request.memory_budget_mb or resources.default_budget() / 2**20,
+            per_trial=max(1.0, request.budget / planned / 2),
+            deadline=started + request.budget,
+            result=result, on_trial=on_trial, on_message=on_message,
+        )
+        best = _tune_engines(tuning, engines)
+        for stage in (_tune_batch_sizes, _tune_streams, _tune_threads, _tune_workers):
+            best = stage(tuning, best)
         result.winner = best
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -223,33 +199,105 @@ def run_tune(request: TuneRequest, on_trial: Callable[[Trial], None] = lambda t:
     return result
 
 
-def _tune_workers(request: TuneRequest, best: Trial, photos: Path, cores: int,
-                  result: TuneResult, on_trial: Callable[[Trial], None],
-                  out_of_time: Callable[[], bool]) -> Trial:
+def _measure(tuning: _Tuning, trial: Trial) -> Trial:
+    """Time ``trial``'s engine on batches of the typical shape; the measured trial, recorded."""
+    height, width = tuning.shape
+    with torch_threads(trial.threads):
+        engine = _stylizer(tuning.request, trial, tuning.on_message).engine
+        reset_peak_rss()
+        before = current_rss_mb()
+        m = measure_engine(engine, height, width, trial.batch_size,
+                           min_seconds=tuning.per_trial, min_batches=1)
+        peak = peak_rss_mb()
+        trial = replace(trial, images_per_second=m.images_per_second,
+                        latency_ms=m.latency_ms, peak_mb=peak,
+                        per_image_mb=max(peak - before, 1.0) / trial.batch_size)
+        del engine
+    return tuning.record(trial)
+
+
+def _tune_engines(tuning: _Tuning, engines: list[tuple[str, str]]) -> Trial:
+    """Each (backend, precision) at batch 1 on all cores (at least the first, out of time)."""
+    best: Trial | None = None
+    for backend, precision in engines:
+        if best is not None and tuning.out_of_time():
+            break
+        trial = _measure(tuning, Trial(backend, precision, 1, tuning.cores, None))
+        best = trial if best is None or tuning.better(trial, best) else best
+    assert best is not None
+    return best
+
+
+def _tune_batch_sizes(tuning: _Tuning, engine_best: Trial) -> Trial:
+    """Bigger batches for the best engine, while they pay, fit in memory and time is left."""
+    if tuning.request.objective == "latency":
+        return engine_best  # a bigger batch never lowers the time to one image
+    best = engine_best
+    for batch in BATCH_SIZES[1:]:
+        predicted = tuning.predicted_mb(best, batch)
+        if predicted > tuning.memory_budget_mb:
+            tuning.record(replace(engine_best, batch_size=batch, note=(
+                f"skipped: needs about {predicted / 1024:.1f} GB, budget "
+                f"{tuning.memory_budget_mb / 1024:.1f} GB")))
+            break
+        if tuning.out_of_time():
+            break
+        trial = _measure(tuning, replace(engine_best, batch_size=batch))
+        if trial.images_per_second > best.images_per_second * MIN_GAIN:
+            best = trial
+        elif trial.images_per_second < best.images_per_second / MIN_GAIN:
+            break  # bigger batches only get slower from here
+    return best
+
+
+def _tune_streams(tuning: _Tuning, best: Trial) -> Trial:
+    """OpenVINO, for throughput: one stream per core, each on its own image of a batch."""
+    if best.backend != "openvino" or tuning.cores <= 1 or tuning.request.objective != "throughput":
+        return best
+    # No cross-core sync inside an image: each stream's image runs on its own core.
+    streams = min(tuning.cores, 4)
+    batch = max(best.batch_size, streams)
+    if tuning.out_of_time() or tuning.predicted_mb(best, batch) > tuning.memory_budget_mb:
+        return best
+    trial = _measure(tuning, replace(best, streams=streams, batch_size=batch))
+    return trial if trial.images_per_second > best.images_per_second * MIN_GAIN else best
+
+
+def _tune_threads(tuning: _Tuning, best: Trial) -> Trial:
+    """Fewer threads than cores, from cores - 1 down to 1, while time is left."""
+    for threads in range(tuning.cores - 1, 0, -1):
+        if tuning.out_of_time():
+            break
+        trial = _measure(tuning, replace(best, threads=threads))
+        best = trial if tuning.better(trial, best) else best
+    return best
+
+
+def _tune_workers(tuning: _Tuning, best: Trial) -> Trial:
     """End-to-end runs over the photos with 0..cores workers; the model time is shared."""
     chosen: Trial | None = None
-    for workers in range(0, cores + 1):
-        if out_of_time() and chosen is not None:
+    for workers in range(0, tuning.cores + 1):
+        if tuning.out_of_time() and chosen is not None:
             break
         trial = replace(best, num_workers=workers)
-        out = photos.parent / f"out{workers}"
-        options = replace(_options(request, trial, photos), inputs=[str(photos)], output=out)
+        out = tuning.photos.parent / f"out{workers}"
         reset_peak_rss()
-        summary = convert(options)
+        summary = convert(_convert_options(tuning.request, trial, tuning.photos, out))
         busy = summary.seconds - summary.startup_seconds
         trial = replace(trial, images_per_second=summary.converted / busy if busy else 0.0,
                         latency_ms=0.0, peak_mb=peak_rss_mb(), note="end to end")
-        result.trials.append(trial)
-        on_trial(trial)
+        tuning.record(trial)
         if chosen is None or trial.images_per_second > chosen.images_per_second * MIN_GAIN:
             chosen = trial
     return chosen or best
 
 
-def _options(request: TuneRequest, trial: Trial, photos: Path) -> ConvertOptions:
+def _convert_options(request: TuneRequest, trial: Trial, photos: Path,
+                     out: Path) -> ConvertOptions:
+    """The convert run a workers trial times: the tuning photos into ``out``."""
     extra = {"style": request.style} if request.style else {}
     return ConvertOptions(
-        inputs=[], output=photos.parent / "out", weights=request.weights,
+        inputs=[str(photos)], output=out, weights=request.weights,
         size=request.size, batch_size=trial.batch_size, threads=trial.threads,
         num_workers=trial.num_workers or 0, backend=trial.backend, streams=trial.streams,
         precision=trial.precision, **extra,
@@ -266,11 +314,3 @@ def _stylizer(request: TuneRequest, trial: Trial, on_message: Callable[[str], No
 
 def _calibration_refused() -> list[torch.Tensor]:
     raise AssertionError("tune never measures int8")
-
-
-def _better_throughput(a: Trial, b: Trial) -> bool:
-    return a.images_per_second > b.images_per_second
-
-
-def _better_latency(a: Trial, b: Trial) -> bool:
-    return a.latency_ms < b.latency_ms

@@ -15,9 +15,7 @@ from animegan_cli import engine as engine_module
 from animegan_cli.engine import TorchEngine, resolve_backend, resolve_precision
 from animegan_cli.errors import UsageError
 from animegan_cli.model import Generator
-
-pytest.importorskip("openvino")
-from animegan_cli.openvino_engine import OpenVINOEngine  # noqa: E402
+from animegan_cli.openvino_engine import OpenVINOEngine
 
 
 @pytest.fixture(scope="module")

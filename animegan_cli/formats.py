@@ -1,0 +1,140 @@
+"""The output formats, one table entry each: how a file is saved and where its record goes.
+
+A new format (AVIF, say) is one entry in ``FORMATS``: its Pillow name, extensions, whether
+it holds alpha and is lossy, its save options, and how a provenance record is embedded in
+its files and read back. Everything else (``--format``, naming, ``--format same``, the
+recorded quality, ``inspect``, up-to-date checks) reads the table. This module imports
+nothing from the package, so that both ``outputs`` and ``provenance`` can use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from xml.etree import ElementTree as ET
+from xml.sax.saxutils import escape
+
+from PIL import Image
+
+# How records are stored: files written by every earlier version must still be read, so
+# these names and layouts never change.
+METADATA_KEY = "animegan"  # PNG tEXt chunk
+XMP_NAMESPACE = "urn:animegan:provenance:1"
+_XMP_TEMPLATE = (
+    '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    f'<rdf:Description rdf:about="" xmlns:animegan="{XMP_NAMESPACE}">'
+    "<animegan:provenance>{text}</animegan:provenance>"
+    "</rdf:Description></rdf:RDF></x:xmpmeta>"
+    '<?xpacket end="w"?>'
+)
+_TIFF_IMAGE_DESCRIPTION = 270
+
+Embed = Callable[[str], dict[str, object]]  # record JSON -> Pillow save options
+Read = Callable[[Image.Image], str | bytes | None]  # an opened file -> its record JSON
+
+
+def _embed_png_text(text: str) -> dict[str, object]:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(METADATA_KEY, text)
+    return {"pnginfo": info}
+
+
+def _read_png_text(img: Image.Image) -> str | bytes | None:
+    return img.info.get(METADATA_KEY)
+
+
+def _embed_xmp(text: str) -> dict[str, object]:
+    return {"xmp": _XMP_TEMPLATE.format(text=escape(text)).encode("utf-8")}
+
+
+def _read_xmp(img: Image.Image) -> str | None:
+    packet = img.info.get("xmp")
+    if not packet:
+        return None
+    try:
+        root = ET.fromstring(packet)
+    except ET.ParseError:
+        return None
+    node = root.find(f".//{{{XMP_NAMESPACE}}}provenance")
+    return node.text if node is not None else None
+
+
+def _embed_tiff_description(text: str) -> dict[str, object]:
+    return {"tiffinfo": {_TIFF_IMAGE_DESCRIPTION: text}}
+
+
+def _read_tiff_description(img: Image.Image) -> str | None:
+    text = img.tag_v2.get(_TIFF_IMAGE_DESCRIPTION)  # type: ignore[attr-defined]
+    # Any TIFF may have a description; only a JSON object is meant to be ours.
+    return text if isinstance(text, str) and text.lstrip().startswith("{") else None
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """A format we can write, and how its files carry a provenance record."""
+
+    pil_name: str  # Pillow's name, as Image.save(format=...) takes and Image.format gives
+    extensions: tuple[str, ...]  # lower case; the first is the one outputs are named with
+    holds_alpha: bool
+    lossy: bool = False  # takes --quality, which its outputs then record
+    offered: bool = False  # a choice of --format (the others come only from --format same)
+    save_options: Mapping[str, object] = field(default_factory=dict, compare=False)
+    embed: Embed | None = None  # None: no room for a record (the manifest is its only one)
+    read: Read | None = None
+
+    @property
+    def extension(self) -> str:
+        """The extension outputs of this format are named with."""
+        return self.extensions[0]
+
+    @property
+    def embeds_record(self) -> bool:
+        """Whether files of this format carry their own record."""
+        return self.embed is not None
+
+    def save_kwargs(self, quality: int, metadata: str | None = None) -> dict[str, object]:
+        """Pillow save options for one output: quality where lossy, the record where it fits."""
+        options = dict(self.save_options)
+        if self.lossy:
+            options["quality"] = quality
+        if metadata is not None and self.embed is not None:
+            options.update(self.embed(metadata))
+        return options
+
+
+FORMATS: dict[str, OutputFormat] = {
+    "jpg": OutputFormat("JPEG", (".jpg", ".jpeg"), holds_alpha=False, lossy=True, offered=True,
+                        embed=_embed_xmp, read=_read_xmp),
+    "png": OutputFormat("PNG", (".png",), holds_alpha=True, offered=True,
+                        embed=_embed_png_text, read=_read_png_text),
+    "webp": OutputFormat("WEBP", (".webp",), holds_alpha=True, lossy=True, offered=True,
+                         embed=_embed_xmp, read=_read_xmp),
+    "bmp": OutputFormat("BMP", (".bmp",), holds_alpha=False),
+    "tiff": OutputFormat("TIFF", (".tif", ".tiff"), holds_alpha=True,
+                         embed=_embed_tiff_description, read=_read_tiff_description),
+}
+
+_BY_PIL_NAME = {fmt.pil_name: fmt for fmt in FORMATS.values()}
+# Extension -> format key, from the table: every extension a format's files may have.
+BY_EXTENSION = {ext: key for key, fmt in FORMATS.items() for ext in fmt.extensions}
+
+
+def format_named(pil_name: str | None) -> OutputFormat | None:
+    """The format Pillow calls ``pil_name`` (an opened file's ``Image.format``), if we write it."""
+    return _BY_PIL_NAME.get(pil_name or "")
+
+
+def format_by_extension(suffix: str) -> OutputFormat | None:
+    """The format whose files have this extension (any case), if we write it."""
+    key = BY_EXTENSION.get(suffix.lower())
+    return FORMATS[key] if key is not None else None
+
+
+def read_record_text(img: Image.Image) -> str | bytes | None:
+    """The record text embedded in an opened image, by its format (None where there is none)."""
+    fmt = format_named(img.format)
+    return fmt.read(img) if fmt is not None and fmt.read is not None else None
