@@ -256,6 +256,7 @@ def _convert_locked(
     started: float,
     held: HeldLock,
 ) -> None:
+    """Plan the run, settle what needs no styling, style the rest; OUT's lock is held."""
     removed = remove_stale_temp_files(options.output)
     if removed:
         events.on_message(f"removed {len(removed)} temp file(s) left by an interrupted run")
@@ -315,14 +316,15 @@ def _settle(
     reused = len(copies) + sum(len(t.duplicates) for t in targets)
     events.on_plan(len(targets) + reused, len(settled))
     for result in settled:
-        _count(result, summary, events)
+        _report(result, summary, events)
     for decision in copies:
         held.check()
-        _count(_copy(decision, manifest), summary, events)
+        _report(_copy(decision, manifest), summary, events)
     return targets
 
 
-def _count(result: FileResult, summary: Summary, events: ConvertEvents) -> None:
+def _report(result: FileResult, summary: Summary, events: ConvertEvents) -> None:
+    """Count and announce a result decided before any image is styled."""
     summary.add(result)
     events.on_result(result)
 
@@ -355,7 +357,7 @@ def _fit_in_memory(
     too_big = dict(plan.too_big)  # {index in targets: reason}
     for j, reason in too_big.items():
         for result in targets[j].failed(reason):
-            _count(result, summary, events)
+            _report(result, summary, events)
     return [t for j, t in enumerate(targets) if j not in too_big], plan.batch_size
 
 
