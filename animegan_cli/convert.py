@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import errno
 import itertools
 import os
 import time
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,28 +20,17 @@ from animegan_cli.errors import RunStopped, UsageError, WeightsError
 from animegan_cli.inputs import ListedPath, find_inputs
 from animegan_cli.lock import HeldLock, output_lock, remove_stale_temp_files
 from animegan_cli.model import MIN_SIDE
-from animegan_cli.provenance import (
-    Manifest,
-    Provenance,
-    checkpoint_id,
-    pixel_settings,
-    record_style,
-    with_reuse,
-)
+from animegan_cli.provenance import Manifest, checkpoint_id, pixel_settings, record_style
+from animegan_cli.results import ConvertEvents, FileResult, Summary
 from animegan_cli.selection import Selection
-from animegan_cli.signals import Interrupted, as_interrupted, deferred
-from animegan_cli.similar import HASH_BITS, SimilarIndex, dhash
+from animegan_cli.signals import Interrupted, as_interrupted
+from animegan_cli.similar import HASH_BITS, Borrowed, ReuseStage
 from animegan_cli.stylizer import Stylizer
 from animegan_cli.weights import DEFAULT_STYLE
+from animegan_cli.writer import Lender, Target, Writer
 
-# How many encoded-but-unwritten images may queue behind the writer before the engine
-# waits: enough to hide encode time, small enough to bound memory on huge images.
-MAX_PENDING_WRITES = 8
 # Images an INT8 model is calibrated on (NNCF's accuracy flattened out beyond a handful).
 CALIBRATION_IMAGES = 8
-# Write errors that are about the output file system, not the image: every later write
-# would fail the same way, so the run stops instead of decoding and styling in vain.
-STOP_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 CHANGED_WHILE_READING = "changed while the run was reading it; run it again"
 # The smallest --max-memory accepted: a smaller number is a slip (10 meant as 10G), and
 # no image fits in it (the run's base footprint alone is resources.BASE_BYTES).
@@ -87,79 +74,6 @@ class ConvertOptions:
     max_pixels: int = data.DEFAULT_MAX_PIXELS
     max_memory: int | None = None  # bytes; None = a share of the available memory
     wait: bool = False
-
-
-@dataclass
-class FileResult:
-    """What happened to one input."""
-
-    input: Path
-    output: Path | None
-    status: str  # "converted" | "skipped" | "failed"; dry run: "would-convert" | "would-skip"
-    error: str | None = None
-    seconds: float = 0.0
-    reason: str | None = None  # why it was (or would be) converted or skipped
-    reused_from: Path | None = None  # the input (or earlier output) whose result was reused
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready form (paths as strings)."""
-        return {
-            "input": str(self.input),
-            "output": str(self.output) if self.output else None,
-            "status": self.status,
-            "error": self.error,
-            "seconds": round(self.seconds, 4),
-            "reason": self.reason,
-            "reused_from": str(self.reused_from) if self.reused_from else None,
-        }
-
-
-@dataclass
-class Summary:
-    """Counts and timing of a run; failures kept with their reasons."""
-
-    converted: int = 0
-    skipped: int = 0
-    failed: int = 0
-    reused: int = 0  # of the converted: results reused from identical or similar inputs
-    excluded: int = 0  # left out by --since, --newer-than or --shard
-    seconds: float = 0.0
-    failures: list[FileResult] = field(default_factory=list)
-    engine: str = ""
-    # Where the time went: summed per stage (stages overlap, so these add up to more
-    # than the wall time when the pipeline works).
-    startup_seconds: float = 0.0
-    prepare_seconds: float = 0.0
-    engine_seconds: float = 0.0
-    write_seconds: float = 0.0
-    found: int = 0  # inputs found; the rest of found - (converted + skipped + failed) not done
-    batch_size: int = 0  # the batch size used (lowered when memory is short)
-    notes: list[str] = field(default_factory=list)  # said once: files left out, nothing to do
-
-    @property
-    def images_per_second(self) -> float:
-        """Converted images per wall-clock second."""
-        return self.converted / self.seconds if self.seconds > 0 else 0.0
-
-    def add(self, result: FileResult) -> None:
-        """Count one result."""
-        if result.status in ("converted", "would-convert"):
-            self.converted += 1
-            self.reused += result.reused_from is not None
-        elif result.status in ("skipped", "would-skip"):
-            self.skipped += 1
-        else:
-            self.failed += 1
-            self.failures.append(result)
-
-
-@dataclass
-class ConvertEvents:
-    """Callbacks through which a caller (the CLI) hears about progress; all optional."""
-
-    on_plan: Callable[[int, int], None] = lambda to_convert, skipped: None
-    on_result: Callable[[FileResult], None] = lambda result: None
-    on_message: Callable[[str], None] = lambda message: None
 
 
 def validate(options: ConvertOptions) -> None:
@@ -342,6 +256,7 @@ def _convert_locked(
     started: float,
     held: HeldLock,
 ) -> None:
+    """Plan the run, settle what needs no styling, style the rest; OUT's lock is held."""
     removed = remove_stale_temp_files(options.output)
     if removed:
         events.on_message(f"removed {len(removed)} temp file(s) left by an interrupted run")
@@ -349,12 +264,42 @@ def _convert_locked(
     held.check()  # planning can take long: OUT may be gone by now
     for output, record in plan.repairs:
         manifest.record(output, record)
-    # plan.decisions[i] is inputs[i]; duplicates name their leader by that index.
-    converting = [i for i, d in enumerate(plan.decisions) if d.action == incremental.CONVERT]
-    followers: dict[int, list[incremental.Decision]] = {}
-    for decision in plan.decisions:
-        if decision.action == incremental.DUPLICATE and decision.leader is not None:
-            followers.setdefault(decision.leader, []).append(decision)
+    targets = _settle(plan, manifest, held, summary, events)
+    if targets:
+        targets, batch_size = _fit_in_memory(options, spec, targets, summary, events)
+        options = dataclasses.replace(options, batch_size=batch_size)
+    if targets:
+        with torch_threads(options.threads):
+            _run(options, spec, targets, summary, events, manifest, started, held)
+    if not held.shared:  # rewriting the manifest under running shards would lose lines
+        held.check()
+        manifest.compact_if_needed()
+    if manifest.failure:
+        events.on_message(
+            f"manifest not updated ({manifest.failure}); outputs still carry their provenance"
+        )
+
+
+def _targets(decisions: list[incremental.Decision]) -> list[Target]:
+    """The inputs to style, in input order, each with the identical inputs that share it."""
+    by_leader = {
+        i: Target(d) for i, d in enumerate(decisions) if d.action == incremental.CONVERT
+    }
+    for decision in decisions:  # a duplicate names its leader by its index in decisions
+        if decision.action == incremental.DUPLICATE and decision.leader in by_leader:
+            by_leader[decision.leader].duplicates.append(decision)
+    return list(by_leader.values())
+
+
+def _settle(
+    plan: incremental.Plan,
+    manifest: Manifest,
+    held: HeldLock,
+    summary: Summary,
+    events: ConvertEvents,
+) -> list[Target]:
+    """Report what needs no styling (skips, early failures, copies); returns what to style."""
+    targets = _targets(plan.decisions)
     copies = [d for d in plan.decisions if d.action == incremental.COPY]
     # Decided without writing: skipped, or failed before anything was read (FAIL).
     settled = [
@@ -368,59 +313,38 @@ def _convert_locked(
         if d.action == incremental.FAIL
     ]
     summary.excluded = sum(d.action == incremental.EXCLUDE for d in plan.decisions)
-    reused = len(copies) + sum(len(group) for group in followers.values())
-    events.on_plan(len(converting) + reused, len(settled))
+    reused = len(copies) + sum(len(t.duplicates) for t in targets)
+    events.on_plan(len(targets) + reused, len(settled))
     for result in settled:
-        summary.add(result)
-        events.on_result(result)
+        _report(result, summary, events)
     for decision in copies:
         held.check()
-        result = _copy(decision, manifest)
-        summary.add(result)
-        events.on_result(result)
-    if converting:
-        too_big, batch_size = _fit_in_memory(
-            options, spec, [plan.decisions[i] for i in converting], summary, events
-        )
-        options = dataclasses.replace(options, batch_size=batch_size)
-        for j, reason in too_big.items():
-            i = converting[j]
-            for target in [plan.decisions[i], *followers.get(i, [])]:
-                result = FileResult(target.item.path, None, "failed", reason, reason=target.reason)
-                summary.add(result)
-                events.on_result(result)
-        converting = [i for j, i in enumerate(converting) if j not in too_big]
-    todo = [plan.decisions[i] for i in converting]
-    # From here on, duplicates are keyed by their leader's position in todo.
-    duplicates = {j: followers[i] for j, i in enumerate(converting) if i in followers}
-    if todo:
-        with torch_threads(options.threads):
-            _run(options, spec, todo, duplicates, summary, events, manifest, started, held)
-    if not held.shared:  # rewriting the manifest under running shards would lose lines
-        held.check()
-        manifest.compact_if_needed()
-    if manifest.failure:
-        events.on_message(
-            f"manifest not updated ({manifest.failure}); outputs still carry their provenance"
-        )
+        _report(_copy(decision, manifest), summary, events)
+    return targets
+
+
+def _report(result: FileResult, summary: Summary, events: ConvertEvents) -> None:
+    """Count and announce a result decided before any image is styled."""
+    summary.add(result)
+    events.on_result(result)
 
 
 def _fit_in_memory(
     options: ConvertOptions,
     spec: EngineSpec,
-    todo: list[incremental.Decision],
+    targets: list[Target],
     summary: Summary,
     events: ConvertEvents,
-) -> tuple[dict[int, str], int]:
+) -> tuple[list[Target], int]:
     """Lower the batch size, and fail images too big, so the run stays within its budget.
 
-    Returns {index in todo: reason} for the images that cannot fit, and the batch size.
+    Returns the targets that fit, and the batch size.
     """
     summary.batch_size = options.batch_size
     if spec.device != "cpu":
-        return {}, options.batch_size  # the estimate is of host memory for the CPU engine
+        return targets, options.batch_size  # the estimate is of host memory for the CPU engine
     plan = resources.plan_memory(
-        [d.item.path for d in todo],
+        [t.lead.item.path for t in targets],
         options.size,
         options.batch_size,
         spec.precision,
@@ -430,7 +354,11 @@ def _fit_in_memory(
     if plan.message:
         events.on_message(plan.message)
     summary.batch_size = plan.batch_size
-    return dict(plan.too_big), plan.batch_size
+    too_big = dict(plan.too_big)  # {index in targets: reason}
+    for j, reason in too_big.items():
+        for result in targets[j].failed(reason):
+            _report(result, summary, events)
+    return [t for j, t in enumerate(targets) if j not in too_big], plan.batch_size
 
 
 def _rules(
@@ -512,186 +440,123 @@ def _changed_since_planning(item: data.PreparedImage, target: incremental.Decisi
 def _run(
     options: ConvertOptions,
     spec: EngineSpec,
-    todo: list[incremental.Decision],
-    duplicates: dict[int, list[incremental.Decision]],
+    targets: list[Target],
     summary: Summary,
     events: ConvertEvents,
     manifest: Manifest,
     started: float,
     held: HeldLock,
 ) -> None:
+    """Decode, style and write every target: the run's one loop."""
     settings = data.PreprocessSettings(size=options.size, max_pixels=options.max_pixels)
-    dataset = data.ImageDataset([d.item.path for d in todo], settings)
+    dataset = data.ImageDataset([t.lead.item.path for t in targets], settings)
     # Workers start before the model loads, so the first images decode while it loads.
-    prepared = workers.prepared_images(dataset, options.num_workers)
-    early: list[data.PreparedImage] = []
-
-    def calibration_images() -> list[torch.Tensor]:
-        # INT8 calibrates on this run's first images; they are processed normally after.
-        for item in prepared:
-            early.append(item)
-            if sum(e.error is None for e in early) >= CALIBRATION_IMAGES:
-                break
-        return [e.pixels for e in early if e.pixels is not None]
-
-    stylizer = load_stylizer(
-        options, spec, events.on_message, calibration_images, todo[0].record.checkpoint or None
-    )
-    summary.engine = stylizer.description
-    summary.startup_seconds = time.perf_counter() - started
-    pending: deque[Future[FileResult]] = deque()
-    similar: SimilarIndex[tuple[data.PreparedImage, int]] | None = None
-    if options.reuse_similar is not None:
-        similar = SimilarIndex(options.reuse_similar)
-    stop_reason: list[str] = []  # the writer's RunStopped message: the run cannot go on
-
-    def report(result: FileResult) -> None:
-        # A Ctrl-C waits until a finished write is taken off the queue and counted.
-        with deferred():
-            summary.add(result)
-            events.on_result(result)
-
-    def drain(limit: int) -> None:
-        # Finished writes are reported at once (a --json reader or a SIGKILL sees them);
-        # beyond ``limit`` unfinished ones, wait for the oldest.
-        while pending and (len(pending) > limit or pending[0].done()):
-            with deferred():
-                report(pending.popleft().result())
-
-    def write(
-        target: incremental.Decision,
-        item: data.PreparedImage,
-        pixels: torch.Tensor,
-        spent: float,
-        record: Provenance,
-        reused_from: Path | None,
-    ) -> FileResult:
-        out = target.output
-        start = time.perf_counter()
-        try:
-            held.check()
-            image = stylizer.finish(item, pixels)
-            outputs.write_image_atomic(
-                image, out, quality=options.quality, metadata=record.to_json(),
-                root=options.output,
-                before_rename=incremental.record_before_rename(manifest, out, record),
-            )
-        except RunStopped as exc:
-            stop_reason.append(str(exc))
-            reason = f"cannot write {out}: the output folder was removed or moved"
-            return FileResult(target.item.path, None, "failed", reason, spent, target.reason)
-        except OSError as exc:
-            reason = f"cannot write {out}: {exc.strerror or exc}"
-            if exc.errno in STOP_ERRNOS:
-                stop_reason.append(
-                    f"{reason}; stopping, as every further write would fail the same way "
-                    "(free space or fix the output folder, then run again: finished images "
-                    "are skipped)"
-                )
-            return FileResult(target.item.path, None, "failed", reason, spent, target.reason)
-        written = time.perf_counter() - start
-        summary.write_seconds += written
-        spent += written
-        return FileResult(
-            target.item.path, out, "converted", None, spent, target.reason, reused_from
-        )
-
-    def emit(
-        item: data.PreparedImage,
-        pixels: torch.Tensor,
-        spent: float,
-        lender: tuple[int, int] | None = None,
-    ) -> None:
-        """Write one styled result to its input's output and to those of its duplicates."""
-        target = todo[item.index]
-        record, source = target.record, None
-        if lender is not None:  # --reuse-similar: pixels are another image's result
-            lent, distance = todo[lender[0]], lender[1]
-            record = with_reuse(record, lent.record.input_blake2b, distance)
-            source = lent.item.path
-        pending.append(writer.submit(write, target, item, pixels, spent, record, source))
-        for dup in duplicates.get(item.index, []):
-            dup_record = dup.record
-            if lender is not None:
-                dup_record = with_reuse(dup.record, record.similar_to, lender[1])
-            origin = source or target.item.path
-            pending.append(writer.submit(write, dup, item, pixels, 0.0, dup_record, origin))
-
-    def borrow(item: data.PreparedImage) -> bool:
-        """With --reuse-similar: give ``item`` a look-alike's result; False to style it."""
-        assert similar is not None
-        value = dhash(item.pixels)  # type: ignore[arg-type]
-        found = similar.find(item.shape, value)
-        if found is None:
-            similar.add(item.index, item.shape, value)
-            return False
-        lender, distance = found
-        pixels = similar.result(lender)
-        if pixels is None:
-            similar.wait(lender, (item, distance))
-        else:
-            emit(item, pixels, item.seconds, (lender, distance))
-        return True
-
-    batcher = data.ShapeBatcher(options.batch_size)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="animegan-writer") as writer:
-
-        def fail(item: data.PreparedImage, reason: str, spent: float) -> None:
-            for target in [todo[item.index], *duplicates.get(item.index, [])]:
-                report(FileResult(target.item.path, None, "failed", reason, spent, target.reason))
-
-        def run_batch(batch: list[data.PreparedImage]) -> None:
-            if stop_reason:
-                return
-            start = time.perf_counter()
-            bad: set[int] = set()
-            try:
-                styled = stylizer.run(batch)
-            except NonFiniteOutput as exc:
-                styled, bad = exc.pixels, set(exc.bad)
-            spent = time.perf_counter() - start
-            summary.engine_seconds += spent
-            share = spent / len(batch)
-            for position, (item, pixels) in enumerate(zip(batch, styled)):
-                if position in bad:
-                    fail(item, NON_FINITE_REASON, item.seconds + share)
-                    waiting = similar.drop(item.index) if similar is not None else []
-                    for follower, _ in waiting:  # look-alikes that would reuse this result
-                        fail(follower, NON_FINITE_REASON, follower.seconds)
-                    continue
-                emit(item, pixels, item.seconds + share)
-                if similar is not None:
-                    for follower, distance in similar.styled(item.index, pixels):
-                        emit(follower, pixels, follower.seconds, (item.index, distance))
-            drain(MAX_PENDING_WRITES)
-
-        try:
-            for item in itertools.chain(early, prepared):
+    images = _ReadAhead(workers.prepared_images(dataset, options.num_workers))
+    assert targets[0].lead.record is not None
+    expected = targets[0].lead.record.checkpoint or None  # refuse a checkpoint replaced since
+    with contextlib.closing(images):  # stops the decoder processes
+        stylizer = load_stylizer(options, spec, events.on_message, images.calibration, expected)
+        summary.engine = stylizer.description
+        summary.startup_seconds = time.perf_counter() - started
+        batcher = data.ShapeBatcher(options.batch_size)
+        with Writer(stylizer, manifest, held, summary, events, options.quality) as writer:
+            reuse = ReuseStage(options.reuse_similar)
+            styling = _Styling(stylizer, targets, reuse, writer, summary)
+            for item in images:
                 summary.prepare_seconds += item.seconds
-                if stop_reason:
+                if writer.stopped:
                     break
-                if item.error is not None:
-                    fail(item, item.error, item.seconds)
+                if not styling.readable(item):
                     continue
-                if _changed_since_planning(item, todo[item.index]):
-                    lead = todo[item.index]
-                    report(FileResult(lead.item.path, None, "failed", CHANGED_WHILE_READING,
-                                      item.seconds, lead.reason))
-                    for dup in duplicates.get(item.index, []):
-                        reason = f"identical to {lead.item.path}, which {CHANGED_WHILE_READING}"
-                        report(FileResult(dup.item.path, None, "failed", reason, 0.0, dup.reason))
-                    continue
-                if similar is not None and borrow(item):
-                    drain(MAX_PENDING_WRITES)
+                borrowed = styling.reuse.admit(item)
+                if borrowed is not None:  # a look-alike's result, now or once it is styled
+                    styling.lend(borrowed)
                     continue
                 for batch in batcher.add(item):
-                    run_batch(batch)
+                    styling.style(batch)
             for batch in batcher.flush():
-                run_batch(batch)
-        finally:
-            try:
-                drain(0)
-            finally:
-                prepared.close()  # stops the decoder processes
-    if stop_reason:
-        raise RunStopped(stop_reason[0])
+                styling.style(batch)
+
+
+class _ReadAhead:
+    """The run's prepared images; the first few may be read early, to calibrate INT8 on."""
+
+    def __init__(self, prepared: Iterator[data.PreparedImage]) -> None:
+        self.prepared = prepared
+        self.early: list[data.PreparedImage] = []
+
+    def calibration(self) -> list[torch.Tensor]:
+        """Pixels of the first CALIBRATION_IMAGES good images; they are processed normally after."""
+        for item in self.prepared:
+            self.early.append(item)
+            if sum(e.error is None for e in self.early) >= CALIBRATION_IMAGES:
+                break
+        return [e.pixels for e in self.early if e.pixels is not None]
+
+    def __iter__(self) -> Iterator[data.PreparedImage]:
+        return itertools.chain(self.early, self.prepared)
+
+    def close(self) -> None:
+        """Stop the decoder processes."""
+        self.prepared.close()  # type: ignore[attr-defined]
+
+
+@dataclass
+class _Styling:
+    """Where the loop hands prepared images: checks, the reuse stage, the model, the writer."""
+
+    stylizer: Stylizer
+    targets: list[Target]  # targets[i] is the input of dataset item i
+    reuse: ReuseStage
+    writer: Writer
+    summary: Summary
+
+    def readable(self, item: data.PreparedImage) -> bool:
+        """False, with its inputs reported failed, for an image that cannot be styled."""
+        target = self.targets[item.index]
+        if item.error is not None:
+            self.writer.fail(target, item.error, item.seconds)
+            return False
+        if not _changed_since_planning(item, target.lead):
+            return True
+        lead = target.lead
+        self.writer.report(FileResult(
+            lead.item.path, None, "failed", CHANGED_WHILE_READING, item.seconds, lead.reason
+        ))
+        for dup in target.duplicates:
+            reason = f"identical to {lead.item.path}, which {CHANGED_WHILE_READING}"
+            self.writer.report(FileResult(dup.item.path, None, "failed", reason, 0.0, dup.reason))
+        return False
+
+    def lend(self, borrowed: list[Borrowed]) -> None:
+        """Write look-alikes' results to the images that borrow them (--reuse-similar)."""
+        for loan in borrowed:
+            lender = Lender(self.targets[loan.lender], loan.distance)
+            self.writer.submit(
+                self.targets[loan.item.index], loan.item, loan.pixels, loan.item.seconds, lender
+            )
+
+    def style(self, batch: list[data.PreparedImage]) -> None:
+        """Run one batch on the model and queue its results; only non-finite ones fail."""
+        if self.writer.stopped:
+            return
+        start = time.perf_counter()
+        bad: set[int] = set()
+        try:
+            styled = self.stylizer.run(batch)
+        except NonFiniteOutput as exc:
+            styled, bad = exc.pixels, set(exc.bad)
+        spent = time.perf_counter() - start
+        self.summary.engine_seconds += spent
+        share = spent / len(batch)
+        for position, (item, pixels) in enumerate(zip(batch, styled)):
+            target = self.targets[item.index]
+            if position in bad:
+                self.writer.fail(target, NON_FINITE_REASON, item.seconds + share)
+                for follower in self.reuse.failed(item):  # look-alikes that waited for it
+                    self.writer.fail(
+                        self.targets[follower.index], NON_FINITE_REASON, follower.seconds
+                    )
+                continue
+            self.writer.submit(target, item, pixels, item.seconds + share)
+            self.lend(self.reuse.styled(item, pixels))

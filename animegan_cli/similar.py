@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from animegan_cli.data import PreparedImage
 
 HASH_BITS = 64
 # Styled results kept for later look-alikes; bounded so huge runs keep flat memory.
@@ -107,3 +111,58 @@ class SimilarIndex(Generic[Follower]):
         pixels = self._results.pop(index, None)
         if pixels is not None:
             self._result_bytes -= pixels.numel() * pixels.element_size()
+
+
+@dataclass(frozen=True)
+class Borrowed:
+    """A look-alike's styled result handed to ``item`` instead of styling it."""
+
+    item: PreparedImage
+    pixels: torch.Tensor  # the lender's result, uint8 (H, W, 3)
+    lender: int  # index of the image that was styled
+    distance: int  # dHash distance between the two
+
+
+class ReuseStage:
+    """--reuse-similar as a stage in front of batching: look-alikes borrow, the rest pass.
+
+    ``threshold`` None turns the stage off: every image passes and nothing is borrowed.
+    """
+
+    def __init__(self, threshold: int | None) -> None:
+        self._index: SimilarIndex[tuple[PreparedImage, int]] | None = None
+        if threshold is not None:
+            self._index = SimilarIndex(threshold)
+
+    def admit(self, item: PreparedImage) -> list[Borrowed] | None:
+        """None: style ``item`` (it becomes a candidate). A list: ``item`` borrows.
+
+        The list holds its result when the look-alike was styled already; it is empty when
+        the look-alike is still on its way to the model (``styled`` hands it over later).
+        """
+        if self._index is None:
+            return None
+        value = dhash(item.pixels)  # type: ignore[arg-type]
+        found = self._index.find(item.shape, value)
+        if found is None:
+            self._index.add(item.index, item.shape, value)
+            return None
+        lender, distance = found
+        pixels = self._index.result(lender)
+        if pixels is None:
+            self._index.wait(lender, (item, distance))
+            return []
+        return [Borrowed(item, pixels, lender, distance)]
+
+    def styled(self, item: PreparedImage, pixels: torch.Tensor) -> list[Borrowed]:
+        """Keep ``item``'s result for later look-alikes; returns those that waited for it."""
+        if self._index is None:
+            return []
+        waiting = self._index.styled(item.index, pixels)
+        return [Borrowed(follower, pixels, item.index, distance) for follower, distance in waiting]
+
+    def failed(self, item: PreparedImage) -> list[PreparedImage]:
+        """Withdraw ``item``, whose result failed; returns the look-alikes that waited for it."""
+        if self._index is None:
+            return []
+        return [follower for follower, _ in self._index.drop(item.index)]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from animegan_cli.convert import ConvertEvents, ConvertOptions, convert
@@ -202,3 +203,40 @@ def test_keep_size_restores_the_full_size_of_a_draft_decoded_jpeg(tmp_path, chec
     convert(options(src, tmp_path / "small", checkpoint, size=32))
     with Image.open(tmp_path / "small" / "big.jpg") as img:
         assert img.size == (32, 20)
+
+
+def test_int8_calibration_reads_the_first_good_images_ahead_and_the_run_still_gets_all():
+    from animegan_cli.convert import CALIBRATION_IMAGES, _ReadAhead
+    from animegan_cli.data import PreparedImage
+
+    def item(i: int) -> PreparedImage:
+        if i == 1:
+            return PreparedImage(i, error="cannot decode: broken")
+        return PreparedImage(i, torch.full((3, 4, 4), i, dtype=torch.uint8))
+
+    total = CALIBRATION_IMAGES + 5
+    images = _ReadAhead(item(i) for i in range(total))
+    calibration = images.calibration()
+    assert [int(p[0, 0, 0]) for p in calibration] == [0, *range(2, CALIBRATION_IMAGES + 1)]
+    assert [i.index for i in images] == list(range(total))  # read early, processed in order
+
+
+def test_the_reuse_stage_lets_look_alikes_borrow_and_the_rest_pass():
+    from animegan_cli.data import PreparedImage
+    from animegan_cli.similar import Borrowed, ReuseStage
+
+    photo = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 16, 16), np.uint8))
+    other = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (3, 16, 16), np.uint8))
+    first, early, late, different, lone = (PreparedImage(i, p) for i, p in
+                                           enumerate([photo, photo, photo, other, photo]))
+    assert ReuseStage(None).admit(first) is None and ReuseStage(None).styled(first, photo) == []
+    stage = ReuseStage(4)
+    assert stage.admit(first) is None  # styled: it becomes a candidate
+    assert stage.admit(early) == []  # waits for the candidate's result
+    assert stage.admit(different) is None
+    result = torch.zeros(16, 16, 3, dtype=torch.uint8)
+    assert stage.styled(first, result) == [Borrowed(early, result, 0, 0)]
+    assert stage.admit(late) == [Borrowed(late, result, 0, 0)]  # the kept result, at once
+    assert stage.admit(PreparedImage(5, other)) == []  # waits for ``different``
+    assert [f.index for f in stage.failed(different)] == [5]
+    assert stage.admit(lone) == [Borrowed(lone, result, 0, 0)]

@@ -1,0 +1,80 @@
+"""What a conversion run reports: one ``FileResult`` per input, a ``Summary``, and the events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class FileResult:
+    """What happened to one input."""
+
+    input: Path
+    output: Path | None
+    status: str  # "converted" | "skipped" | "failed"; dry run: "would-convert" | "would-skip"
+    error: str | None = None
+    seconds: float = 0.0
+    reason: str | None = None  # why it was (or would be) converted or skipped
+    reused_from: Path | None = None  # the input (or earlier output) whose result was reused
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form (paths as strings)."""
+        return {
+            "input": str(self.input),
+            "output": str(self.output) if self.output else None,
+            "status": self.status,
+            "error": self.error,
+            "seconds": round(self.seconds, 4),
+            "reason": self.reason,
+            "reused_from": str(self.reused_from) if self.reused_from else None,
+        }
+
+
+@dataclass
+class Summary:
+    """Counts and timing of a run; failures kept with their reasons."""
+
+    converted: int = 0
+    skipped: int = 0
+    failed: int = 0
+    reused: int = 0  # of the converted: results reused from identical or similar inputs
+    excluded: int = 0  # left out by --since, --newer-than or --shard
+    seconds: float = 0.0
+    failures: list[FileResult] = field(default_factory=list)
+    engine: str = ""
+    # Where the time went: summed per stage (stages overlap, so these add up to more
+    # than the wall time when the pipeline works).
+    startup_seconds: float = 0.0
+    prepare_seconds: float = 0.0
+    engine_seconds: float = 0.0
+    write_seconds: float = 0.0
+    found: int = 0  # inputs found; the rest of found - (converted + skipped + failed) not done
+    batch_size: int = 0  # the batch size used (lowered when memory is short)
+    notes: list[str] = field(default_factory=list)  # said once: files left out, nothing to do
+
+    @property
+    def images_per_second(self) -> float:
+        """Converted images per wall-clock second."""
+        return self.converted / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, result: FileResult) -> None:
+        """Count one result."""
+        if result.status in ("converted", "would-convert"):
+            self.converted += 1
+            self.reused += result.reused_from is not None
+        elif result.status in ("skipped", "would-skip"):
+            self.skipped += 1
+        else:
+            self.failed += 1
+            self.failures.append(result)
+
+
+@dataclass
+class ConvertEvents:
+    """Callbacks through which a caller (the CLI) hears about progress; all optional."""
+
+    on_plan: Callable[[int, int], None] = lambda to_convert, skipped: None
+    on_result: Callable[[FileResult], None] = lambda result: None
+    on_message: Callable[[str], None] = lambda message: None
