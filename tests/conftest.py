@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +15,29 @@ from animegan_cli.model import Generator
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 GOLDEN = SHARED / "spec" / "golden"
 
+# The test images are tiny, so torch's intra-op threads only add start and spin-wait costs, and
+# on a busy machine those dominate (tests/test_convert.py: 28 s with 2 threads, 7 s with 1, on
+# 2 shared cores). Set in the environment so that subprocesses and workers inherit it; an
+# explicit OMP_NUM_THREADS wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+TEST_THREADS = int(os.environ["OMP_NUM_THREADS"])
 
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Point every cache/config/weights location at a temp dir; never touch the network."""
-    home = tmp_path_factory.mktemp("home")
+
+def isolate(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """Point every cache/config/weights location below ``home``; never touch the network."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.delenv("ANIMEGAN_WEIGHTS_DIR", raising=False)
     # An address nothing listens on: a test that downloads by accident fails fast.
     monkeypatch.setenv("ANIMEGAN_WEIGHTS_URL", "http://127.0.0.1:9/")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Point every cache/config/weights location at a temp dir; never touch the network."""
+    torch.set_num_threads(TEST_THREADS)  # again per test: a run with --threads N leaves N set
+    home = tmp_path_factory.mktemp("home")
+    isolate(monkeypatch, home)
     return home
 
 
@@ -53,13 +67,17 @@ def make_image(path: Path, width: int = 40, height: int = 28, mode: str = "RGB",
     return path
 
 
+def write_random_checkpoint(path: Path) -> Path:
+    """Save a random-weight (seed 0) checkpoint in the published format: a float32 state dict."""
+    torch.manual_seed(0)
+    torch.save(Generator().state_dict(), path)
+    return path
+
+
 @pytest.fixture
 def checkpoint(tmp_path: Path) -> Path:
     """A random-weight checkpoint in the published format (plain state dict, float32)."""
-    torch.manual_seed(0)
-    path = tmp_path / "random_generator.pt"
-    torch.save(Generator().state_dict(), path)
-    return path
+    return write_random_checkpoint(tmp_path / "random_generator.pt")
 
 
 @pytest.fixture

@@ -103,6 +103,7 @@ def many_custom_checkpoints(env: dict[str, str], count: int) -> None:
         (folder / f"custom{i:04d}.pt").write_bytes(b"")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["weights", "list"], ["info"]])
 def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, command):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -116,6 +117,7 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, command):
     assert len(done.stdout.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_json_reader_going_away_stops_the_run_like_a_signal(tmp_path, checkpoint):
     src = tmp_path / "in"
     for i in range(40):

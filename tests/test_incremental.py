@@ -404,6 +404,7 @@ def test_another_engine_does_not_make_outputs_stale_int8_does(photo_dir, tmp_pat
     assert {r["status"] for r in json_lines(overwrite)} == {"would-convert"}
 
 
+@pytest.mark.slow
 def test_an_earlier_runs_output_is_copied_for_a_renamed_moved_or_listed_photo(
         photo_dir, tmp_path, checkpoint, monkeypatch):
     out = tmp_path / "out"
@@ -440,6 +441,7 @@ def test_an_earlier_runs_output_is_copied_for_a_renamed_moved_or_listed_photo(
     assert entry is not None and entry.provenance.input_mtime_ns == listed.stat().st_mtime_ns
 
 
+@pytest.mark.slow
 def test_earlier_outputs_are_not_copied_when_stale_changed_or_similar(photo_dir, tmp_path,
                                                                        checkpoint):
     out = tmp_path / "out"
@@ -455,6 +457,7 @@ def test_earlier_outputs_are_not_copied_when_stale_changed_or_similar(photo_dir,
     assert [r["reused_from"] for r in json_lines(dry)] == [None]
 
 
+@pytest.mark.slow
 def test_own_weights_are_recorded_by_file_name_never_as_a_published_style(
         photo_dir, tmp_path, checkpoint, monkeypatch):
     own = tmp_path / "paprika.pt"  # named like a published style, but other weights

@@ -1,6 +1,8 @@
-"""The generator against the golden files of the spec, and its shape contract."""
+"""The generator against the golden files (the spec's and our own), and its shape contract."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from PIL import Image
 from animegan_cli.model import MIN_SIDE, Generator
 from animegan_cli.weights import load_generator, load_state_dict
 from tests.conftest import GOLDEN
+from tests.data import make_golden
 
 needs_golden = pytest.mark.skipif(not GOLDEN.exists(), reason="../shared/spec/golden not present")
 
@@ -50,6 +53,33 @@ def test_generator_reproduces_golden_outputs(size: str, align_corners: bool) -> 
 def test_align_corners_settings_differ() -> None:
     a = np.load(GOLDEN / "output_128x96_alignFalse.npy")
     b = np.load(GOLDEN / "output_128x96_alignTrue.npy")
+    assert np.abs(a - b).max() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def seeded_state() -> dict[str, torch.Tensor]:
+    """The shipped fixture's weights, computed from its seed (tests/data/make_golden.py)."""
+    return make_golden.seeded_state_dict()
+
+
+def test_shipped_fixture_weights_are_the_ones_its_outputs_came_from(seeded_state) -> None:
+    # A mismatch means torch's random stream changed, not the model: regenerate the fixture.
+    meta = json.loads(make_golden.META.read_text())
+    assert make_golden.weights_sha256(seeded_state) == meta["weights_sha256"]
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_generator_reproduces_the_shipped_fixture(seeded_state, align_corners: bool) -> None:
+    rgb = np.asarray(Image.open(make_golden.INPUT).convert("RGB"))
+    y = make_golden.reference_output(seeded_state, rgb, align_corners)
+    expected = np.load(make_golden.output_path(align_corners))
+    assert y.shape == expected.shape == (make_golden.HEIGHT, make_golden.WIDTH, 3)
+    assert np.abs(y - expected).max() < 1e-4
+
+
+def test_shipped_fixture_align_corners_settings_differ() -> None:
+    a = np.load(make_golden.output_path(False))
+    b = np.load(make_golden.output_path(True))
     assert np.abs(a - b).max() > 1e-3
 
 

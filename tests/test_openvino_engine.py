@@ -65,6 +65,7 @@ def test_first_start_converts_second_start_reads_the_cached_ir(generator, fp32_e
     assert torch.equal(fp32_engine.run(batch), second.run(batch))
 
 
+@pytest.mark.slow
 def test_different_align_corners_do_not_share_an_ir(fp32_engine, ir_cache):
     other = OpenVINOEngine(Generator(align_corners=True).eval(), KEY, "fp32", 1, ir_cache)
     assert not other.from_cache
@@ -129,6 +130,7 @@ print(json.dumps({"psnr": 10 * torch.log10(torch.tensor(255.0**2 / max(mse, 1e-9
 """
 
 
+@pytest.mark.slow
 def test_int8_quantizes_on_the_given_images_and_stays_recognisable(tmp_path):
     pytest.importorskip("nncf")
     # In a process of its own: NNCF, once loaded, left this test process's heap corrupted
@@ -144,6 +146,7 @@ def test_int8_quantizes_on_the_given_images_and_stays_recognisable(tmp_path):
     assert result["description"].startswith("openvino cpu int8")
 
 
+@pytest.mark.slow
 def test_convert_with_the_openvino_backend(photo_dir, tmp_path, checkpoint):
     from animegan_cli.convert import ConvertOptions, convert
 

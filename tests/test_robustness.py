@@ -379,6 +379,7 @@ def test_odd_names_keep_json_and_stderr_one_record_per_line(tmp_path, checkpoint
                       "not an image, or a format that cannot be read"]
 
 
+@pytest.mark.slow
 def test_unreadable_file_through_the_kernel(tmp_path, checkpoint):
     src = tmp_path / "in"
     make_image(src / "ok.png")
@@ -583,6 +584,7 @@ def test_bad_checkpoints_exit_1_with_one_line(tmp_path, checkpoint, photo_dir, k
 # ---------------------------------------------------------------- a decoder that dies
 
 
+@pytest.mark.slow
 def test_a_decoder_segfault_fails_only_its_image(tmp_path, checkpoint, monkeypatch):
     src = tmp_path / "in"
     for i in range(5):
@@ -690,6 +692,7 @@ def many_images(tmp_path: Path) -> Path:
     return src
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_cleanly_and_a_rerun_converts_the_rest(
     tmp_path, checkpoint, many_images, sig, status
@@ -722,6 +725,7 @@ def test_signal_stops_cleanly_and_a_rerun_converts_the_rest(
     assert all_outputs_complete(out) == {f"{i:02d}.png" for i in range(12)}
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_rerun(tmp_path, checkpoint, many_images):
     out = tmp_path / "out"
     rng = random.Random(0)

@@ -1,13 +1,19 @@
-"""SIGINT/SIGTERM become Interrupted; deferred() holds them over a critical section."""
+"""SIGINT/SIGTERM become Interrupted; deferred() holds them; a closed stdout acts as SIGPIPE."""
 
 from __future__ import annotations
 
+import errno
+import io
+import json
 import os
+import re
 import signal
+import sys
 
 import pytest
 
 from animegan_cli import signals
+from animegan_cli.cli import main
 from animegan_cli.signals import Interrupted, as_interrupted, deferred, stop_on_signals
 
 
@@ -77,3 +83,40 @@ def test_commands_that_do_not_stop_cleanly_get_the_default_handling_back(restore
     signals.release_early()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# ------------------------------------------- a reader that goes away (`| head`), in-process
+# The same endings as tests/test_cli_errors.py's pipe tests (slow: real pipes, subprocesses).
+
+
+class ClosedPipe(io.StringIO):
+    """A stdout whose reader went away: every write fails with EPIPE."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+@pytest.mark.parametrize("command", [["weights", "list"], ["info"]])
+def test_a_closed_stdout_ends_the_command_quietly_with_the_sigpipe_status(
+        monkeypatch, capsys, command):
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    with pytest.raises(SystemExit) as info:
+        main(command, prog_name="animegan")
+    assert info.value.code == 128 + signal.SIGPIPE
+    assert capsys.readouterr().err == ""
+
+
+def test_a_closed_stdout_stops_a_json_run_like_a_signal(tmp_path, photo_dir, checkpoint,
+                                                        monkeypatch, capsys):
+    report = tmp_path / "report.json"
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    with pytest.raises(SystemExit) as info:
+        main(["convert", str(photo_dir), "-o", str(tmp_path / "out"), "--weights",
+              str(checkpoint), "--size", "32", "--num-workers", "0", "--backend", "torch",
+              "--json", "--report", str(report)], prog_name="animegan")
+    assert info.value.code == 141
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.search(r"stopped by SIGPIPE; \d+ image\(s\) not converted", err)
+    account = json.loads(report.read_text())
+    assert account["exit_status"] == 141 and account["interrupted_by"] == "SIGPIPE"

@@ -11,8 +11,9 @@ from animegan_cli import convert as convert_module
 from animegan_cli.cli import main
 from animegan_cli.config import config_path, load_config, save_config
 from animegan_cli.errors import AnimeganError
-from animegan_cli.tune import Trial, TuneRequest, candidate_engines, run_tune
+from animegan_cli.tune import Trial, TuneRequest, run_tune
 from animegan_cli.weights import DEFAULT_STYLE
+from tests.conftest import isolate, write_random_checkpoint
 from tests.test_cli import weights_server  # noqa: F401 - a fixture
 
 
@@ -23,11 +24,7 @@ def shared_ir_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
 
 
-def test_candidates_never_include_int8():
-    assert all(p != "int8" for _, p in candidate_engines())
-    assert ("torch", "fp32") in candidate_engines()
-
-
+@pytest.mark.slow
 def test_run_tune_measures_in_stages_and_picks_a_measured_winner(checkpoint):
     result = run_tune(TuneRequest(size=16, budget=4, weights=checkpoint))
     assert result.winner in result.trials
@@ -37,6 +34,7 @@ def test_run_tune_measures_in_stages_and_picks_a_measured_winner(checkpoint):
     assert result.shape == (12, 16)
 
 
+@pytest.mark.slow
 def test_memory_budget_stops_the_batch_search(checkpoint):
     result = run_tune(TuneRequest(size=16, budget=4, weights=checkpoint, memory_budget_mb=1))
     skipped = [t for t in result.trials if t.note.startswith("skipped")]
@@ -44,20 +42,39 @@ def test_memory_budget_stops_the_batch_search(checkpoint):
     assert all(t.batch_size == 1 for t in result.trials if not t.note.startswith("skipped"))
 
 
+@pytest.mark.slow
 def test_latency_objective_keeps_batch_one(checkpoint):
     result = run_tune(TuneRequest(size=16, budget=3, weights=checkpoint, objective="latency"))
     assert result.winner.batch_size == 1
 
 
+@pytest.fixture(scope="module")
+def tune_run(tmp_path_factory):
+    """One `animegan tune` for the module (it measures for seconds): its result and config."""
+    home = tmp_path_factory.mktemp("tuned")
+    checkpoint = write_random_checkpoint(home / "random_generator.pt")
+    # Module scope runs before each test's isolated_env, so it isolates itself.
+    with pytest.MonkeyPatch.context() as env:
+        isolate(env, home)
+        env.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "tune-cache"))
+        result = CliRunner().invoke(main, ["tune", "--size", "16", "--budget", "3", "--weights",
+                                           str(checkpoint)], catch_exceptions=False)
+        written = config_path().read_text() if config_path().exists() else None
+    return result, written
+
+
 @pytest.fixture
-def tuned(checkpoint):
-    runner = CliRunner()
-    result = runner.invoke(main, ["tune", "--size", "16", "--budget", "3", "--weights",
-                                  str(checkpoint)], catch_exceptions=False)
+def tuned(tune_run):
+    """The module's tune run, with the config file it wrote in this test's config folder."""
+    result, written = tune_run
     assert result.exit_code == 0, result.output
+    assert written is not None, "tune wrote no config file"
+    config_path().parent.mkdir(parents=True, exist_ok=True)
+    config_path().write_text(written)
     return result
 
 
+@pytest.mark.slow
 def test_tune_cli_prints_the_table_and_writes_the_config(tuned):
     assert "| backend | precision | batch size |" in tuned.stdout
     assert re.search(r"best for throughput at 16x12: backend=\w+", tuned.stdout)
@@ -67,6 +84,7 @@ def test_tune_cli_prints_the_table_and_writes_the_config(tuned):
     assert config_path().read_text().startswith("# Written by animegan tune")
 
 
+@pytest.mark.slow
 def test_dry_run_writes_nothing(checkpoint):
     result = CliRunner().invoke(main, ["tune", "--size", "16", "--budget", "2", "--weights",
                                        str(checkpoint), "--dry-run"])
@@ -75,6 +93,7 @@ def test_dry_run_writes_nothing(checkpoint):
     assert not config_path().exists()
 
 
+@pytest.mark.slow
 def test_convert_uses_the_config_env_overrides_it_flag_overrides_both(
         tuned, photo_dir, tmp_path, checkpoint, monkeypatch):
     seen = []
@@ -101,6 +120,7 @@ def test_convert_uses_the_config_env_overrides_it_flag_overrides_both(
     assert seen[-1].batch_size == 2
 
 
+@pytest.mark.slow
 def test_info_reports_where_each_setting_came_from(tuned, monkeypatch):
     monkeypatch.setenv("ANIMEGAN_SIZE", "256")
     out = CliRunner().invoke(main, ["info"]).stdout

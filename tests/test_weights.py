@@ -157,10 +157,6 @@ def test_user_cache_dir_follows_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert weights.user_cache_dir() == tmp_path / "home" / ".cache" / "animegan"
 
 
-def test_repo_weights_dir_is_beside_the_package() -> None:
-    assert weights.repo_weights_dir() == Path(weights.__file__).resolve().parents[1] / "weights"
-
-
 # --- strict loading ------------------------------------------------------------------------
 
 

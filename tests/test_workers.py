@@ -48,6 +48,7 @@ def test_every_item_once(tmp_path: Path, num_workers: int):
     assert all(item.error is None for item in items)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("how", "reason"), [
     ("kill", "killed by signal 9, SIGKILL"),
     ("segfault", "killed by signal 11, SIGSEGV"),
@@ -62,6 +63,7 @@ def test_a_dying_worker_fails_only_its_image(tmp_path, monkeypatch, how, reason)
     assert failed == {3: f"decoder process died reading it ({reason})"}
 
 
+@pytest.mark.slow
 def test_workers_that_keep_dying_between_images_stop_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(workers, "MAX_UNEXPLAINED_DEATHS", 1)
     monkeypatch.setattr(data, "_init_worker", lambda _: os._exit(3))
