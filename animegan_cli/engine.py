@@ -16,7 +16,6 @@ from animegan_cli.model import Generator
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 DEVICES = ("cpu", "cuda")
-BACKENDS = ("auto", "openvino", "torch")
 
 
 class Engine(Protocol):
@@ -242,6 +241,7 @@ def _openvino_engine(generator: Generator, spec: EngineSpec, context: EngineCont
 
 # The engines by backend name: a new engine is one module plus one entry here.
 ENGINES: dict[str, EngineFactory] = {"torch": _torch_engine, "openvino": _openvino_engine}
+BACKENDS = ("auto", *sorted(ENGINES))  # the --backend choices
 
 
 def create_engine(generator: Generator, spec: EngineSpec, context: EngineContext) -> Engine:
