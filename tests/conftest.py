@@ -10,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from animegan_cli.errors import AnimeganError
 from animegan_cli.model import Generator
+from animegan_cli.tune import TuneRequest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 GOLDEN = SHARED / "spec" / "golden"
@@ -105,3 +107,16 @@ def deep_folder(tmp_path: Path):
             child.unlink()
         path.rmdir()
         path = path.parent
+
+
+@pytest.fixture
+def tune_requests(monkeypatch):
+    """The TuneRequest the command builds, without measuring anything."""
+    seen: list[TuneRequest] = []
+
+    def fake_run_tune(request, on_trial=None, on_message=None):
+        seen.append(request)
+        raise AnimeganError("stopped by the test")
+
+    monkeypatch.setattr("animegan_cli.cli.run_tune", fake_run_tune)
+    return seen

@@ -8,8 +8,6 @@ from click.testing import CliRunner
 
 from animegan_cli.cli import convert_command, main, tune_command
 from animegan_cli.config import save_config
-from animegan_cli.errors import AnimeganError
-from animegan_cli.tune import TuneRequest
 
 MODEL_OPTIONS = ("style", "weights", "size")
 
@@ -25,19 +23,6 @@ def test_tune_and_convert_share_each_model_option(name):
     # Flags, type, default, environment variable, help: everything click knows of it.
     assert ours.to_info_dict() == theirs.to_info_dict()
     assert ours.envvar is not None or name == "weights"
-
-
-@pytest.fixture
-def tune_requests(monkeypatch):
-    """The TuneRequest the command builds, without measuring anything."""
-    seen: list[TuneRequest] = []
-
-    def fake_run_tune(request, on_trial=None, on_message=None):
-        seen.append(request)
-        raise AnimeganError("stopped by the test")
-
-    monkeypatch.setattr("animegan_cli.cli.run_tune", fake_run_tune)
-    return seen
 
 
 def test_tune_takes_its_size_as_convert_does(tune_requests, monkeypatch):

@@ -10,7 +10,6 @@ from click.testing import CliRunner
 from animegan_cli import convert as convert_module
 from animegan_cli.cli import main
 from animegan_cli.config import config_path, load_config, save_config
-from animegan_cli.errors import AnimeganError
 from animegan_cli.tune import Trial, TuneRequest, run_tune
 from animegan_cli.weights import DEFAULT_STYLE
 from tests.conftest import isolate, write_random_checkpoint
@@ -154,19 +153,6 @@ def test_trial_settings_are_config_keys():
 def own_weights_dir(tmp_path, monkeypatch):
     """Imports and downloads go to this test's folder, not the module's shared cache."""
     monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(tmp_path / "weights"))
-
-
-@pytest.fixture
-def tune_requests(monkeypatch):
-    """The TuneRequest the command builds, without measuring anything."""
-    seen: list[TuneRequest] = []
-
-    def fake_run_tune(request, on_trial=None, on_message=None):
-        seen.append(request)
-        raise AnimeganError("stopped by the test")
-
-    monkeypatch.setattr("animegan_cli.cli.run_tune", fake_run_tune)
-    return seen
 
 
 def test_tune_resolves_its_style_as_convert_does(tune_requests, monkeypatch):
