@@ -68,14 +68,17 @@ def _hold_in_child(tmp_path: Path, fork_grandchild: bool) -> subprocess.Popen:
         "from animegan_cli.lock import output_lock\n"
         f"with output_lock(Path({str(tmp_path)!r})):\n"
         f"    if {fork_grandchild} and os.fork() == 0:\n"
-        "        time.sleep(30); os._exit(0)\n"
+        # Said once the at-fork handler has closed the child's copy of the lock.
+        "        print('forked', flush=True); time.sleep(30); os._exit(0)\n"
         "    print('locked', flush=True)\n"
         "    time.sleep(30)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                             env=env, start_new_session=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    assert proc.stdout is not None
+    expected = {"locked", "forked"} if fork_grandchild else {"locked"}
+    assert {proc.stdout.readline().strip() for _ in expected} == expected
     return proc
 
 
