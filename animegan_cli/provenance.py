@@ -47,7 +47,7 @@ _BLOB_HEX = re.compile(r"[0-9a-f]{40}")
 # Settings recorded to say which engine made an output, but not compared: fp32, bf16 and
 # fp16 results differ by rounding only (invisible), while int8 visibly changes pixels.
 ENGINE_SETTINGS = ("backend", "device", "precision")
-FLOAT_PRECISIONS = frozenset({"fp32", "bf16", "fp16"})
+
 
 @dataclass(frozen=True)
 class Provenance:
