@@ -77,14 +77,16 @@ class ConvertOptions:
 
 
 def validate(options: ConvertOptions) -> None:
-    """Reject option values that cannot work, before anything is read or loaded."""
+    """Reject option values that cannot work, before anything is read or loaded.
+
+    The engine's own settings (--threads, --streams, device, backend, precision) are
+    checked where they are resolved: EngineSpec.resolve, right after this.
+    """
     checks = [
         (options.batch_size >= 1, "--batch-size must be at least 1"),
         (options.size == 0 or options.size >= MIN_SIDE, f"--size must be 0 or at least {MIN_SIDE}"),
         (1 <= options.quality <= 100, "--quality must be between 1 and 100"),
         (options.num_workers >= 0, "--num-workers must be 0 or more"),
-        (options.threads is None or options.threads >= 1, "--threads must be at least 1"),
-        (options.streams >= 1, "--streams must be at least 1"),
         (
             options.reuse_similar is None or 0 <= options.reuse_similar <= HASH_BITS,
             f"--reuse-similar must be between 0 and {HASH_BITS}",

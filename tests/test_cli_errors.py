@@ -190,6 +190,16 @@ def test_a_memory_budget_under_the_floor_is_refused(photo_dir, tmp_path, checkpo
     assert result.stderr == "animegan: error: --max-memory must be at least 64M\n"
 
 
+@pytest.mark.parametrize("flag", ["--threads", "--streams"])
+def test_engine_counts_under_one_are_usage_errors(photo_dir, tmp_path, checkpoint, flag):
+    out = tmp_path / "out"
+    result = run(*convert_args(str(photo_dir), out=out, checkpoint=checkpoint,
+                               extra=(flag, "0")))
+    assert result.exit_code == 2
+    assert result.stderr == f"animegan: error: {flag} must be at least 1\n"
+    assert not out.exists()
+
+
 def test_output_that_is_a_file_says_so(photo_dir, tmp_path, checkpoint):
     afile = tmp_path / "afile"
     afile.write_text("x")
