@@ -292,8 +292,12 @@ def file_style_name(path: Path, blob_id: str) -> str:
     A published style's name only when the file is that style's (by git blob id): a
     published name is never claimed for other weights. Otherwise the file's own name.
     """
-    published = next((s.name for s in STYLES.values() if s.blob_id == blob_id), None)
-    return published or Path(path).name
+    return published_name(blob_id) or Path(path).name
+
+
+def published_name(blob_id: str) -> str | None:
+    """The published style whose file has this git blob id, if any."""
+    return next((s.name for s in STYLES.values() if s.blob_id == blob_id), None)
 
 
 def _write_file(target: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -396,7 +400,7 @@ def _check_published_bytes(data: bytes, source: Path, style: Style) -> None:
     actual = git_blob_id(data)
     if actual == style.blob_id:
         return
-    match = next((s.name for s in STYLES.values() if s.blob_id == actual), None)
+    match = published_name(actual)
     if match is not None:
         raise WeightsError(
             f"{source} is the published {match} checkpoint, not {style.name}; "
