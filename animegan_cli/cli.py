@@ -12,11 +12,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
-from tqdm import tqdm
 
 from animegan_cli import __version__
 from animegan_cli.config import config_path, load_config, save_config
@@ -31,9 +30,13 @@ from animegan_cli.report import build_report, json_safe, one_line, write_report
 from animegan_cli.resources import DEFAULT_BUDGET_SHARE, parse_size
 from animegan_cli.selection import parse_shard, parse_since
 from animegan_cli.signals import Interrupted, release_early, stop_on_signals
-from animegan_cli.system import describe_auto, describe_system
-from animegan_cli.tune import Trial, TuneRequest, TuneResult, run_tune
+from animegan_cli.system import describe_auto, describe_system, torch_details
 from animegan_cli.weights import DEFAULT_STYLE, STYLES, WeightsStore
+
+if TYPE_CHECKING:  # tqdm and tune (numpy, torch) are imported by the commands that use them
+    from tqdm import tqdm
+
+    from animegan_cli.tune import Trial, TuneResult
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -342,6 +345,8 @@ def convert_command(inputs: tuple[str, ...], weights: Path | None, dry_run: bool
     _refuse_style_with_weights(weights)
     if report_file is not None:
         _check_report_folder(report_file)
+    from tqdm import tqdm
+
     show_bar = not quiet and _stderr_is_terminal()
     bar = tqdm(total=0, unit="img", file=sys.stderr, disable=not show_bar, dynamic_ncols=True)
     events = _convert_events(bar, dry_run, as_json, quiet)
@@ -416,6 +421,8 @@ class _Ending:
 
 def _convert_events(bar: tqdm, dry_run: bool, as_json: bool, quiet: bool) -> ConvertEvents:
     """Progress bar, error lines on stderr and --json records on stdout."""
+    from tqdm import tqdm
+
 
     def on_plan(to_convert: int, skipped: int) -> None:
         bar.reset(total=to_convert + skipped)
@@ -658,8 +665,10 @@ _SOURCES = {
 
 
 @main.command("info")
+@click.option("--torch", "with_torch", is_flag=True,
+              help="Also show torch's thread count and CUDA GPU (imports torch: ~1.5 s).")
 @click.pass_context
-def info_command(ctx: click.Context) -> None:
+def info_command(ctx: click.Context, with_torch: bool) -> None:
     """Show versions, the CPU features that matter, paths, weights and convert's defaults.
 
     Each convert default says where it came from: built-in, config file (written by
@@ -667,12 +676,14 @@ def info_command(ctx: click.Context) -> None:
 
     \b
     Example:
-        animegan info
+        animegan info --torch
     """
     # Everything is worked out before the first line: a bad ANIMEGAN_* variable is one
     # usage error, not half the output followed by one.
     defaults = _convert_defaults(ctx)
     report = describe_system()
+    if with_torch:
+        report.update(torch_details())
     for section, rows in report.items():
         click.echo(f"{section}:")
         for key, value in rows.items():
@@ -719,6 +730,10 @@ def tune_command(style: str, weights: Path | None, size: int, budget: float,
     Example:
         animegan tune --size 512 --budget 120 --photos ./photos
     """
+    from tqdm import tqdm
+
+    from animegan_cli.tune import TuneRequest, run_tune
+
     request = TuneRequest(size=size, budget=budget, photos=photos, objective=objective,
                           style=style, weights=weights)
     bar = tqdm(total=round(budget), unit="s", file=sys.stderr, desc="tuning",

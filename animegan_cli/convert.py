@@ -1,4 +1,8 @@
-"""``convert(options) -> Summary``: the one Python entry point that turns inputs into outputs."""
+"""``convert(options) -> Summary``: the one Python entry point that turns inputs into outputs.
+
+The model's modules (stylizer, workers: torch, OpenVINO) are imported only once something
+is to be styled: a dry run, or a re-run where every output is up to date, never loads them.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +15,26 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from animegan_cli import data, incremental, outputs, resources, workers
+from animegan_cli import data, incremental, outputs, resources
 from animegan_cli.engine import NON_FINITE_REASON, EngineSpec, NonFiniteOutput, torch_threads
 from animegan_cli.errors import RunStopped, UsageError, WeightsError
 from animegan_cli.inputs import ListedPath, find_inputs
+from animegan_cli.limits import MIN_SIDE
 from animegan_cli.lock import HeldLock, output_lock, remove_stale_temp_files
-from animegan_cli.model import MIN_SIDE
 from animegan_cli.provenance import Manifest, checkpoint_id, pixel_settings, record_style
 from animegan_cli.results import ConvertEvents, FileResult, Summary
 from animegan_cli.selection import Selection
 from animegan_cli.signals import Interrupted, as_interrupted
 from animegan_cli.similar import HASH_BITS, Borrowed, ReuseStage
-from animegan_cli.stylizer import Stylizer
 from animegan_cli.weights import DEFAULT_STYLE
 from animegan_cli.writer import Lender, Target, Writer
+
+if TYPE_CHECKING:
+    import torch
+
+    from animegan_cli.stylizer import Stylizer
 
 # Images an INT8 model is calibrated on (NNCF's accuracy flattened out beyond a handful).
 CALIBRATION_IMAGES = 8
@@ -144,6 +151,8 @@ def load_stylizer(
     expected_checkpoint: str | None = None,
 ) -> Stylizer:
     """The Stylizer a run's options ask for, on the engine resolved for the run."""
+    from animegan_cli.stylizer import Stylizer
+
     return Stylizer.load(
         options.style,
         weights=options.weights,
@@ -450,6 +459,8 @@ def _run(
     held: HeldLock,
 ) -> None:
     """Decode, style and write every target: the run's one loop."""
+    from animegan_cli import workers  # torch's DataLoader: only a run that styles needs it
+
     settings = data.PreprocessSettings(size=options.size, max_pixels=options.max_pixels)
     dataset = data.ImageDataset([t.lead.item.path for t in targets], settings)
     # Workers start before the model loads, so the first images decode while it loads.

@@ -1,4 +1,8 @@
-"""Decoding and preparing images for the model, in DataLoader workers; PIL <-> tensor."""
+"""Decoding and preparing images for the model, in DataLoader workers; PIL <-> tensor.
+
+numpy and torch are imported inside the functions that make or read tensors: planning
+(headers, limits, settings) must not pay for them in a run with nothing to convert.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import numpy as np
-import torch
 from PIL import Image, ImageOps
-from torch.utils.data import DataLoader, Dataset
 
 from animegan_cli.errors import InputImageError
-from animegan_cli.model import MIN_SIDE
+from animegan_cli.limits import MIN_SIDE
 from animegan_cli.orphans import end_with_parent
 from animegan_cli.provenance import hash_bytes, open_regular
 
@@ -28,6 +29,10 @@ except ImportError:  # pragma: no cover - depends on the extra
     pass
 else:
     register_heif_opener()
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import DataLoader, Dataset
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -135,6 +140,8 @@ def to_rgb_or_rgba(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB, or RGBA when the image carries transparency."""
     if img.mode in ("RGB", "RGBA"):
         return img
+    import numpy as np
+
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # convert("L") clips 16-bit values at 255; scale them down instead.
         array = np.asarray(img, dtype=np.float64)
@@ -180,6 +187,9 @@ def prepare_decoded(
     ``original_size`` is the upright full size (--keep-size restores it); raises
     InputImageError when the image is too small for the model.
     """
+    import numpy as np
+    import torch
+
     width, height = original_size
     alpha = None
     if img.mode == "RGBA":
@@ -214,8 +224,12 @@ def describe_error(exc: BaseException) -> str:
     return f"cannot decode: {text}"
 
 
-class ImageDataset(Dataset[PreparedImage]):
-    """Map-style dataset: item i is input file i, decoded and sized for the model."""
+class ImageDataset:
+    """Map-style dataset: item i is input file i, decoded and sized for the model.
+
+    Not a torch Dataset subclass, so that this module imports without torch: a DataLoader
+    takes any object with __len__ and __getitem__.
+    """
 
     def __init__(self, paths: Sequence[Path], settings: PreprocessSettings) -> None:
         self.paths = list(paths)
@@ -248,6 +262,8 @@ def own_pixel_limit() -> Iterator[None]:
 
 
 def _init_worker(_: int) -> None:
+    import torch
+
     # Each worker decodes one image at a time; extra intra-op threads would only fight
     # the engine for the same cores.
     torch.set_num_threads(1)
@@ -258,6 +274,8 @@ def _init_worker(_: int) -> None:
 
 def make_loader(dataset: Dataset, num_workers: int, prefetch: int = 4) -> DataLoader:
     """A DataLoader that yields single PreparedImages, decoded ahead by worker processes."""
+    from torch.utils.data import DataLoader
+
     extra = {"prefetch_factor": prefetch, "worker_init_fn": _init_worker} if num_workers else {}
     return DataLoader(
         dataset,
@@ -317,6 +335,8 @@ def batch_images(items: Iterable[PreparedImage], batch_size: int) -> Iterator[li
 
 def stack_pixels(batch: Sequence[PreparedImage]) -> torch.Tensor:
     """(N, 3, H, W) uint8 tensor from a batch of equally shaped images."""
+    import torch
+
     return torch.stack([item.pixels for item in batch])  # type: ignore[misc]
 
 

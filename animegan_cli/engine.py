@@ -1,4 +1,8 @@
-"""Running the generator on batches: device, precision and threads, each decided once."""
+"""Running the generator on batches: device, precision and threads, each decided once.
+
+torch is imported inside the functions that run the model: planning (EngineSpec.resolve,
+the choices, CPU flags) must not pay its import (~1.5 s) for a run with nothing to convert.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
-
-import torch
+from typing import TYPE_CHECKING, Protocol
 
 from animegan_cli.errors import UsageError
-from animegan_cli.model import Generator
+
+if TYPE_CHECKING:
+    import torch
+
+    from animegan_cli.model import Generator
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 DEVICES = ("cpu", "cuda")
@@ -48,14 +54,30 @@ def cpu_has_fast_bf16() -> bool:
 
 def resolve_device(device: str) -> torch.device:
     """torch.device for ``cpu`` or ``cuda``; a clear error when CUDA is asked for but absent."""
+    import torch
+
+    return torch.device(check_device(device))
+
+
+def check_device(device: str) -> str:
+    """``cpu`` or ``cuda``, checked; torch is imported only to ask whether CUDA is there."""
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}; choose from: {', '.join(DEVICES)}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was given but no CUDA GPU is available; use --device cpu")
-    return torch.device(device)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(
+                "--device cuda was given but no CUDA GPU is available; use --device cpu"
+            )
+    return device
 
 
-def resolve_backend(backend: str, device: torch.device, precision: str = "auto") -> str:
+def _device_type(device: str | torch.device) -> str:
+    return device if isinstance(device, str) else device.type
+
+
+def resolve_backend(backend: str, device: str | torch.device, precision: str = "auto") -> str:
     """Turn ``auto`` into an engine, by where each was measured to be faster.
 
     OpenVINO where the CPU has bf16 units (AMX, AVX512-BF16: 35 vs 15.8 img/s at 256x256
@@ -65,16 +87,17 @@ def resolve_backend(backend: str, device: torch.device, precision: str = "auto")
     """
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
-    if backend == "openvino" and device.type != "cpu":
+    device = _device_type(device)
+    if backend == "openvino" and device != "cpu":
         raise UsageError("--backend openvino runs on the CPU only; use --backend torch for CUDA")
     if backend != "auto":
         return backend
-    if device.type != "cpu":
+    if device != "cpu":
         return "torch"
     return "openvino" if precision == "int8" or cpu_has_fast_bf16() else "torch"
 
 
-def resolve_precision(precision: str, device: torch.device, backend: str = "torch") -> str:
+def resolve_precision(precision: str, device: str | torch.device, backend: str = "torch") -> str:
     """Turn ``auto`` into fp32 or bf16 for this device; bf16 only where it is fast.
 
     int8 is never chosen automatically: it costs visible quality.
@@ -85,13 +108,17 @@ def resolve_precision(precision: str, device: torch.device, backend: str = "torc
         raise UsageError("--precision int8 needs --backend openvino")
     if precision != "auto":
         return precision
-    if device.type == "cuda":
+    if _device_type(device) == "cuda":
+        import torch
+
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
 def to_model_input(batch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float in [-1, 1], as the generator was trained."""
+    import torch
+
     return (batch.to(torch.float32) / 127.5 - 1.0).to(dtype)
 
 
@@ -113,6 +140,8 @@ def to_pixels(output: torch.Tensor) -> torch.Tensor:
     Raises NonFiniteOutput when an image's result holds NaN or inf: converted to uint8
     it would be a black (or speckled) picture that looks like a success.
     """
+    import torch
+
     values = output.float()
     # The generator ends in tanh: a finite result sums to a finite number, while one NaN or
     # inf makes the sum NaN or inf. One reduction is ~20x cheaper than isfinite().all().
@@ -135,6 +164,8 @@ class TorchEngine:
     compile: bool = False
 
     def __post_init__(self) -> None:
+        import torch
+
         # Casting the whole model to bf16 ran ~4x faster than autocast on AMX CPUs, and
         # channels_last lets oneDNN pick its blocked convolution kernels (2x on AVX2 too).
         self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
@@ -149,6 +180,8 @@ class TorchEngine:
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         """Style one uint8 batch (N, 3, H, W); returns uint8 (N, H, W, 3) on the CPU."""
+        import torch
+
         with torch.inference_mode():
             if self.device.type == "cuda":
                 # Pinned host memory lets the copy run asynchronously to the GPU.
@@ -161,6 +194,8 @@ class TorchEngine:
 @contextlib.contextmanager
 def torch_threads(threads: int | None):
     """Set torch's intra-op threads for the duration of a run, then restore them."""
+    import torch
+
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -196,12 +231,12 @@ class EngineSpec:
             raise UsageError("--threads must be at least 1")
         if streams < 1:
             raise UsageError("--streams must be at least 1")
-        torch_device = resolve_device(device)
-        chosen = resolve_backend(backend, torch_device, precision)
+        device = check_device(device)
+        chosen = resolve_backend(backend, device, precision)
         return cls(
-            torch_device.type,
+            device,
             chosen,
-            resolve_precision(precision, torch_device, chosen),
+            resolve_precision(precision, device, chosen),
             threads,
             streams,
             compile,
@@ -218,10 +253,12 @@ class EngineContext:
     calibration: Callable[[], Sequence[torch.Tensor]] | None = None
 
 
-EngineFactory = Callable[[Generator, EngineSpec, EngineContext], Engine]
+EngineFactory = Callable[["Generator", EngineSpec, EngineContext], Engine]
 
 
 def _torch_engine(generator: Generator, spec: EngineSpec, context: EngineContext) -> Engine:
+    import torch
+
     return TorchEngine(generator, torch.device(spec.device), spec.precision, compile=spec.compile)
 
 

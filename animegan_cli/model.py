@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from animegan_cli.limits import MIN_SIDE as MIN_SIDE  # defined where planning can read it
+
 
 class ConvNormLReLU(nn.Sequential):
     """Reflection pad -> conv (no bias unless asked) -> GroupNorm(1) -> LeakyReLU(0.2)."""
@@ -98,6 +100,3 @@ class Generator(nn.Module):
         out = self.block_e(out)
         return self.out_layer(out)
 
-
-MIN_SIDE = 8
-"""Smallest side the generator takes: two stride-2 convs, then reflection padding of 1."""

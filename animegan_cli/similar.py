@@ -6,11 +6,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-import numpy as np
-import torch
 from PIL import Image
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy is imported where a hash is made: validate() reads HASH_BITS
+    import numpy as np
+    import torch
+
     from animegan_cli.data import PreparedImage
 
 HASH_BITS = 64
@@ -28,6 +29,8 @@ def dhash(pixels: torch.Tensor | np.ndarray) -> int:
     its left neighbour. Small edits, recompression and noise flip few bits; different
     pictures differ in about half of them.
     """
+    import numpy as np
+
     array = np.asarray(pixels)
     if array.ndim == 3 and array.shape[0] == 3:
         array = array.transpose(1, 2, 0)

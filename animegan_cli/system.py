@@ -1,4 +1,8 @@
-"""What this machine and installation are: versions, CPU features, paths, weights."""
+"""What this machine and installation are: versions, CPU features, paths, weights.
+
+Everything but torch_details() is found without importing torch (~1.5 s): versions come
+from the installed packages' metadata.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,6 @@ import os
 import platform
 from collections.abc import Mapping
 from pathlib import Path
-
-import torch
 
 from animegan_cli import __version__
 from animegan_cli.config import config_path
@@ -40,12 +42,8 @@ def cpu_model() -> str:
 
 
 def describe_system() -> dict[str, dict[str, str]]:
-    """Sections of ``animegan info``: versions, CPU, GPU, paths, weights."""
+    """Sections of ``animegan info``: versions, CPU, paths, weights (no torch import)."""
     flags = cpu_flags()
-    gpu = (
-        f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
-        if torch.cuda.is_available() else "none"
-    )
     store = WeightsStore.from_env()
     config = config_path()
     installed = {s.style.name: str(s.path) for s in store.status() if s.path}
@@ -54,7 +52,7 @@ def describe_system() -> dict[str, dict[str, str]]:
         "versions": {
             "animegan": __version__,
             "python": platform.python_version(),
-            "torch": torch.__version__,
+            "torch": _version("torch"),
             "openvino": _version("openvino"),
             "pillow": _version("pillow"),
             "nncf (int8)": _version("nncf"),
@@ -63,10 +61,8 @@ def describe_system() -> dict[str, dict[str, str]]:
             "model": cpu_model(),
             "cores": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                          else os.cpu_count()),
-            "torch threads": str(torch.get_num_threads()),
             "features": " ".join(f"{f}:{'yes' if f in flags else 'no'}" for f in CPU_FEATURES),
         },
-        "gpu": {"device": gpu},
         "paths": {
             "config": f"{config} ({'exists' if config.exists() else 'not written yet'})",
             "cache": str(user_cache_dir()),
@@ -74,6 +70,17 @@ def describe_system() -> dict[str, dict[str, str]]:
         },
         "weights": installed or {"installed": "none (animegan weights download NAME)"},
     }
+
+
+def torch_details() -> dict[str, dict[str, str]]:
+    """The section of ``animegan info --torch`` that only an imported torch can tell."""
+    import torch
+
+    gpu = (
+        f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+        if torch.cuda.is_available() else "none"
+    )
+    return {"torch": {"threads": str(torch.get_num_threads()), "gpu": gpu}}
 
 
 def describe_auto(name: str, value: object, params: Mapping[str, object]) -> str:
@@ -85,14 +92,19 @@ def describe_auto(name: str, value: object, params: Mapping[str, object]) -> str
     if not auto or name not in ("backend", "precision", "threads"):
         return ""
     try:
-        device = torch.device(str(params.get("device", "cpu")))
+        device = str(params.get("device", "cpu"))
         backend = resolve_backend(str(params.get("backend", "auto")), device,
                                   str(params.get("precision", "auto")))
     except UsageError:
         return ""
     if name == "threads":
-        # torch's default is what a torch run uses; OpenVINO picks its own per stream.
-        return str(torch.get_num_threads()) if backend == "torch" else "OpenVINO's default"
+        # torch's default is what a torch run uses (only torch knows it: imported for this
+        # row alone); OpenVINO picks its own per stream.
+        if backend != "torch":
+            return "OpenVINO's default"
+        import torch
+
+        return str(torch.get_num_threads())
     if name == "backend":
         return backend
     try:

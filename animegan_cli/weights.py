@@ -15,14 +15,15 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
-
-import torch
-from tqdm import tqdm
+from typing import TYPE_CHECKING, BinaryIO
 
 from .atomic import atomic_write
 from .errors import DownloadError, UsageError, WeightsError
-from .model import Generator
+
+if TYPE_CHECKING:  # imported where a checkpoint is parsed: listing and planning need neither
+    import torch
+
+    from .model import Generator
 
 
 @dataclass(frozen=True)
@@ -318,6 +319,8 @@ def _write_file(target: Path, write: Callable[[BinaryIO], None]) -> None:
 
 def _fetch(url: str, name: str, out: BinaryIO, tmp_path: Path, progress: bool) -> None:
     """Stream ``url`` into ``out`` with a progress bar; network failures become DownloadError."""
+    from tqdm import tqdm
+
     hint = f"(offline? use `animegan weights import FILE --name {name}`)"
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
@@ -415,6 +418,8 @@ def _check_published_bytes(data: bytes, source: Path, style: Style) -> None:
 @functools.cache
 def _expected_shapes() -> dict[str, torch.Size]:
     """Return the Generator's state-dict keys and shapes, computed once."""
+    from .model import Generator
+
     return {key: value.shape for key, value in Generator().state_dict().items()}
 
 
@@ -448,6 +453,8 @@ def _load_failure(exc: Exception) -> str:
 
 def _parse_checkpoint(data: bytes, path: Path) -> dict[str, torch.Tensor]:
     """Unpickle checkpoint bytes safely and check them strictly against the Generator."""
+    import torch
+
     try:
         with warnings.catch_warnings():
             # Hostile or foreign pickles make torch warn about protocols; the error says enough.
@@ -469,6 +476,8 @@ def _listed(items: list[str]) -> str:
 
 def _check_state_dict(state: object, source: str) -> dict[str, torch.Tensor]:
     """Return ``state`` as float32 tensors if it matches the Generator exactly, else raise."""
+    import torch
+
     if not isinstance(state, Mapping):
         raise WeightsError(
             f"{source} is not an AnimeGANv2 checkpoint: expected a state dict, "
@@ -523,6 +532,8 @@ def load_state_dict(path: Path, expected_blob_id: str | None = None) -> dict[str
 
 def load_generator(state_dict: dict[str, torch.Tensor], align_corners: bool = False) -> Generator:
     """Build a Generator from a state dict, in eval mode with gradients off."""
+    from .model import Generator
+
     state = _check_state_dict(state_dict, "state dict")
     model = Generator(align_corners=align_corners)
     model.load_state_dict(state, strict=True)

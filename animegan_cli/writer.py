@@ -18,8 +18,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from animegan_cli import data, incremental, outputs
 from animegan_cli.errors import RunStopped
@@ -27,7 +26,11 @@ from animegan_cli.lock import HeldLock
 from animegan_cli.provenance import Manifest, Provenance, with_reuse
 from animegan_cli.results import ConvertEvents, FileResult, Summary
 from animegan_cli.signals import deferred
-from animegan_cli.stylizer import Stylizer
+
+if TYPE_CHECKING:  # planning builds Targets without the model's modules
+    import torch
+
+    from animegan_cli.stylizer import Stylizer
 
 # How many encoded-but-unwritten images may queue behind the writer before the engine
 # waits: enough to hide encode time, small enough to bound memory on huge images.
