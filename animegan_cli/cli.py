@@ -23,6 +23,7 @@ from animegan_cli.convert import ConvertEvents, ConvertOptions, FileResult, Summ
 from animegan_cli.data import DEFAULT_MAX_PIXELS
 from animegan_cli.engine import BACKENDS, DEVICES, PRECISIONS
 from animegan_cli.errors import AnimeganError, UsageError
+from animegan_cli.formats import DEFAULT_PNG_LEVEL
 from animegan_cli.inputs import read_path_list
 from animegan_cli.outputs import FORMAT_CHOICES
 from animegan_cli.provenance import find_provenance
@@ -31,12 +32,11 @@ from animegan_cli.resources import DEFAULT_BUDGET_SHARE, parse_size
 from animegan_cli.selection import parse_shard, parse_since
 from animegan_cli.signals import Interrupted, release_early, stop_on_signals
 from animegan_cli.system import describe_auto, describe_system, torch_details
+from animegan_cli.tune import Trial, TuneRequest, TuneResult, run_tune
 from animegan_cli.weights import DEFAULT_STYLE, STYLES, WeightsStore
 
-if TYPE_CHECKING:  # tqdm and tune (numpy, torch) are imported by the commands that use them
+if TYPE_CHECKING:  # tqdm (~50 ms) is imported by the commands that show a progress bar
     from tqdm import tqdm
-
-    from animegan_cli.tune import Trial, TuneResult
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -286,6 +286,9 @@ def _refuse_style_with_weights(weights: Path | None) -> None:
               help="Output format; 'same' keeps the input's.")
 @_env_option("--quality", envvar="ANIMEGAN_QUALITY", type=int, default=95,
               help="JPEG/WebP quality, 1-100.")
+@_env_option("--png-level", envvar="ANIMEGAN_PNG_LEVEL", type=int, default=DEFAULT_PNG_LEVEL,
+              help="PNG compression level, 0 (fastest, largest) to 9; the pixels are the "
+                   "same at every level, so changing it leaves outputs up to date.")
 @pixel_options
 @engine_options
 @_env_option("--num-workers", envvar="ANIMEGAN_NUM_WORKERS", type=int, default=1,
@@ -398,7 +401,8 @@ def _convert_options(params: Mapping[str, Any], progress: bool) -> ConvertOption
     return ConvertOptions(
         inputs=list(p["inputs"]), output=p["output"], listed=listed, base=p["base"],
         style=p["style"], weights=p["weights"], recursive=p["recursive"], suffix=p["suffix"],
-        format=p["format_"], quality=p["quality"], size=p["size"], keep_size=p["keep_size"],
+        format=p["format_"], quality=p["quality"], png_level=p["png_level"], size=p["size"],
+        keep_size=p["keep_size"],
         batch_size=p["batch_size"], num_workers=p["num_workers"], threads=p["threads"],
         streams=p["streams"], device=p["device"], backend=p["backend"],
         precision=p["precision"], compile=p["compile_"], align_corners=p["align_corners"],
@@ -731,8 +735,6 @@ def tune_command(style: str, weights: Path | None, size: int, budget: float,
         animegan tune --size 512 --budget 120 --photos ./photos
     """
     from tqdm import tqdm
-
-    from animegan_cli.tune import TuneRequest, run_tune
 
     request = TuneRequest(size=size, budget=budget, photos=photos, objective=objective,
                           style=style, weights=weights)

@@ -29,6 +29,7 @@ CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
     "style": str,
     "format": str,
     "quality": int,
+    "png_level": int,
     "align_corners": bool,
     "keep_size": bool,
 }

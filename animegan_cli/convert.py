@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from animegan_cli import data, incremental, outputs, resources
 from animegan_cli.engine import NON_FINITE_REASON, EngineSpec, NonFiniteOutput, torch_threads
 from animegan_cli.errors import RunStopped, UsageError, WeightsError
+from animegan_cli.formats import DEFAULT_PNG_LEVEL
 from animegan_cli.inputs import ListedPath, find_inputs
 from animegan_cli.limits import MIN_SIDE
 from animegan_cli.lock import HeldLock, output_lock, remove_stale_temp_files
@@ -58,6 +59,7 @@ class ConvertOptions:
     suffix: str = ""
     format: str = "same"
     quality: int = 95
+    png_level: int = DEFAULT_PNG_LEVEL  # zlib level of PNG outputs; changes no pixel
     size: int = 512
     keep_size: bool = False
     batch_size: int = 1
@@ -93,6 +95,7 @@ def validate(options: ConvertOptions) -> None:
         (options.batch_size >= 1, "--batch-size must be at least 1"),
         (options.size == 0 or options.size >= MIN_SIDE, f"--size must be 0 or at least {MIN_SIDE}"),
         (1 <= options.quality <= 100, "--quality must be between 1 and 100"),
+        (0 <= options.png_level <= 9, "--png-level must be between 0 and 9"),
         (options.num_workers >= 0, "--num-workers must be 0 or more"),
         (
             options.reuse_similar is None or 0 <= options.reuse_similar <= HASH_BITS,
@@ -472,7 +475,8 @@ def _run(
         summary.engine = stylizer.description
         summary.startup_seconds = time.perf_counter() - started
         batcher = data.ShapeBatcher(options.batch_size)
-        with Writer(stylizer, manifest, held, summary, events, options.quality) as writer:
+        with Writer(stylizer, manifest, held, summary, events, options.quality,
+                    png_level=options.png_level) as writer:
             reuse = ReuseStage(options.reuse_similar)
             styling = _Styling(stylizer, targets, reuse, writer, summary)
             for item in images:

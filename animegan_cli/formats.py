@@ -30,6 +30,9 @@ _XMP_TEMPLATE = (
     '<?xpacket end="w"?>'
 )
 _TIFF_IMAGE_DESCRIPTION = 270
+# --png-level's default, chosen by measurement (benchmarks/png_level.py; docs/performance.md):
+# Pillow, libpng and zlib default to 6.
+DEFAULT_PNG_LEVEL = 6
 
 Embed = Callable[[str], dict[str, object]]  # record JSON -> Pillow save options
 Read = Callable[[Image.Image], str | bytes | None]  # an opened file -> its record JSON
@@ -85,6 +88,9 @@ class OutputFormat:
     save_options: Mapping[str, object] = field(default_factory=dict, compare=False)
     embed: Embed | None = None  # None: no room for a record (the manifest is its only one)
     read: Read | None = None
+    # The Pillow save option that takes a zlib level (--png-level); lossless, so the pixels
+    # and the record do not depend on it and it never makes an output stale.
+    level_option: str | None = None
 
     @property
     def extension(self) -> str:
@@ -96,11 +102,18 @@ class OutputFormat:
         """Whether files of this format carry their own record."""
         return self.embed is not None
 
-    def save_kwargs(self, quality: int, metadata: str | None = None) -> dict[str, object]:
-        """Pillow save options for one output: quality where lossy, the record where it fits."""
+    def save_kwargs(
+        self, quality: int, metadata: str | None = None, level: int | None = None
+    ) -> dict[str, object]:
+        """Pillow save options for one output: quality where lossy, the record where it fits.
+
+        ``level`` is the compression level where the format takes one (None: Pillow's).
+        """
         options = dict(self.save_options)
         if self.lossy:
             options["quality"] = quality
+        if level is not None and self.level_option is not None:
+            options[self.level_option] = level
         if metadata is not None and self.embed is not None:
             options.update(self.embed(metadata))
         return options
@@ -110,7 +123,8 @@ FORMATS: dict[str, OutputFormat] = {
     "jpg": OutputFormat("JPEG", (".jpg", ".jpeg"), holds_alpha=False, lossy=True, offered=True,
                         embed=_embed_xmp, read=_read_xmp),
     "png": OutputFormat("PNG", (".png",), holds_alpha=True, offered=True,
-                        embed=_embed_png_text, read=_read_png_text),
+                        embed=_embed_png_text, read=_read_png_text,
+                        level_option="compress_level"),
     "webp": OutputFormat("WEBP", (".webp",), holds_alpha=True, lossy=True, offered=True,
                          embed=_embed_xmp, read=_read_xmp),
     "bmp": OutputFormat("BMP", (".bmp",), holds_alpha=False),

@@ -125,6 +125,7 @@ def write_image_atomic(
     metadata: str | None = None,
     root: Path | None = None,
     before_rename: Callable[[os.stat_result], None] | None = None,
+    png_level: int | None = None,
 ) -> None:
     """Encode ``image`` to ``path`` via a temp file and rename: never a half-written file.
 
@@ -132,12 +133,12 @@ def write_image_atomic(
     (see :mod:`animegan_cli.formats`: PNG text chunk, JPEG/WebP XMP, TIFF ImageDescription;
     BMP has none). ``root`` (the output folder) and ``before_rename`` are passed to
     :func:`atomic.atomic_write`: with ``root``, a symlinked folder below it is refused,
-    never written through.
+    never written through. ``png_level`` is PNG's zlib level (None: Pillow's, 6).
     """
     fmt = format_of(path)
     if image.mode == "RGBA" and not fmt.holds_alpha:
         image = image.convert("RGB")
-    options = fmt.save_kwargs(quality, metadata)
+    options = fmt.save_kwargs(quality, metadata, png_level)
     atomic_write(
         path,
         lambda handle: image.save(handle, format=fmt.pil_name, **options),

@@ -9,18 +9,20 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
 from PIL import Image
 
 from animegan_cli import data, resources
 from animegan_cli.convert import ConvertOptions, convert
 from animegan_cli.engine import cpu_has_fast_bf16, torch_threads
 from animegan_cli.inputs import discover_inputs
-from animegan_cli.measure import current_rss_mb, measure_engine, peak_rss_mb, reset_peak_rss
-from animegan_cli.stylizer import Stylizer
 from animegan_cli.weights import DEFAULT_STYLE
+
+if TYPE_CHECKING:  # cli imports this module at start: numpy, torch and the model come later
+    import torch
+
+    from animegan_cli.stylizer import Stylizer
 
 BATCH_SIZES = (1, 2, 4, 8, 16)
 # A bigger batch must beat the best so far by this much to count as better: smaller
@@ -105,6 +107,8 @@ def tuning_images(request: TuneRequest, workdir: Path) -> Path:
             shutil.copyfile(item.path, folder / f"{i:02d}{item.path.suffix.lower()}")
         if any(folder.iterdir()):
             return folder
+    import numpy as np
+
     rng = np.random.default_rng(0)
     width, height = request.size or 512, (request.size or 512) * 3 // 4
     for i in range(TUNE_PHOTOS):
@@ -201,6 +205,8 @@ def run_tune(request: TuneRequest, on_trial: Callable[[Trial], None] = lambda t:
 
 def _measure(tuning: _Tuning, trial: Trial) -> Trial:
     """Time ``trial``'s engine on batches of the typical shape; the measured trial, recorded."""
+    from animegan_cli.measure import current_rss_mb, measure_engine, peak_rss_mb, reset_peak_rss
+
     height, width = tuning.shape
     with torch_threads(trial.threads):
         engine = _stylizer(tuning.request, trial, tuning.on_message).engine
@@ -275,6 +281,8 @@ def _tune_threads(tuning: _Tuning, best: Trial) -> Trial:
 
 def _tune_workers(tuning: _Tuning, best: Trial) -> Trial:
     """End-to-end runs over the photos with 0..cores workers; the model time is shared."""
+    from animegan_cli.measure import peak_rss_mb, reset_peak_rss
+
     chosen: Trial | None = None
     for workers in range(0, tuning.cores + 1):
         if tuning.out_of_time() and chosen is not None:
@@ -305,6 +313,8 @@ def _convert_options(request: TuneRequest, trial: Trial, photos: Path,
 
 
 def _stylizer(request: TuneRequest, trial: Trial, on_message: Callable[[str], None]) -> Stylizer:
+    from animegan_cli.stylizer import Stylizer
+
     return Stylizer.load(
         request.style or DEFAULT_STYLE, weights=request.weights, size=request.size,
         backend=trial.backend, precision=trial.precision, threads=trial.threads,

@@ -89,6 +89,7 @@ class Writer:
         events: ConvertEvents,
         quality: int = 95,
         max_pending: int = MAX_PENDING_WRITES,
+        png_level: int | None = None,
     ) -> None:
         self.stylizer = stylizer
         self.manifest = manifest
@@ -97,6 +98,7 @@ class Writer:
         self.events = events
         self.quality = quality
         self.max_pending = max_pending
+        self.png_level = png_level
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="animegan-writer")
         self._pending: deque[Future[_Done]] = deque()
         # Set by the writer thread, once; read by the caller's thread to stop early.
@@ -215,7 +217,8 @@ class Writer:
             self.held.check()
             image = self.stylizer.finish(item, pixels)
             outputs.write_image_atomic(
-                image, out, quality=self.quality, metadata=record.to_json(),
+                image, out, quality=self.quality, png_level=self.png_level,
+                metadata=record.to_json(),
                 root=self.held.out_dir,
                 before_rename=incremental.record_before_rename(self.manifest, out, record),
             )
