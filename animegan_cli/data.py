@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 from animegan_cli.errors import InputImageError
 from animegan_cli.limits import MIN_SIDE
 from animegan_cli.orphans import end_with_parent
+from animegan_cli.priority import lower_this_thread
 from animegan_cli.provenance import hash_bytes, open_regular
 
 try:  # HEIC/HEIF (phones) through the optional pillow-heif extra.
@@ -264,6 +265,7 @@ def own_pixel_limit() -> Iterator[None]:
 def _init_worker(_: int) -> None:
     import torch
 
+    lower_this_thread()  # decoding ahead must not take the model's cores from it
     # Each worker decodes one image at a time; extra intra-op threads would only fight
     # the engine for the same cores.
     torch.set_num_threads(1)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from animegan_cli import data, incremental, outputs
 from animegan_cli.errors import RunStopped
 from animegan_cli.lock import HeldLock
+from animegan_cli.priority import lower_this_thread
 from animegan_cli.provenance import Manifest, Provenance, with_reuse
 from animegan_cli.results import ConvertEvents, FileResult, Summary
 from animegan_cli.signals import deferred
@@ -99,7 +100,11 @@ class Writer:
         self.quality = quality
         self.max_pending = max_pending
         self.png_level = png_level
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="animegan-writer")
+        # Encoding runs beside the model: at a lower priority it takes the cycles the model
+        # leaves, not the model's (priority.py).
+        self._pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="animegan-writer", initializer=lower_this_thread
+        )
         self._pending: deque[Future[_Done]] = deque()
         # Set by the writer thread, once; read by the caller's thread to stop early.
         self._stopped = threading.Event()

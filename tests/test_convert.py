@@ -240,3 +240,20 @@ def test_the_reuse_stage_lets_look_alikes_borrow_and_the_rest_pass():
     assert stage.admit(PreparedImage(5, other)) == []  # waits for ``different``
     assert [f.index for f in stage.failed(different)] == [5]
     assert stage.admit(lone) == [Borrowed(lone, result, 0, 0)]
+
+
+def test_png_level_changes_size_not_pixels_and_leaves_outputs_up_to_date(tmp_path, checkpoint):
+    src = tmp_path / "in"
+    make_image(src / "a.png", 64, 48, seed=4)
+    fast, small = tmp_path / "fast", tmp_path / "small"
+    convert(options(src, fast, checkpoint, size=64, png_level=0))
+    convert(options(src, small, checkpoint, size=64, png_level=9))
+    assert (fast / "a.png").stat().st_size > (small / "a.png").stat().st_size
+    assert np.array_equal(pixels(fast / "a.png"), pixels(small / "a.png"))
+    again = convert(options(src, fast, checkpoint, size=64, png_level=9))
+    assert (again.converted, again.skipped) == (0, 1)  # the level is no reason to redo it
+
+
+def test_a_png_level_out_of_range_is_refused(tmp_path, checkpoint):
+    with pytest.raises(UsageError, match="--png-level must be between 0 and 9"):
+        convert(options(tmp_path, tmp_path / "out", checkpoint, png_level=10))

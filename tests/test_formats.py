@@ -68,3 +68,9 @@ def test_bmp_has_no_room_for_a_record(tmp_path):
     assert FORMATS["bmp"].save_kwargs(90, RECORD) == {}
     with Image.open(old_file(tmp_path, "BMP")) as img:
         assert read_record_text(img) is None
+
+
+def test_the_png_level_is_a_save_option_of_png_only():
+    assert FORMATS["png"].save_kwargs(90, None, level=1) == {"compress_level": 1}
+    assert FORMATS["png"].save_kwargs(90, None) == {}  # None: Pillow's own default
+    assert FORMATS["jpg"].save_kwargs(90, None, level=1) == {"quality": 90}
