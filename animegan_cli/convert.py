@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from animegan_cli import data, incremental, outputs, resources
 from animegan_cli.engine import NON_FINITE_REASON, EngineSpec, NonFiniteOutput, torch_threads
 from animegan_cli.errors import RunStopped, UsageError, WeightsError
+from animegan_cli.faces import FaceSettings
 from animegan_cli.formats import DEFAULT_PNG_LEVEL
 from animegan_cli.inputs import ListedPath, find_inputs
 from animegan_cli.limits import MIN_SIDE
@@ -83,6 +84,7 @@ class ConvertOptions:
     max_pixels: int = data.DEFAULT_MAX_PIXELS
     max_memory: int | None = None  # bytes; None = a share of the available memory
     wait: bool = False
+    faces: FaceSettings = field(default_factory=FaceSettings)  # --faces and its settings
 
 
 def validate(options: ConvertOptions) -> None:
@@ -116,6 +118,7 @@ def validate(options: ConvertOptions) -> None:
         raise UsageError("--suffix must not contain a path separator or NUL")
     if not options.inputs:
         raise UsageError("no input given")
+    options.faces.validate(reuse_similar=options.reuse_similar is not None)
 
 
 def prepare_output_dir(path: Path) -> list[Path]:
@@ -202,6 +205,8 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
         summary.seconds = time.perf_counter() - started
         return summary
     if options.dry_run:
+        if options.faces.on:
+            _note(summary, events, options.faces.dry_run_note())
         try:
             plan, _ = _plan(options, spec, selection, summary, events)
             _report_dry_run(plan, summary, events)
@@ -258,7 +263,13 @@ def _plan(
     if manifest.warning:
         events.on_message(manifest.warning)
     rules = _rules(options, spec, selection, events.on_message)
-    return incremental.plan_work(inputs, planned, rules, manifest), manifest
+    if options.faces.mode != "crop":
+        return incremental.plan_work(inputs, planned, rules, manifest), manifest
+    from animegan_cli import face_stage  # crop mode: plan by each input's first crop
+
+    plan = incremental.plan_work(inputs, face_stage.anchors(planned, manifest), rules, manifest)
+    face_stage.recheck_crops(plan, manifest)
+    return plan, manifest
 
 
 def _convert_locked(
@@ -392,10 +403,13 @@ def _rules(
     return incremental.Rules(
         style=record_style(options.style, options.weights, checkpoint),
         checkpoint=checkpoint,
-        settings=pixel_settings(
-            options.size, spec.precision, options.align_corners, options.keep_size, spec.backend,
-            spec.device,
-        ),
+        settings={
+            **pixel_settings(
+                options.size, spec.precision, options.align_corners, options.keep_size,
+                spec.backend, spec.device,
+            ),
+            **options.faces.record(),
+        },
         quality=options.quality,
         overwrite=options.overwrite,
         trust_mtime=options.trust_mtime,
@@ -479,11 +493,17 @@ def _run(
                     png_level=options.png_level) as writer:
             reuse = ReuseStage(options.reuse_similar)
             styling = _Styling(stylizer, targets, reuse, writer, summary)
+            styling.faces = _face_stage(options, writer, manifest, events)
             for item in images:
                 summary.prepare_seconds += item.seconds
                 if writer.stopped:
                     break
                 if not styling.readable(item):
+                    continue
+                if styling.faces is not None:  # --faces: the image's parts, faces included
+                    for part in styling.faces.admit(item, targets[item.index]):
+                        for batch in batcher.add(part):
+                            styling.style(batch)
                     continue
                 borrowed = styling.reuse.admit(item)
                 if borrowed is not None:  # a look-alike's result, now or once it is styled
@@ -493,6 +513,17 @@ def _run(
                     styling.style(batch)
             for batch in batcher.flush():
                 styling.style(batch)
+
+
+def _face_stage(
+    options: ConvertOptions, writer: Writer, manifest: Manifest, events: ConvertEvents
+) -> Any:
+    """The --faces stage (face_stage.FaceStage), or None when faces are off."""
+    if not options.faces.on:
+        return None
+    from animegan_cli.face_stage import FaceStage
+
+    return FaceStage(options.faces, writer, manifest, events.on_message)
 
 
 class _ReadAhead:
@@ -527,6 +558,7 @@ class _Styling:
     reuse: ReuseStage
     writer: Writer
     summary: Summary
+    faces: Any = None  # face_stage.FaceStage with --faces: it takes the results of its parts
 
     def readable(self, item: data.PreparedImage) -> bool:
         """False, with its inputs reported failed, for an image that cannot be styled."""
@@ -567,6 +599,9 @@ class _Styling:
         self.summary.engine_seconds += spent
         share = spent / len(batch)
         for position, (item, pixels) in enumerate(zip(batch, styled)):
+            kept = None if position in bad else pixels
+            if self.faces is not None and self.faces.take(item, kept):
+                continue
             target = self.targets[item.index]
             if position in bad:
                 self.writer.fail(target, NON_FINITE_REASON, item.seconds + share)

@@ -47,6 +47,9 @@ _BLOB_HEX = re.compile(r"[0-9a-f]{40}")
 # Settings recorded to say which engine made an output, but not compared: fp32, bf16 and
 # fp16 results differ by rounding only (invisible), while int8 visibly changes pixels.
 ENGINE_SETTINGS = ("backend", "device", "precision")
+# What --faces found in an image (recorded for crop planning and people, not compared: the
+# settings that decide it, detector and margin, are).
+RESULT_SETTINGS = ("face_count", "face_index", "face_box", "face_boxes")
 
 
 @dataclass(frozen=True)
@@ -208,7 +211,7 @@ def staleness_key(settings: dict[str, object]) -> dict[str, object]:
     of a lossy format, int8 or not) is compared; the engine (backend, device, and which
     float precision) is recorded but not compared.
     """
-    key = {k: v for k, v in settings.items() if k not in ENGINE_SETTINGS}
+    key = {k: v for k, v in settings.items() if k not in ENGINE_SETTINGS + RESULT_SETTINGS}
     key["precision"] = "int8" if settings.get("precision") == "int8" else "float"
     return key
 

@@ -30,6 +30,8 @@ def _jsonable(value: object) -> object:
         return json_safe(value)
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}  # --faces
     return value
 
 
@@ -74,6 +76,8 @@ def build_report(
         "notes": [json_safe(note) for note in summary.notes],
         "engine": summary.engine or None,
         "batch_size_used": summary.batch_size or None,
+        # --faces: each output's face count and boxes (in the upright input's pixels)
+        **({"faces": [_jsonable(f) for f in summary.faces]} if summary.faces else {}),
     }
 
 

@@ -18,9 +18,11 @@ class FileResult:
     seconds: float = 0.0
     reason: str | None = None  # why it was (or would be) converted or skipped
     reused_from: Path | None = None  # the input (or earlier output) whose result was reused
+    faces: dict[str, object] | None = None  # --faces: {"count", "boxes"[, "index"]}
 
     def as_dict(self) -> dict[str, object]:
-        """JSON-ready form (paths as strings)."""
+        """JSON-ready form (paths as strings); "faces" only with --faces."""
+        extra = {} if self.faces is None else {"faces": self.faces}
         return {
             "input": str(self.input),
             "output": str(self.output) if self.output else None,
@@ -29,6 +31,7 @@ class FileResult:
             "seconds": round(self.seconds, 4),
             "reason": self.reason,
             "reused_from": str(self.reused_from) if self.reused_from else None,
+            **extra,
         }
 
 
@@ -53,6 +56,7 @@ class Summary:
     found: int = 0  # inputs found; the rest of found - (converted + skipped + failed) not done
     batch_size: int = 0  # the batch size used (lowered when memory is short)
     notes: list[str] = field(default_factory=list)  # said once: files left out, nothing to do
+    faces: list[dict[str, object]] = field(default_factory=list)  # --faces: per output written
 
     @property
     def images_per_second(self) -> float:
@@ -61,6 +65,9 @@ class Summary:
 
     def add(self, result: FileResult) -> None:
         """Count one result."""
+        if result.faces is not None:
+            self.faces.append({"input": str(result.input), "output": str(result.output),
+                               **result.faces})
         if result.status in ("converted", "would-convert"):
             self.converted += 1
             self.reused += result.reused_from is not None

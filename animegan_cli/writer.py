@@ -15,6 +15,7 @@ import errno
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from animegan_cli.signals import deferred
 
 if TYPE_CHECKING:  # planning builds Targets without the model's modules
     import torch
+    from PIL import Image
 
     from animegan_cli.stylizer import Stylizer
 
@@ -68,6 +70,9 @@ class Lender:
     target: Target
     distance: int
 
+
+# --faces paste: turns the finished image into the one written (styled faces blended in).
+Compose = Callable[["Image.Image"], "Image.Image"]
 
 # What a finished write hands back: its result and the seconds spent writing, or None
 # when it was not attempted because the writer had stopped.
@@ -138,11 +143,15 @@ class Writer:
         pixels: torch.Tensor,
         spent: float,
         lender: Lender | None = None,
+        compose: Compose | None = None,
+        faces: dict[str, object] | None = None,
     ) -> None:
         """Queue one styled result for ``target``'s input and each of its duplicates.
 
         ``spent`` is the time the lead's image took so far (its duplicates cost nothing).
         With ``lender`` the pixels are a look-alike's result, and the records say so.
+        ``compose`` changes the finished image before it is encoded; ``faces`` is what
+        their results report (both from --faces).
         Reports the writes that have finished; waits while too many are queued.
         """
         lead = target.lead
@@ -152,13 +161,14 @@ class Writer:
             assert lender.target.lead.record is not None
             record = with_reuse(record, lender.target.lead.record.input_blake2b, lender.distance)
             source = lender.target.lead.item.path
-        self._queue(lead, item, pixels, spent, record, source)
+        extra = _Extra(compose, faces)
+        self._queue(lead, item, pixels, spent, record, source, extra)
         for dup in target.duplicates:
             assert dup.record is not None
             dup_record = dup.record
             if lender is not None:
                 dup_record = with_reuse(dup.record, record.similar_to or "", lender.distance)
-            self._queue(dup, item, pixels, 0.0, dup_record, source or lead.item.path)
+            self._queue(dup, item, pixels, 0.0, dup_record, source or lead.item.path, extra)
         self._collect(self.max_pending)
 
     def fail(self, target: Target, reason: str, spent: float) -> None:
@@ -179,8 +189,11 @@ class Writer:
         spent: float,
         record: Provenance,
         reused_from: Path | None,
+        extra: _Extra | None = None,
     ) -> None:
-        future = self._pool.submit(self._write, decision, item, pixels, spent, record, reused_from)
+        future = self._pool.submit(
+            self._write, decision, item, pixels, spent, record, reused_from, extra or _Extra()
+        )
         self._pending.append(future)
 
     def _collect(self, limit: int) -> None:
@@ -212,6 +225,7 @@ class Writer:
         spent: float,
         record: Provenance,
         reused_from: Path | None,
+        extra: _Extra,
     ) -> _Done:
         """Encode and write one output (in the writer thread)."""
         if self._stopped.is_set():
@@ -221,6 +235,8 @@ class Writer:
         try:
             self.held.check()
             image = self.stylizer.finish(item, pixels)
+            if extra.compose is not None:
+                image = extra.compose(image)
             outputs.write_image_atomic(
                 image, out, quality=self.quality, png_level=self.png_level,
                 metadata=record.to_json(),
@@ -242,9 +258,17 @@ class Writer:
         written = time.perf_counter() - start
         result = FileResult(
             decision.item.path, out, "converted", None, spent + written, decision.reason,
-            reused_from,
+            reused_from, extra.faces,
         )
         return result, written
+
+
+@dataclass(frozen=True)
+class _Extra:
+    """What --faces adds to a write: see Writer.submit."""
+
+    compose: Compose | None = None
+    faces: dict[str, object] | None = None
 
 
 def _failed(decision: incremental.Decision, reason: str, spent: float) -> _Done:
