@@ -522,6 +522,11 @@ def _face_stage(
     if not options.faces.on:
         return None
     from animegan_cli.face_stage import FaceStage
+    from animegan_cli.faces import style_note
+
+    note = style_note(options.style, options.weights)
+    if note is not None:
+        events.on_message(note)
 
     return FaceStage(options.faces, writer, manifest, events.on_message)
 

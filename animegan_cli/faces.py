@@ -43,6 +43,16 @@ def face_styles() -> list[str]:
     return [name for name, style in STYLES.items() if "face" in style.trained_on]
 
 
+def style_note(style: str, weights: Path | None) -> str | None:
+    """A note for --faces with a published style that was not trained on faces."""
+    if weights is not None or style not in STYLES or style in face_styles():
+        return None
+    return (
+        f"--faces: {style} was not trained on faces ({', '.join(face_styles())} were); "
+        "its faces are cropped and styled at 512x512 all the same"
+    )
+
+
 @dataclass(frozen=True)
 class Box:
     """A face's box in pixels of the image it was found in: left, top, width, height."""

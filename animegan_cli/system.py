@@ -69,6 +69,21 @@ def describe_system() -> dict[str, dict[str, str]]:
             "weights search": " -> ".join(str(p) for p in store.search_dirs),
         },
         "weights": installed or {"installed": "none (animegan weights download NAME)"},
+        "faces": _faces_section(),
+    }
+
+
+def _faces_section() -> dict[str, str]:
+    """Which styles --faces is made for, and whether its detector is installed."""
+    from animegan_cli.faces import face_styles
+    from animegan_cli.weights import STYLES
+
+    opencv = _version("opencv-python-headless")
+    trained = ", ".join(f"{n} ({STYLES[n].resolution}px)" for n in face_styles())
+    return {
+        "trained on faces": f"{trained}; --faces on another style just crops",
+        "detector": f"OpenCV {opencv} Haar cascades (bundled)" if opencv != "not installed"
+        else 'not installed (pip install "animegan[faces]")',
     }
 
 
