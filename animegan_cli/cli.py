@@ -24,6 +24,7 @@ from animegan_cli.data import DEFAULT_MAX_PIXELS
 from animegan_cli.engine import BACKENDS, DEVICES, PRECISIONS
 from animegan_cli.errors import AnimeganError, UsageError
 from animegan_cli.faces import (
+    DEFAULT_DETECTOR,
     DEFAULT_MARGIN,
     DEFAULT_MIN_FACE,
     DEFAULT_NEIGHBOURS,
@@ -278,9 +279,10 @@ def face_options(command: Callable) -> Callable:
                           f"styles trained on faces ({', '.join(face_styles())})."),
         click.option("--face-margin", type=float, default=DEFAULT_MARGIN, show_default=True,
                      help="Side of a face's square crop, times its detected box."),
-        click.option("--face-detector", type=click.Choice(list(DETECTORS)), default="haar",
-                     show_default=True, help="OpenCV's bundled frontal-face Haar cascade: "
-                                             "default or alt2."),
+        click.option("--face-detector", type=click.Choice(list(DETECTORS)),
+                     default=DEFAULT_DETECTOR, show_default=True,
+                     help="OpenCV's bundled frontal-face Haar cascades: alt2 (fewer false "
+                          "faces) or the default one (finds a few more)."),
         click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True,
                      metavar="PX", help="Smallest face looked for, in pixels of the input."),
         click.option("--face-neighbours", type=int, default=DEFAULT_NEIGHBOURS,

@@ -35,7 +35,7 @@ DETECTORS = {
     "haar": "haarcascade_frontalface_default.xml",
     "haar-alt2": "haarcascade_frontalface_alt2.xml",
 }
-DEFAULT_DETECTOR = "haar"
+DEFAULT_DETECTOR = "haar-alt2"  # fewer false faces: see docs/faces.md
 
 
 def face_styles() -> list[str]:

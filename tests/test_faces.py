@@ -113,7 +113,7 @@ def test_settings_record_nothing_when_off_and_everything_when_on():
     assert FaceSettings().record() == {}
     record = FaceSettings("paste", margin=1.5).record()
     assert record["faces"] == "paste" and record["face_margin"] == 1.5
-    assert record["face_detector"] == "haar" and record["min_face"] == 40
+    assert record["face_detector"] == "haar-alt2" and record["min_face"] == 40
 
 
 @pytest.mark.parametrize("settings, message", [
