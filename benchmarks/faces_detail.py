@@ -1,6 +1,6 @@
 """How much more of a face the model sees with --faces paste, and the docs' side-by-side PNG.
 
-    PYTHONPATH=. python benchmarks/faces_detail.py [--weights FILE] [--png docs/faces_side_by_side.png]
+    PYTHONPATH=. python benchmarks/faces_detail.py [--weights FILE] [--png PATH]
 
 Converts scikit-image's bundled astronaut (one face, 512x512) and a generated "group" of
 three astronauts 40 px apart (1020x300, faces of about 57 px) with ``convert`` at the
