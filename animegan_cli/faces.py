@@ -3,7 +3,8 @@
 The detector's model must ship inside a pip package (no download at run time): OpenCV's
 Haar cascades are in every ``opencv-python-headless`` 4.x wheel (5.0 drops them, hence the
 ``<5`` pin of the ``faces`` extra). cv2 and numpy are imported only when a detector is
-built, so importing this module (cli.py does, for the flag choices) costs nothing.
+built, and PIL and the style registry inside the functions that use them: importing this
+module (cli.py does, for the flag choices) costs nothing.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
-
-from PIL import Image
+from typing import TYPE_CHECKING, Protocol
 
 from animegan_cli.errors import UsageError
-from animegan_cli.weights import STYLES
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 MODES = ("off", "crop", "paste")
 FALLBACKS = ("fail", "whole")
@@ -40,11 +41,15 @@ DEFAULT_DETECTOR = "haar-alt2"  # fewer false faces: see docs/faces.md
 
 def face_styles() -> list[str]:
     """The published styles trained on face crops (the ones --faces is made for)."""
+    from animegan_cli.weights import STYLES
+
     return [name for name, style in STYLES.items() if "face" in style.trained_on]
 
 
 def style_note(style: str, weights: Path | None) -> str | None:
     """A note for --faces with a published style that was not trained on faces."""
+    from animegan_cli.weights import STYLES
+
     if weights is not None or style not in STYLES or style in face_styles():
         return None
     return (
@@ -155,6 +160,7 @@ class HaarDetector:
     def detect(self, image: Image.Image) -> list[Box]:
         """Face boxes in ``image``'s pixels."""
         import numpy as np
+        from PIL import Image
 
         scale = min(1.0, DETECT_LONG_SIDE / max(image.size))
         small = image.convert("L")
