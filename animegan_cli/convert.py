@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from animegan_cli import data, incremental, outputs, resources
 from animegan_cli.engine import NON_FINITE_REASON, EngineSpec, NonFiniteOutput, torch_threads
@@ -36,6 +36,7 @@ from animegan_cli.writer import Lender, Target, Writer
 if TYPE_CHECKING:
     import torch
 
+    from animegan_cli.face_stage import FaceStage  # imported when --faces is on: needs OpenCV
     from animegan_cli.stylizer import Stylizer
 
 # Images an INT8 model is calibrated on (NNCF's accuracy flattened out beyond a handful).
@@ -517,8 +518,8 @@ def _run(
 
 def _face_stage(
     options: ConvertOptions, writer: Writer, manifest: Manifest, events: ConvertEvents
-) -> Any:
-    """The --faces stage (face_stage.FaceStage), or None when faces are off."""
+) -> FaceStage | None:
+    """The --faces stage, or None when faces are off."""
     if not options.faces.on:
         return None
     from animegan_cli.face_stage import FaceStage
@@ -527,7 +528,6 @@ def _face_stage(
     note = style_note(options.style, options.weights)
     if note is not None:
         events.on_message(note)
-
     return FaceStage(options.faces, writer, manifest, events.on_message)
 
 
@@ -563,7 +563,7 @@ class _Styling:
     reuse: ReuseStage
     writer: Writer
     summary: Summary
-    faces: Any = None  # face_stage.FaceStage with --faces: it takes the results of its parts
+    faces: FaceStage | None = None  # with --faces: it takes the results of its parts
 
     def readable(self, item: data.PreparedImage) -> bool:
         """False, with its inputs reported failed, for an image that cannot be styled."""
