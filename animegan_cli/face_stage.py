@@ -257,18 +257,21 @@ class FaceStage:
         carry a crop-mode record: they are no longer this input's faces."""
         for d in target.decisions:
             base = base_of(d.output)
-            stale = [] if keep_whole else [base]
+            stale = [] if keep_whole else [(base, None)]
             k = first
             while crop_output(base, k).exists():
-                stale.append(crop_output(base, k))
+                stale.append((crop_output(base, k), k))
                 k += 1
-            removed = [p for p in stale if self._remove_if_crop(p)]
+            removed = [p for p, k in stale if self._remove_if_crop(p, k)]
             if removed:
                 names = ", ".join(p.name for p in removed)
                 self.on_message(f"{d.item.path}: removed {names}: no longer one of its faces")
 
-    def _remove_if_crop(self, path: Path) -> bool:
-        if not _is_crop_output(record_of(self.manifest, path)):
+    def _remove_if_crop(self, path: Path, index: int | None) -> bool:
+        """Delete ``path`` if its record says it is crop ``index`` (None: the whole-image
+        fallback) of a crop-mode run; another input's output of that name is left alone."""
+        record = record_of(self.manifest, path)
+        if not _is_crop_output(record) or record.settings.get("face_index") != index:
             return False
         try:
             path.unlink()
