@@ -352,6 +352,11 @@ def _refuse_style_with_weights(weights: Path | None) -> None:
 @click.option("--shard", metavar="I/N", default=None,
               help="Only shard I of N (I counts from 0), split by relative path: N jobs "
                    "together cover every input exactly once.")
+@click.option("--ray", "ray_address", metavar="[local|auto|ADDRESS]", default=None,
+              is_flag=False, flag_value="",
+              help="Style on a Ray actor pool: 'local' starts Ray on this machine, 'auto' or "
+                   "an address (ray://host:10001) joins a cluster; bare: RAY_ADDRESS, else "
+                   "local. Inputs and OUTPUT must be on storage every node sees.")
 @click.option("--reuse-similar", type=int, metavar="MAXDIST", default=None,
               help="Give a near-duplicate (dHash within MAXDIST of 64 bits; 4 is strict) "
                    "an earlier image's result. Off by default: the result is not its own.")
@@ -454,6 +459,7 @@ def _convert_options(params: Mapping[str, Any], progress: bool) -> ConvertOption
         dry_run=p["dry_run"], since=since, newer_than=p["newer_than"], shard=shard,
         reuse_similar=p["reuse_similar"], max_pixels=p["max_pixels"],
         max_memory=p["max_memory"], wait=p["wait"], faces=_face_settings(p),
+        ray=p["ray_address"],
     )
 
 

@@ -86,6 +86,7 @@ class ConvertOptions:
     max_memory: int | None = None  # bytes; None = a share of the available memory
     wait: bool = False
     faces: FaceSettings = field(default_factory=FaceSettings)  # --faces and its settings
+    ray: str | None = None  # --ray: None = off, "" = bare (RAY_ADDRESS, else local), or address
 
 
 def validate(options: ConvertOptions) -> None:
@@ -120,6 +121,10 @@ def validate(options: ConvertOptions) -> None:
     if not options.inputs:
         raise UsageError("no input given")
     options.faces.validate(reuse_similar=options.reuse_similar is not None)
+    if options.ray is not None:
+        from animegan_cli import ray_runner  # Ray itself is imported only when a run uses it
+
+        ray_runner.validate(options)
 
 
 def prepare_output_dir(path: Path) -> list[Path]:
@@ -294,7 +299,11 @@ def _convert_locked(
     if targets:
         targets, batch_size = _fit_in_memory(options, spec, targets, summary, events)
         options = dataclasses.replace(options, batch_size=batch_size)
-    if targets:
+    if targets and options.ray is not None:
+        from animegan_cli import ray_runner
+
+        ray_runner.run(options, spec, targets, summary, events, manifest, started, held)
+    elif targets:
         with torch_threads(options.threads):
             _run(options, spec, targets, summary, events, manifest, started, held)
     if not held.shared:  # rewriting the manifest under running shards would lose lines

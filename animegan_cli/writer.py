@@ -96,8 +96,12 @@ class Writer:
         quality: int = 95,
         max_pending: int = MAX_PENDING_WRITES,
         png_level: int | None = None,
+        already_written: Callable[[incremental.Decision], bool] | None = None,
     ) -> None:
         self.stylizer = stylizer
+        # --ray: whether an earlier attempt of this run wrote the output (Ray retried the
+        # batch after its actor died); such an output is reported, never written twice.
+        self.already_written = already_written
         self.manifest = manifest
         self.held = held
         self.summary = summary
@@ -231,6 +235,11 @@ class Writer:
         if self._stopped.is_set():
             return None  # queued before the stop: left for the next run, like undecoded images
         out = decision.output
+        if self.already_written is not None and self.already_written(decision):
+            result = FileResult(
+                decision.item.path, out, "converted", None, spent, decision.reason, reused_from
+            )
+            return result, 0.0
         start = time.perf_counter()
         try:
             self.held.check()
