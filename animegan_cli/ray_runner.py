@@ -52,6 +52,8 @@ FORWARDED_ENV = ("XDG_CACHE_HOME", "XDG_CONFIG_HOME")
 # Object store for a Ray instance this run starts itself: only status rows and work
 # items (paths and records) travel, never pixels.
 LOCAL_OBJECT_STORE = 128 << 20
+# Blocks of work items at most: each is an object the driver tracks.
+MAX_BLOCKS = 10_000
 
 # (st_ino, st_size, st_mtime_ns) of an output, None while it does not exist.
 Fingerprint = tuple[int, int, int] | None
@@ -115,10 +117,19 @@ def work_items(targets: list[Target]) -> list[dict[str, bytes]]:
 
 
 def actor_threads(spec: EngineSpec, node_cpus: list[float]) -> int:
-    """Threads (and Ray CPUs) per actor: --threads, else the smallest node's CPUs."""
+    """Threads (and Ray CPUs) per actor: --threads, else the smallest node's CPUs.
+
+    UsageError when no node has that many CPUs: the pool could never start.
+    """
+    largest = int(max(node_cpus, default=0))
+    if spec.threads and spec.threads > largest:
+        raise UsageError(
+            f"--threads {spec.threads}: no Ray node has that many CPUs (the largest has "
+            f"{largest}); each actor gets as many CPUs as threads"
+        )
     if spec.threads:
         return spec.threads
-    return max(1, int(min(node_cpus, default=1)))
+    return max(1, int(min((c for c in node_cpus if c >= 1), default=1)))
 
 
 def run(
@@ -146,12 +157,14 @@ def run(
             [t.lead.item.path for t in targets[: 4 * CALIBRATION_IMAGES]],
             os.getpid(),
         )
-        dataset = _dataset(ray, targets, config, actors, threads)
+        rows = iter(_dataset(ray, targets, config, actors, threads).iter_rows())
         try:
-            _collect(dataset, summary, events, started, held)
+            _collect(rows, summary, events, started, held)
         finally:
-            with deferred():
-                remove_stale_temp_files(options.output)  # of actors killed mid-write
+            rows.close()  # also on Ctrl-C: Ray Data stops the pool's actors
+    # Ray is stopped by now (when this run started it): no actor of the run is writing.
+    with deferred():
+        remove_stale_temp_files(options.output)  # of actors killed mid-write
     if summary.engine:
         summary.engine += f", on {actors} Ray actor(s) x {threads} thread(s)"
 
@@ -209,7 +222,10 @@ def _dataset(ray: Any, targets: list[Target], config: ActorConfig, actors: int, 
     env = {k: v for k, v in os.environ.items() if k.startswith("ANIMEGAN_") or k in FORWARDED_ENV}
     items = work_items(targets)
     batch = config.options.batch_size
-    return ray.data.from_items(items, override_num_blocks=max(1, len(items) // batch)).map_batches(
+    # A block is what one actor task takes (and what a retry redoes, written outputs
+    # skipped) and when its rows come back: one model batch per block, up to MAX_BLOCKS.
+    blocks = max(1, min(len(items) // batch, MAX_BLOCKS))
+    return ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         StylizeActor,
         batch_size=batch,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
@@ -223,10 +239,14 @@ def _dataset(ray: Any, targets: list[Target], config: ActorConfig, actors: int, 
 
 
 def _collect(
-    dataset: Any, summary: Summary, events: ConvertEvents, started: float, held: HeldLock
+    rows: Iterator[dict[str, Any]],
+    summary: Summary,
+    events: ConvertEvents,
+    started: float,
+    held: HeldLock,
 ) -> None:
     """Report each status row as it arrives; a fatal row (a worker cannot work) stops the run."""
-    for row in dataset.iter_rows():
+    for row in rows:
         status = json.loads(row["status"])
         if status.get("fatal"):
             raise RunStopped(status["fatal"])

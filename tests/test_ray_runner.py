@@ -20,6 +20,7 @@ from animegan_cli import convert as convert_module
 from animegan_cli import ray_runner
 from animegan_cli.cli import main
 from animegan_cli.convert import ConvertOptions, convert, engine_spec
+from animegan_cli.errors import UsageError
 from animegan_cli.lock import output_lock
 from animegan_cli.provenance import MANIFEST_NAME, Manifest, read_embedded
 from animegan_cli.results import ConvertEvents, Summary
@@ -119,7 +120,10 @@ def test_actor_threads_follow_threads_else_the_smallest_node():
     spec = engine_spec(ConvertOptions(inputs=["x"], output=Path("o"), backend="torch",
                                       precision="fp32"))
     assert ray_runner.actor_threads(spec, [8.0, 2.0]) == 2
+    assert ray_runner.actor_threads(spec, [0.0, 4.0]) == 4  # a head with num-cpus 0
     assert ray_runner.actor_threads(dataclasses.replace(spec, threads=3), [8.0]) == 3
+    with pytest.raises(UsageError, match="--threads 4: no Ray node has that many CPUs"):
+        ray_runner.actor_threads(dataclasses.replace(spec, threads=4), [2.0, 2.0])
 
 
 # ---- the actor's work, in this process --------------------------------------------------
