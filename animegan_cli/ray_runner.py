@@ -144,29 +144,35 @@ def run(
 ) -> None:
     """Style and write every target on a Ray actor pool; same reporting as convert._run."""
     ray = _import_ray()
-    with _connected(ray, options.ray) as node_cpus:
-        threads = actor_threads(spec, node_cpus)
-        actors = max(1, min(len(targets), int(sum(node_cpus)) // threads))
-        events.on_message(f"ray: {actors} actor(s) x {threads} thread(s)")
-        first = targets[0].lead.record
-        assert first is not None
-        config = ActorConfig(
-            dataclasses.replace(options, listed=[], progress=False),
-            dataclasses.replace(spec, threads=threads),
-            first.checkpoint or None,  # refuse a checkpoint replaced since planning
-            [t.lead.item.path for t in targets[: 4 * CALIBRATION_IMAGES]],
-            os.getpid(),
-        )
-        rows = iter(_dataset(ray, targets, config, actors, threads).iter_rows())
-        try:
-            _collect(rows, summary, events, started, held)
-        finally:
-            rows.close()  # also on Ctrl-C: Ray Data stops the pool's actors
-    # Ray is stopped by now (when this run started it): no actor of the run is writing.
-    with deferred():
-        remove_stale_temp_files(options.output)  # of actors killed mid-write
+    try:
+        with _connected(ray, options.ray) as node_cpus:
+            threads = actor_threads(spec, node_cpus)
+            actors = max(1, min(len(targets), int(sum(node_cpus)) // threads))
+            events.on_message(f"ray: {actors} actor(s) x {threads} thread(s)")
+            config = _actor_config(options, dataclasses.replace(spec, threads=threads), targets)
+            rows = iter(_dataset(ray, targets, config, actors, threads).iter_rows())
+            try:
+                _collect(rows, summary, events, started, held)
+            finally:
+                rows.close()  # also on Ctrl-C: Ray Data stops the pool's actors
+    finally:
+        # Ray is stopped by now (when this run started it): no actor of the run writes.
+        with deferred():
+            remove_stale_temp_files(options.output)  # of actors killed mid-write
     if summary.engine:
         summary.engine += f", on {actors} Ray actor(s) x {threads} thread(s)"
+
+
+def _actor_config(options: ConvertOptions, spec: EngineSpec, targets: list[Target]) -> ActorConfig:
+    first = targets[0].lead.record
+    assert first is not None
+    return ActorConfig(
+        dataclasses.replace(options, listed=[], progress=False),
+        spec,
+        first.checkpoint or None,  # refuse a checkpoint replaced since planning
+        [t.lead.item.path for t in targets[: 4 * CALIBRATION_IMAGES]],
+        os.getpid(),
+    )
 
 
 def _import_ray() -> Any:
