@@ -298,8 +298,9 @@ def _session_alive(pgid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_ctrl_c_leaves_no_partial_file_and_a_rerun_converts_the_rest(
-    tmp_path, checkpoint, local_ray
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_a_stopped_driver_leaves_whole_outputs_and_a_rerun_converts_the_rest(
+    tmp_path, checkpoint, local_ray, sig
 ):
     photos = _photos(tmp_path / "in", 24, size=160)
     out = tmp_path / "out"
@@ -312,20 +313,21 @@ def test_ctrl_c_leaves_no_partial_file_and_a_rerun_converts_the_rest(
     try:
         first = driver.stdout.readline()  # the first image is written: the run is under way
         assert json.loads(first)["status"] == "converted"
-        driver.send_signal(signal.SIGINT)
+        driver.send_signal(sig)  # Ctrl-C, or the driver's machine losing it (kill -9)
         _, stderr = driver.communicate(timeout=120)
     finally:
         if driver.poll() is None:
             driver.kill()
     deadline = time.monotonic() + 30
-    while _session_alive(driver.pid) and time.monotonic() < deadline:
+    while sig == signal.SIGINT and _session_alive(driver.pid) and time.monotonic() < deadline:
         time.sleep(0.5)  # Ray's processes stop after the driver
     lingering = _session_alive(driver.pid)
-    if lingering:
+    if lingering:  # after a kill -9, Ray's agents outlive their node: not this test's point
         os.killpg(driver.pid, signal.SIGKILL)
-    assert driver.returncode == 130, stderr
-    assert not lingering, "Ray processes outlived the driver"
-    assert _leftovers(out) == []
+    if sig == signal.SIGINT:
+        assert driver.returncode == 130, stderr
+        assert not lingering, "Ray processes outlived the driver"
+        assert _leftovers(out) == []
     done = _outputs(out)
     assert 1 <= len(done) < 24
     for name in done:  # whatever is there is whole and recorded
@@ -335,3 +337,4 @@ def test_ctrl_c_leaves_no_partial_file_and_a_rerun_converts_the_rest(
     options = _options(tmp_path, checkpoint, photos, "out", size=256, ray="local")
     rerun = convert(options)
     assert (rerun.converted, rerun.skipped) == (24 - len(done), len(done))
+    assert _leftovers(out) == []
