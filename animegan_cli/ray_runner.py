@@ -354,7 +354,8 @@ class StylizeActor:
         stopped = None
         try:
             with Writer(self.stylizer, self.manifest, self.held, summary, events,
-                        options.quality, already_written=written) as writer:
+                        options.quality, png_level=options.png_level,
+                        already_written=written) as writer:
                 styling = _Styling(self.stylizer, targets, ReuseStage(None), writer, summary)
                 batcher = data.ShapeBatcher(options.batch_size)
                 for i, target in enumerate(targets):

@@ -228,9 +228,9 @@ def test_ray_outputs_are_those_of_a_plain_convert_and_a_rerun_skips_all(
     make_image(photos / "sub" / "alpha.png", 40, 30, mode="RGBA", seed=7)
     (photos / "same.jpg").write_bytes((photos / "p00.jpg").read_bytes())
     (photos / "bad.jpg").write_bytes(b"not an image")
-    plain = convert(_options(tmp_path, checkpoint, photos, "plain"))
+    plain = convert(_options(tmp_path, checkpoint, photos, "plain", png_level=3))
     seen = []
-    options = _options(tmp_path, checkpoint, photos, "ray", ray="local")
+    options = _options(tmp_path, checkpoint, photos, "ray", ray="local", png_level=3)
     summary = convert(options, ConvertEvents(on_result=seen.append))
     assert (summary.converted, summary.failed, summary.reused) == (8, 1, 1)
     assert (plain.converted, plain.failed, plain.reused) == (8, 1, 1)
