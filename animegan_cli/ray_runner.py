@@ -60,7 +60,8 @@ Fingerprint = tuple[int, int, int] | None
 
 
 def validate(options: ConvertOptions) -> None:
-    """UsageError for a --ray run that cannot work: a bad address, Ray missing, --reuse-similar.
+    """UsageError for a --ray run that cannot work: a bad address, Ray missing, --reuse-similar
+    or --faces.
 
     A dry run plans without Ray, so it needs neither Ray nor a cluster.
     """
@@ -74,6 +75,11 @@ def validate(options: ConvertOptions) -> None:
         raise UsageError(
             "--reuse-similar does not work with --ray: look-alikes are matched within one "
             "stream of images, and each actor sees only part of it"
+        )
+    if options.faces.on:
+        raise UsageError(
+            "--faces does not work with --ray yet: the face stage runs inside a local "
+            "convert's loop; run without --ray (or split the job with --shard)"
         )
     if not options.dry_run and importlib.util.find_spec("ray") is None:
         raise UsageError(RAY_EXTRA)

@@ -79,6 +79,14 @@ def test_reuse_similar_is_refused_with_ray(tmp_path, checkpoint, photo_dir):
     assert "--reuse-similar does not work with --ray" in result.output
 
 
+def test_faces_are_refused_with_ray(tmp_path, checkpoint, photo_dir):
+    result = CliRunner().invoke(main, ["convert", str(photo_dir), "-o", str(tmp_path / "out"),
+                                       "--weights", str(checkpoint), "--ray", "local",
+                                       "--faces", "paste"])
+    assert result.exit_code == 2
+    assert "--faces does not work with --ray yet" in result.output
+
+
 def test_without_ray_installed_one_line_names_the_extra(tmp_path, checkpoint, photo_dir,
                                                         monkeypatch):
     real = ray_runner.importlib.util.find_spec
