@@ -68,9 +68,10 @@ def _hold_in_child(tmp_path: Path, fork_grandchild: bool) -> subprocess.Popen:
         "from animegan_cli.lock import output_lock\n"
         f"with output_lock(Path({str(tmp_path)!r})):\n"
         f"    if {fork_grandchild} and os.fork() == 0:\n"
-        # Said once the at-fork handler has closed the child's copy of the lock.
-        "        print('forked', flush=True); time.sleep(30); os._exit(0)\n"
-        "    print('locked', flush=True)\n"
+        # Said once the at-fork handler has closed the child's copy of the lock. One write(2)
+        # each: two processes' print()s to one pipe can interleave ("lockedforked").
+        "        os.write(1, b'forked\\n'); time.sleep(30); os._exit(0)\n"
+        "    os.write(1, b'locked\\n')\n"
         "    time.sleep(30)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
