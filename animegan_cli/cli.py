@@ -44,6 +44,7 @@ from animegan_cli.selection import parse_shard, parse_since
 from animegan_cli.signals import Interrupted, release_early, stop_on_signals
 from animegan_cli.system import describe_auto, describe_system, torch_details
 from animegan_cli.tune import Trial, TuneRequest, TuneResult, run_tune
+from animegan_cli.video import DEFAULT_CRF, DEFAULT_FRAMES_PER_BATCH, VIDEO_FORMAT_CHOICES
 from animegan_cli.weights import DEFAULT_STYLE, STYLES, WeightsStore
 
 if TYPE_CHECKING:  # tqdm (~50 ms) is imported by the commands that show a progress bar
@@ -297,6 +298,26 @@ def face_options(command: Callable) -> Callable:
     return command
 
 
+def video_options(command: Callable) -> Callable:
+    """--video-format, --video-crf, --frames-per-batch, --keep-partial-video (convert)."""
+    for option in reversed((
+        _env_option("--video-format", envvar="ANIMEGAN_VIDEO_FORMAT",
+                    type=click.Choice(VIDEO_FORMAT_CHOICES), default="same",
+                    help="Container of video outputs; 'same' keeps the input's (AVI -> mkv)."),
+        _env_option("--video-crf", envvar="ANIMEGAN_VIDEO_CRF", type=int, default=DEFAULT_CRF,
+                    help="Video quality, x264's CRF scale: 0 lossless, 51 worst.",
+                    show_default=True),
+        _env_option("--frames-per-batch", envvar="ANIMEGAN_FRAMES_PER_BATCH", type=int,
+                    default=DEFAULT_FRAMES_PER_BATCH, show_default=True,
+                    help="Video frames run through the model together."),
+        click.option("--keep-partial-video", is_flag=True,
+                     help="Keep what decodes of a damaged or cut-short clip (and say so) "
+                          "instead of failing it."),
+    )):
+        command = option(command)
+    return command
+
+
 def _face_settings(p: Mapping[str, Any]) -> FaceSettings:
     return FaceSettings(p["faces_mode"], p["face_margin"], p["face_detector"], p["min_face"],
                         p["face_neighbours"], p["faces_fallback"])
@@ -376,6 +397,7 @@ def _refuse_style_with_weights(weights: Path | None) -> None:
               help="If another run is writing to OUTPUT, wait for it (default: exit 2).")
 @click.option("--report", "report_file", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="Write a JSON summary of the run to this file at the end.")
+@video_options
 def convert_command(inputs: tuple[str, ...], weights: Path | None, dry_run: bool,
                     as_json: bool, quiet: bool, verbose: bool, report_file: Path | None,
                     **flags: object) -> None:  # the other flags reach ConvertOptions as params
@@ -460,6 +482,9 @@ def _convert_options(params: Mapping[str, Any], progress: bool) -> ConvertOption
         reuse_similar=p["reuse_similar"], max_pixels=p["max_pixels"],
         max_memory=p["max_memory"], wait=p["wait"], faces=_face_settings(p),
         ray=p["ray_address"],
+        video_format=p["video_format"],
+        video_crf=p["video_crf"], frames_per_batch=p["frames_per_batch"],
+        keep_partial_video=p["keep_partial_video"],
     )
 
 
@@ -499,7 +524,43 @@ def _convert_events(bar: tqdm, dry_run: bool, as_json: bool, quiet: bool) -> Con
         if not quiet:
             tqdm.write(f"animegan: {message}", file=sys.stderr)
 
-    return ConvertEvents(on_plan, on_result, on_message)
+    frames = _FrameBar(bar.disable)
+    return ConvertEvents(on_plan, frames.closing(on_result), on_message, frames.update)
+
+
+class _FrameBar:
+    """The per-video bar, in frames (frames/s and ETA), below the run's bar."""
+
+    def __init__(self, disable: bool) -> None:
+        self.disable = disable
+        self.bar: tqdm | None = None
+        self.path: Path | None = None
+
+    def update(self, path: Path, done: int, total: int) -> None:
+        """Move (or start) the bar of the clip being styled."""
+        if self.bar is None or path != self.path:
+            self.close()
+            self.path = path
+            self.bar = tqdm(total=total or None, unit="frame", file=sys.stderr, leave=False,
+                            desc=one_line(path.name), disable=self.disable, position=1,
+                            dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        """Remove the clip's bar (it is done)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def closing(self, on_result: Callable[[FileResult], None]) -> Callable[[FileResult], None]:
+        """on_result, which first removes the bar of the clip just finished."""
+
+        def report(result: FileResult) -> None:
+            if result.input == self.path:
+                self.close()
+            on_result(result)
+
+        return report
 
 
 def _stop_when_reader_goes(report: Callable[..., None]) -> Callable[..., None]:
@@ -592,8 +653,10 @@ def _timing_line(summary: Summary) -> str:
 
 
 def _dry_run_line(result: FileResult) -> str:
+    clip = (f", {result.frames} frames, {result.duration:.1f} s" if result.frames is not None
+            else "")
     if result.status == "would-convert":
-        return f"would convert {result.input} -> {result.output} ({result.reason})"
+        return f"would convert {result.input} -> {result.output} ({result.reason}{clip})"
     return f"would skip {result.input} ({result.reason})"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import os
 import time
@@ -17,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from animegan_cli import data, incremental, outputs, resources
+from animegan_cli import data, incremental, outputs, resources, video
 from animegan_cli.engine import NON_FINITE_REASON, EngineSpec, NonFiniteOutput, torch_threads
 from animegan_cli.errors import RunStopped, UsageError, WeightsError
 from animegan_cli.faces import FaceSettings
@@ -87,6 +88,10 @@ class ConvertOptions:
     wait: bool = False
     faces: FaceSettings = field(default_factory=FaceSettings)  # --faces and its settings
     ray: str | None = None  # --ray: None = off, "" = bare (RAY_ADDRESS, else local), or address
+    video_format: str = "same"  # same | mp4 | mkv | webm (video.py)
+    video_crf: int = video.DEFAULT_CRF
+    frames_per_batch: int = video.DEFAULT_FRAMES_PER_BATCH
+    keep_partial_video: bool = False
 
 
 def validate(options: ConvertOptions) -> None:
@@ -111,6 +116,7 @@ def validate(options: ConvertOptions) -> None:
             f"--max-memory must be at least {MIN_MEMORY_BUDGET >> 20}M",
         ),
         (options.base is None or options.base.is_dir(), f"--base {options.base}: not a folder"),
+        *video.option_checks(options.video_format, options.video_crf, options.frames_per_batch),
     ]
     for ok, message in checks:
         if not ok:
@@ -262,7 +268,8 @@ def _plan(
     found = find_inputs(sources, options.recursive, options.output, base=options.base)
     for message in found.notes():
         _note(summary, events, message)
-    planned = outputs.plan_outputs(found.files, options.output, options.format, options.suffix)
+    planned = outputs.plan_outputs(found.files, options.output, options.format, options.suffix,
+                                   video_format=options.video_format)
     inputs = outputs.fail_collisions(found.files, planned, options.format)
     summary.found = len(inputs)
     manifest = Manifest.load(options.output)
@@ -296,6 +303,10 @@ def _convert_locked(
     for output, record in plan.repairs:
         manifest.record(output, record)
     targets = _settle(plan, manifest, held, summary, events)
+    from animegan_cli import video_run  # PyAV's glue: only for runs that have clips
+
+    targets, clips = video_run.split_videos(targets)
+    stylizer = None
     if targets:
         targets, batch_size = _fit_in_memory(options, spec, targets, summary, events)
         options = dataclasses.replace(options, batch_size=batch_size)
@@ -305,7 +316,12 @@ def _convert_locked(
         ray_runner.run(options, spec, targets, summary, events, manifest, started, held)
     elif targets:
         with torch_threads(options.threads):
-            _run(options, spec, targets, summary, events, manifest, started, held)
+            stylizer = _run(options, spec, targets, summary, events, manifest, started, held)
+    if clips:
+        load = functools.partial(load_stylizer, options, spec, events.on_message)
+        with torch_threads(options.threads):
+            video_run.convert_videos(options, clips, stylizer, load, manifest, held, summary,
+                                     events, started)
     if not held.shared:  # rewriting the manifest under running shards would lose lines
         held.check()
         manifest.compact_if_needed()
@@ -425,6 +441,7 @@ def _rules(
         trust_mtime=options.trust_mtime,
         reuse_similar=options.reuse_similar,
         selection=selection,
+        video_crf=options.video_crf,
     )
 
 
@@ -435,6 +452,10 @@ def _report_dry_run(plan: incremental.Plan, summary: Summary, events: ConvertEve
         reused = d.source if d.action in (incremental.DUPLICATE, incremental.COPY) else None
         status = "would-convert" if d.writes else "would-skip"
         result = FileResult(d.item.path, d.output, status, reason=d.reason, reused_from=reused)
+        if d.item.video and d.writes:
+            from animegan_cli.video_run import with_probe
+
+            result = with_probe(result)
         if d.action == incremental.FAIL:
             result = FileResult(d.item.path, None, "failed", d.reason, reason=d.reason)
         if d.action == incremental.EXCLUDE:
@@ -484,8 +505,8 @@ def _run(
     manifest: Manifest,
     started: float,
     held: HeldLock,
-) -> None:
-    """Decode, style and write every target: the run's one loop."""
+) -> Stylizer:
+    """Decode, style and write every target: the run's one loop; returns the Stylizer."""
     from animegan_cli import workers  # torch's DataLoader: only a run that styles needs it
 
     settings = data.PreprocessSettings(size=options.size, max_pixels=options.max_pixels)
@@ -523,6 +544,7 @@ def _run(
                     styling.style(batch)
             for batch in batcher.flush():
                 styling.style(batch)
+    return stylizer
 
 
 def _face_stage(

@@ -42,6 +42,7 @@ class Rules:
     trust_mtime: bool = False
     reuse_similar: int | None = None
     selection: Selection = field(default_factory=Selection)
+    video_crf: int | None = None  # recorded (and compared) for video outputs
 
 
 @dataclass
@@ -155,7 +156,7 @@ def _first_look(
             excluded = selection.time_exclusion(stat.st_mtime_ns)
     if excluded is not None:
         return Decision(item, out, EXCLUDE, excluded)
-    settings = settings_for_output(rules.settings, out, rules.quality)
+    settings = settings_for_output(rules.settings, out, rules.quality, rules.video_crf)
     if rules.overwrite:
         if os.path.isdir(out):
             return Decision(item, out, FAIL, f"output path {out} is a folder")

@@ -1,4 +1,4 @@
-"""Finding the input images: walking files and folders, or reading a list of paths."""
+"""Finding the inputs (images and clips): walking files and folders, or reading a list of paths."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from animegan_cli.errors import UsageError
+from animegan_cli.video import VIDEO_EXTENSIONS, can_open
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
@@ -42,6 +43,7 @@ class InputFile:
     # Why it fails before anything is read (vanished, not a regular file, needs an extra):
     # planning turns such an input into a failure without opening it.
     error: str | None = None
+    video: bool = False  # a clip: converted frame by frame into a video (video.py)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ def find_inputs(
     """
     finder = _Finder(
         supported_extensions() if extensions is None else extensions,
+        VIDEO_EXTENSIONS if extensions is None else frozenset(),
         recursive,
         _Exclusion.of(exclude),
         os.path.abspath(base) if base is not None else None,
@@ -169,6 +172,7 @@ class _Exclusion:
 @dataclass
 class _Finder:
     extensions: frozenset[str]
+    videos: frozenset[str]  # video suffixes taken from walks
     recursive: bool
     excluded: _Exclusion
     base: str | None
@@ -199,7 +203,15 @@ class _Finder:
         if listed and self.excluded.contains(root):
             return []  # an earlier run's output, listed by a `find` over a tree holding OUT
         relative = mirrored(root, base) if base is not None else Path(root.name)
-        return [InputFile(root, relative, self._named_file_error(root, st))]
+        error = self._named_file_error(root, st)
+        return [InputFile(root, relative, error, error is None and self._named_video(root))]
+
+    def _named_video(self, path: Path) -> bool:
+        """A named file is a clip by its suffix, or (no image suffix) when PyAV opens it."""
+        suffix = path.suffix.lower()
+        if suffix in self.videos:
+            return True
+        return bool(self.videos) and suffix not in self.extensions and can_open(path)
 
     def _folder(self, root: Path, base: str | None) -> Iterator[InputFile]:
         if self.excluded.path is not None and root.resolve() == self.excluded.path:
@@ -209,7 +221,7 @@ class _Finder:
             )
         for path, error in self._walk(root):
             relative = mirrored(path, base) if base is not None else path.relative_to(root)
-            yield InputFile(path, relative, error)
+            yield InputFile(path, relative, error, path.suffix.lower() in self.videos)
 
     def _named_file_error(self, path: Path, st: os.stat_result | None) -> str | None:
         if st is not None and not stat.S_ISREG(st.st_mode):
@@ -242,7 +254,7 @@ class _Finder:
                     stack.append(iter(_sorted_entries(entry.path)))
                 continue
             suffix = Path(entry.name).suffix.lower()
-            if suffix in self.extensions:
+            if suffix in self.extensions or suffix in self.videos:
                 yield Path(entry.path), _entry_error(entry)
             elif suffix in HEIF_EXTENSIONS:
                 self.found.needs_heif += 1

@@ -15,6 +15,7 @@ from animegan_cli.atomic import atomic_write
 from animegan_cli.errors import UsageError
 from animegan_cli.formats import BY_EXTENSION, FORMATS, OutputFormat
 from animegan_cli.inputs import InputFile
+from animegan_cli.video import output_extension
 
 FORMAT_CHOICES = ("same", *(key for key, fmt in FORMATS.items() if fmt.offered))
 
@@ -48,6 +49,7 @@ def plan_outputs(
     requested_format: str = "same",
     suffix: str = "",
     has_alpha: Callable[[Path], bool] = image_has_alpha,
+    video_format: str = "same",
 ) -> list[Path]:
     """Output path for each input: ``out_dir/<its relative path>`` with this run's format.
 
@@ -60,6 +62,11 @@ def plan_outputs(
         raise UsageError(f"unknown format {requested_format!r}; choose from: {choices}")
     planned = []
     for item in inputs:
+        if item.video:  # a clip's container comes from --video-format, never --format
+            rel = item.relative
+            extension = output_extension(item.path, video_format)
+            planned.append(out_dir / rel.parent / f"{rel.stem}{suffix}{extension}")
+            continue
         fmt = format_for(item.path, requested_format)
         # An input that already failed is not opened: it may be a FIFO that never answers.
         if not fmt.holds_alpha and item.error is None:

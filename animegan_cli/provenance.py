@@ -25,6 +25,7 @@ from animegan_cli import __version__
 from animegan_cli.atomic import atomic_write
 from animegan_cli.errors import WeightsError
 from animegan_cli.formats import format_by_extension, format_named, read_record_text
+from animegan_cli.video import is_video, read_record
 from animegan_cli.weights import STYLES, WeightsStore, file_style_name, git_blob_id
 
 TOOL = f"animegan {__version__}"
@@ -269,8 +270,13 @@ def pixel_settings(
     return settings
 
 
-def settings_for_output(base: dict[str, object], output: Path, quality: int) -> dict[str, object]:
-    """The settings recorded for one output: ``base`` plus the quality of a lossy format."""
+def settings_for_output(
+    base: dict[str, object], output: Path, quality: int, video_crf: int | None = None
+) -> dict[str, object]:
+    """The settings recorded for one output: ``base`` plus the quality of a lossy format
+    (for a video output: its ``video_crf``)."""
+    if video_crf is not None and is_video(output):
+        return {**base, "video_crf": video_crf}
     fmt = format_by_extension(output.suffix)
     if fmt is not None and fmt.lossy:
         return {**base, "quality": quality}
@@ -395,6 +401,8 @@ def read_embedded_checked(path: Path) -> Provenance | None:
 
 
 def _embedded_text(path: Path) -> str | bytes | None:
+    if is_video(path):
+        return read_record(path)
     try:
         with Image.open(path) as img:
             return read_record_text(img)

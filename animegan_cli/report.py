@@ -78,6 +78,11 @@ def build_report(
         "batch_size_used": summary.batch_size or None,
         # --faces: each output's face count and boxes (in the upright input's pixels)
         **({"faces": [_jsonable(f) for f in summary.faces]} if summary.faces else {}),
+        **({"videos": [
+            {"input": json_safe(r.input), "output": json_safe(r.output or ""),
+             "frames": r.frames, "duration": round(r.duration or 0.0, 3)}
+            for r in summary.videos
+        ]} if summary.videos else {}),
     }
 
 

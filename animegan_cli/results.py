@@ -19,11 +19,14 @@ class FileResult:
     reason: str | None = None  # why it was (or would be) converted or skipped
     reused_from: Path | None = None  # the input (or earlier output) whose result was reused
     faces: dict[str, object] | None = None  # --faces: {"count", "boxes"[, "index"]}
+    frames: int | None = None  # a video: frames written (dry run: in the header)
+    duration: float | None = None  # a video: seconds
 
     def as_dict(self) -> dict[str, object]:
-        """JSON-ready form (paths as strings); "faces" only with --faces."""
+        """JSON-ready form (paths as strings); "faces" only with --faces, "frames" and
+        "duration" only for a video."""
         extra = {} if self.faces is None else {"faces": self.faces}
-        return {
+        record: dict[str, object] = {
             "input": str(self.input),
             "output": str(self.output) if self.output else None,
             "status": self.status,
@@ -33,6 +36,10 @@ class FileResult:
             "reused_from": str(self.reused_from) if self.reused_from else None,
             **extra,
         }
+        if self.frames is not None:
+            record["frames"] = self.frames
+            record["duration"] = round(self.duration or 0.0, 3)
+        return record
 
 
 @dataclass
@@ -57,6 +64,7 @@ class Summary:
     batch_size: int = 0  # the batch size used (lowered when memory is short)
     notes: list[str] = field(default_factory=list)  # said once: files left out, nothing to do
     faces: list[dict[str, object]] = field(default_factory=list)  # --faces: per output written
+    videos: list[FileResult] = field(default_factory=list)  # converted videos (frame counts)
 
     @property
     def images_per_second(self) -> float:
@@ -85,3 +93,5 @@ class ConvertEvents:
     on_plan: Callable[[int, int], None] = lambda to_convert, skipped: None
     on_result: Callable[[FileResult], None] = lambda result: None
     on_message: Callable[[str], None] = lambda message: None
+    # A video's progress: (its input, frames done, frames expected from its header).
+    on_frames: Callable[[Path, int, int], None] = lambda path, done, total: None

@@ -1,0 +1,440 @@
+"""Video in, video out with PyAV: probe a clip, style its frames, encode them with their timestamps.
+
+PyAV (the ``video`` extra, which bundles FFmpeg's libraries) is imported inside the
+functions: the CLI starts without it, and a video input then fails alone with one line.
+Frames stream through: one batch of frames (and the encoder's own look-ahead) is all that
+is held, whatever the clip's length. Audio and subtitle packets are copied untouched with
+their timestamps; each video frame is encoded with its own pts in the input stream's time
+base, so a variable frame rate (a phone clip) is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from animegan_cli.errors import InputImageError
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
+VIDEO_FORMAT_CHOICES = ("same", "mp4", "mkv", "webm")
+VIDEO_EXTRA = 'install animegan[video] to convert videos (pip install "animegan[video]")'
+METADATA_KEY = "animegan"  # the container tag holding the provenance record (mkv: ANIMEGAN)
+# x264's CRF scale (0 = lossless, 23 = x264's default, 51 = worst). 18 is where x264's
+# docs put "visually lossless": styled frames have flat colours and hard edges, which
+# show blocking early, so the default is finer than x264's own.
+DEFAULT_CRF = 18
+DEFAULT_FRAMES_PER_BATCH = 1  # measured: see docs/video.md ("Batching")
+# A stream's decoded end may fall short of its header's duration by this much (a last
+# frame's own duration, rounding) before the clip counts as cut short.
+_SHORT_FRAMES = 2
+_QUARTER_TURNS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180,
+                  270: Image.Transpose.ROTATE_270}
+
+
+class VideoError(InputImageError):
+    """A video that cannot be converted; the message is the one-line reason."""
+
+
+@dataclass(frozen=True)
+class Container:
+    """An output container: its muxer, video codec, and what audio it cannot hold becomes."""
+
+    muxer: str
+    video_codec: str
+    audio_fallback: str  # audio in a codec the muxer refuses is re-encoded to this
+    options: dict[str, str] = field(default_factory=dict)
+
+
+# movflags=use_metadata_tags: without it the MP4 muxer drops tags it does not know.
+_MP4_OPTIONS = {"movflags": "use_metadata_tags"}
+# VP9 for WebM: the bundled FFmpeg has libvpx-vp9 and SVT-AV1; VP9 encodes several times
+# faster on a CPU at the same quality setting, and every browser plays it.
+CONTAINERS = {
+    "mp4": Container("mp4", "libx264", "aac", _MP4_OPTIONS),
+    "mov": Container("mov", "libx264", "aac", _MP4_OPTIONS),
+    "mkv": Container("matroska", "libx264", "libopus"),
+    "webm": Container("webm", "libvpx-vp9", "libopus"),
+}
+# --video-format same: the input's container; AVI cannot carry a record tag nor a
+# variable frame rate, so an AVI comes out as Matroska.
+SAME_CONTAINER = {".mp4": ("mp4", ".mp4"), ".m4v": ("mp4", ".m4v"), ".mov": ("mov", ".mov"),
+                  ".mkv": ("mkv", ".mkv"), ".webm": ("webm", ".webm"), ".avi": ("mkv", ".mkv")}
+
+
+def is_video(path: Path | str) -> bool:
+    """Whether a file name has a video extension."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def output_extension(path: Path, video_format: str) -> str:
+    """The extension of a video input's output under ``--video-format``."""
+    if video_format == "same":
+        return SAME_CONTAINER.get(path.suffix.lower(), ("mkv", ".mkv"))[1]
+    return f".{video_format}"
+
+
+def container_for(output: Path) -> Container:
+    """The container an output's extension asks for."""
+    key = {".m4v": "mp4"}.get(output.suffix.lower(), output.suffix.lower().lstrip("."))
+    return CONTAINERS.get(key, CONTAINERS["mkv"])
+
+
+def option_checks(video_format: str, crf: int, frames_per_batch: int) -> list[tuple[bool, str]]:
+    """(ok, message) for the video flags, as convert.validate checks its own."""
+    return [
+        (video_format in VIDEO_FORMAT_CHOICES,
+         f"--video-format must be one of {', '.join(VIDEO_FORMAT_CHOICES)}"),
+        (0 <= crf <= 51, "--video-crf must be between 0 and 51"),
+        (frames_per_batch >= 1, "--frames-per-batch must be at least 1"),
+    ]
+
+
+def first_frames(path: Path, count: int) -> list[Image.Image]:
+    """The first ``count`` frames of a clip, upright (for INT8 calibration)."""
+    av = import_av()
+    frames: list[Image.Image] = []
+    with _opened(av, path) as container, contextlib.suppress(av.error.FFmpegError):
+        for frame in container.decode(video=0):
+            frames.append(upright(frame))
+            if len(frames) >= count:
+                break
+    return frames
+
+
+def upright(frame: Any) -> Image.Image:
+    """A decoded frame as an RGB image, its display rotation applied to the pixels."""
+    image = frame.to_image()
+    turn = _QUARTER_TURNS.get(round(frame.rotation) % 360)
+    return image.transpose(turn) if turn is not None else image
+
+
+def import_av() -> Any:
+    """PyAV, or VideoError saying which extra to install."""
+    try:
+        import av
+    except ImportError:
+        raise VideoError(VIDEO_EXTRA) from None
+    return av
+
+
+def can_open(path: Path) -> bool:
+    """Whether PyAV opens ``path`` as a clip with a video stream (for files named explicitly)."""
+    try:
+        av = import_av()
+    except VideoError:
+        return False
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.video) and container.format.name not in _IMAGE_DEMUXERS
+    except (av.error.FFmpegError, OSError, ValueError):
+        return False
+
+
+# FFmpeg also opens still images (and image sequences); those are the image path's.
+_IMAGE_DEMUXERS = frozenset({"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe",
+                             "tiff_pipe", "gif", "apng"})
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a container's header says about a clip's video stream (no frame decoded)."""
+
+    frames: int  # from the header; estimated from duration x rate where it has no count
+    seconds: float
+    width: int
+    height: int
+    rotation: int
+
+
+def probe(path: Path) -> Probe:
+    """Frame count, duration and size from the header; VideoError for what is no clip."""
+    av = import_av()
+    with _opened(av, path) as container:
+        stream = container.streams.video[0]
+        seconds = _stream_seconds(stream) or (container.duration or 0) / 1_000_000
+        rate = stream.average_rate or stream.guessed_rate or 0
+        frames = stream.frames or round(seconds * float(rate))
+        width, height = stream.codec_context.width, stream.codec_context.height
+        rotation = _rotation_of_stream(av, container)
+        if rotation in (90, 270):
+            width, height = height, width
+        return Probe(frames, seconds, width, height, rotation)
+
+
+def _rotation_of_stream(av: Any, container: Any) -> int:
+    """The display rotation of the first frame (read from its side data), 0 when none."""
+    with contextlib.suppress(av.error.FFmpegError):
+        for frame in container.decode(video=0):
+            return round(frame.rotation) % 360
+    return 0
+
+
+def _stream_seconds(stream: Any) -> float | None:
+    """A video stream's duration from the header: MP4 has it, Matroska as a DURATION tag."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    text = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    if not text:
+        return None
+    try:
+        hours, minutes, secs = text.split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(secs)
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def _opened(av: Any, path: Path) -> Iterator[Any]:
+    """The input container, with any open error turned into one VideoError line."""
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise VideoError(f"not a video PyAV can read ({_reason(exc)})") from None
+    try:
+        if not container.streams.video:
+            raise VideoError("no video stream")
+        yield container
+    finally:
+        container.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_record(path: Path) -> str | None:
+    """The provenance record text in a video's container tags; None without one (or PyAV)."""
+    try:
+        av = import_av()
+    except VideoError:
+        return None
+    try:
+        with av.open(str(path)) as container:
+            tags = {key.lower(): value for key, value in container.metadata.items()}
+    except (av.error.FFmpegError, OSError, ValueError):
+        return None
+    return tags.get(METADATA_KEY)
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """How a video output is encoded: the record tag, quality, and what to do when damaged."""
+
+    record: str  # provenance JSON stored in the container's tags
+    crf: int = DEFAULT_CRF
+    frames_per_batch: int = DEFAULT_FRAMES_PER_BATCH
+    keep_partial: bool = False
+
+
+@dataclass
+class Transcoded:
+    """What encoding one clip did: frames written, their span, and anything to say."""
+
+    frames: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+StyleFrames = Callable[[list[Image.Image]], list[Image.Image]]
+OnFrames = Callable[[int, int], None]  # (frames done, frames expected)
+
+
+def transcode(
+    source: Path,
+    target: str,
+    container: Container,
+    style: StyleFrames,
+    settings: EncodeSettings,
+    on_frames: OnFrames = lambda done, total: None,
+) -> Transcoded:
+    """Write ``target`` (a temp file's path) as ``source`` with every frame styled.
+
+    VideoError (one line) for a clip that cannot be read, or that decodes short of its
+    header's duration without ``keep_partial``.
+    """
+    av = import_av()
+    with _opened(av, source) as inp:
+        output = av.open(target, "w", format=container.muxer, options=dict(container.options))
+        try:
+            job = _Job(av, inp, output, container, style, settings, on_frames)
+            done = job.run()
+        finally:
+            output.close()
+    return done
+
+
+class _Job:
+    """One clip's decode -> style -> encode loop, with its streams copied beside it."""
+
+    def __init__(self, av: Any, inp: Any, output: Any, container: Container,
+                 style: StyleFrames, settings: EncodeSettings, on_frames: OnFrames) -> None:
+        self.av, self.inp, self.output = av, inp, output
+        self.container, self.style, self.settings = container, style, settings
+        self.on_frames = on_frames
+        self.video = inp.streams.video[0]
+        self.expected = _stream_seconds(self.video) or (inp.duration or 0) / 1_000_000
+        rate = self.video.average_rate or self.video.guessed_rate or Fraction(30)
+        self.rate = Fraction(rate)
+        self.total = self.video.frames or round(self.expected * float(self.rate))
+        self.result = Transcoded()
+        self.encoder: Any = None  # made from the first styled frame (its size)
+        self.pending: list[tuple[int, Image.Image]] = []
+        self.held: list[Any] = []  # packets demuxed before the encoder (and header) exist
+        self.last_pts: int | None = None
+        self.copied: dict[int, Any] = {}  # input stream index -> output stream (copied)
+        self.reencoded: dict[int, Any] = {}  # input stream index -> output stream (re-encoded)
+        output.metadata[METADATA_KEY] = settings.record
+
+    def run(self) -> Transcoded:
+        """Decode, style and encode every frame; copy the other streams' packets."""
+        self._add_other_streams()
+        others = [self.inp.streams[i] for i in (*self.copied, *self.reencoded)]
+        damaged = None
+        try:
+            for packet in self.inp.demux(self.video, *others):
+                if packet.stream.index == self.video.index:
+                    for frame in packet.decode():
+                        self._add_frame(frame)
+                else:
+                    self._pass_on(packet)
+        except self.av.error.FFmpegError as exc:
+            damaged = _reason(exc)
+        self._flush()
+        self._check_complete(damaged)
+        return self.result
+
+    def _add_other_streams(self) -> None:
+        for stream in self.inp.streams:
+            if stream.type == "audio":
+                self._add_audio(stream)
+            elif stream.type == "subtitle":
+                self._add_subtitle(stream)
+
+    def _add_audio(self, stream: Any) -> None:
+        name = stream.codec_context.name
+        if name in self.output.supported_codecs:
+            self.copied[stream.index] = self.output.add_stream_from_template(stream)
+            return
+        fallback = self.container.audio_fallback
+        out = self.output.add_stream(fallback, rate=48000 if "opus" in fallback else stream.rate)
+        out.layout = stream.layout
+        self.reencoded[stream.index] = out
+        self.result.notes.append(
+            f"audio {name} re-encoded to {out.codec_context.name}: "
+            f"{self.container.muxer} cannot hold {name}"
+        )
+
+    def _add_subtitle(self, stream: Any) -> None:
+        name = stream.codec_context.name
+        if name in self.output.supported_codecs:
+            self.copied[stream.index] = self.output.add_stream_from_template(stream)
+        else:
+            self.result.notes.append(
+                f"subtitle stream {stream.index} ({name}) left out: "
+                f"{self.container.muxer} cannot hold it (try --video-format mkv)"
+            )
+
+    def _pass_on(self, packet: Any) -> None:
+        """Copy a packet untouched, or decode and re-encode audio the container cannot hold."""
+        if self.encoder is None:  # no packet before every stream exists (the header)
+            self.held.append(packet)
+            return
+        index = packet.stream.index
+        if index in self.copied:
+            if packet.dts is None:  # the demuxer's end-of-stream marker: nothing to copy
+                return
+            packet.stream = self.copied[index]
+            self.output.mux(packet)
+            return
+        out = self.reencoded[index]
+        for frame in packet.decode():
+            frame.pts = None  # the encoder counts samples itself (its time base differs)
+            self.output.mux(out.encode(frame))
+
+    def _add_frame(self, frame: Any) -> None:
+        image = upright(frame)  # the model sees the clip upright; no rotation is written
+        pts = frame.pts if frame.pts is not None else self._next_pts()
+        self.last_pts = pts
+        self.pending.append((pts, image))
+        if len(self.pending) >= self.settings.frames_per_batch:
+            self._style_pending()
+
+    def _next_pts(self) -> int:
+        step = round(1 / (self.rate * self.video.time_base))
+        return 0 if self.last_pts is None else self.last_pts + max(step, 1)
+
+    def _style_pending(self) -> None:
+        if not self.pending:
+            return
+        styled = self.style([image for _, image in self.pending])
+        for (pts, _), image in zip(self.pending, styled):
+            self._encode(pts, image)
+        self.result.frames += len(self.pending)
+        self.pending = []
+        self.on_frames(self.result.frames, self.total)
+
+    def _encode(self, pts: int, image: Image.Image) -> None:
+        # yuv420p halves the chroma planes: odd sizes lose their last row / column.
+        width, height = image.width - image.width % 2, image.height - image.height % 2
+        if self.encoder is None:
+            self.encoder = self._open_encoder(width, height)
+        elif (width, height) != (self.encoder.width, self.encoder.height):
+            raise VideoError("the frame size changes mid-clip; not supported")
+        if (width, height) != image.size:
+            image = image.crop((0, 0, width, height))
+        frame = self.av.VideoFrame.from_image(image)
+        frame.pts, frame.time_base = pts, self.video.time_base
+        self.output.mux(self.encoder.encode(frame))
+
+    def _open_encoder(self, width: int, height: int) -> Any:
+        stream = self.output.add_stream(self.container.video_codec, rate=self.rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = self.video.time_base
+        stream.codec_context.time_base = self.video.time_base
+        crf = str(self.settings.crf)
+        if self.container.video_codec == "libvpx-vp9":
+            # Constant quality mode: a CRF with no bitrate cap; row-mt for the cores.
+            stream.options = {"crf": crf, "b": "0", "row-mt": "1", "deadline": "good",
+                              "cpu-used": "4"}
+        else:
+            stream.options = {"crf": crf, "preset": "medium"}
+        self.encoder = stream
+        held, self.held = self.held, []
+        for packet in held:
+            self._pass_on(packet)
+        return stream
+
+    def _flush(self) -> None:
+        self._style_pending()
+        if self.encoder is not None:
+            self.output.mux(self.encoder.encode(None))
+        for out in self.reencoded.values():
+            self.output.mux(out.encode(None))
+
+    def _check_complete(self, damaged: str | None) -> None:
+        """Never a silently short video: a clip that stopped early fails, or is kept and said."""
+        if self.result.frames == 0:
+            raise VideoError(f"no frame could be decoded ({damaged or 'empty video stream'})")
+        tb = self.video.time_base
+        start = self.video.start_time or 0
+        self.result.seconds = float((self.last_pts - start) * tb + 1 / self.rate)
+        short = self.expected and self.result.seconds < self.expected - _SHORT_FRAMES / self.rate
+        if damaged is None and not short:
+            return
+        why = damaged or f"ends at {self.result.seconds:.2f} s of {self.expected:.2f} s"
+        if not self.settings.keep_partial:
+            raise VideoError(
+                f"damaged or cut short after frame {self.result.frames} ({why}); "
+                "--keep-partial-video keeps what decodes"
+            )
+        self.result.notes.append(
+            f"kept only the first {self.result.frames} frames "
+            f"({self.result.seconds:.2f} s of {self.expected:.2f} s): {why}"
+        )

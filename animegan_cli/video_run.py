@@ -1,0 +1,184 @@
+"""The videos of a convert run: each clip styled frame by frame into one output, atomically.
+
+convert.py hands over the targets that are clips (after the images, with the same
+Stylizer); this module turns each into a FileResult, writes its manifest entry before the
+rename, and gives identical inputs a copy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import torch
+from PIL import Image
+
+from animegan_cli import video
+from animegan_cli.atomic import atomic_write
+from animegan_cli.data import PreprocessSettings, prepare_decoded
+from animegan_cli.engine import NON_FINITE_REASON, NonFiniteOutput
+from animegan_cli.errors import InputImageError, RunStopped
+from animegan_cli.incremental import Decision, copy_output, record_before_rename
+from animegan_cli.lock import HeldLock
+from animegan_cli.provenance import Manifest, hash_file
+from animegan_cli.results import ConvertEvents, FileResult, Summary
+from animegan_cli.stylizer import Stylizer
+from animegan_cli.writer import STOP_ERRNOS, Target
+
+if TYPE_CHECKING:
+    from animegan_cli.convert import ConvertOptions
+
+CHANGED_WHILE_READING = "changed while the run was reading it; run it again"
+FACES_ON_CLIP = "--faces is for photos; convert clips in a run without --faces"
+CALIBRATION_FRAMES = 8  # as convert.CALIBRATION_IMAGES, spread over a clip's first frames
+
+
+def split_videos(targets: Sequence[Target]) -> tuple[list[Target], list[Target]]:
+    """(image targets, video targets), each in input order."""
+    images = [t for t in targets if not t.lead.item.video]
+    return images, [t for t in targets if t.lead.item.video]
+
+
+def convert_videos(
+    options: ConvertOptions,
+    clips: Sequence[Target],
+    stylizer: Stylizer | None,
+    load: Callable[..., Stylizer],
+    manifest: Manifest,
+    held: HeldLock,
+    summary: Summary,
+    events: ConvertEvents,
+    started: float,
+) -> None:
+    """Style every clip; ``load`` makes the Stylizer when no image of the run did."""
+    if options.faces.on:  # its records and crops are an image's; a clip's frames have none
+        for decision in (d for target in clips for d in target.decisions):
+            result = FileResult(decision.item.path, None, "failed", FACES_ON_CLIP,
+                                reason=decision.reason)
+            summary.add(result)
+            events.on_result(result)
+        return
+    if stylizer is None:
+        first = clips[0].lead
+        assert first.record is not None
+        pixels = PreprocessSettings(size=options.size, max_pixels=options.max_pixels)
+        stylizer = load(calibration=lambda: calibration_pixels(first.item.path, pixels),
+                        expected_checkpoint=first.record.checkpoint or None)
+        summary.engine = stylizer.description
+        summary.startup_seconds = time.perf_counter() - started
+    settings = video.EncodeSettings(
+        "", options.video_crf, options.frames_per_batch, options.keep_partial_video
+    )
+    VideoRun(stylizer, settings, manifest, held, summary, events).convert_all(clips)
+
+
+def calibration_pixels(path: Path, settings: PreprocessSettings) -> list[torch.Tensor]:
+    """Model inputs of a clip's first frames, to calibrate an INT8 model on (none: empty)."""
+    try:
+        frames = video.first_frames(path, CALIBRATION_FRAMES)
+    except video.VideoError:
+        return []
+    return [prepare_decoded(i, f, f.size, settings).pixels for i, f in enumerate(frames)]
+
+
+def with_probe(result: FileResult) -> FileResult:
+    """A dry run's result for a clip, with its frame count and duration from the header."""
+    try:
+        found = video.probe(result.input)
+    except video.VideoError as exc:
+        return FileResult(result.input, None, "failed", str(exc), reason=result.reason)
+    result.frames, result.duration = found.frames, found.seconds
+    return result
+
+
+@dataclass
+class VideoRun:
+    """Converts clips with one Stylizer, reporting each as it finishes."""
+
+    stylizer: Stylizer
+    settings: video.EncodeSettings  # record left empty: each clip gets its own
+    manifest: Manifest
+    held: HeldLock
+    summary: Summary
+    events: ConvertEvents
+
+    def convert_all(self, targets: Sequence[Target]) -> None:
+        """Convert each clip in turn; a bad clip fails alone."""
+        for target in targets:
+            self.held.check()
+            result = self._convert(target)
+            self._report(result)
+            if result.status == "converted":
+                self.summary.videos.append(result)
+            for dup in target.duplicates:
+                self._report(self._copy_to(dup, result))
+
+    def _report(self, result: FileResult) -> None:
+        self.summary.add(result)
+        self.events.on_result(result)
+
+    def _convert(self, target: Target) -> FileResult:
+        decision = target.lead
+        source, out, record = decision.item.path, decision.output, decision.record
+        assert record is not None
+        start = time.perf_counter()
+        settings = video.EncodeSettings(
+            record.to_json(), self.settings.crf, self.settings.frames_per_batch,
+            self.settings.keep_partial,
+        )
+        done: list[video.Transcoded] = []
+
+        def write(handle: BinaryIO) -> None:
+            done.append(video.transcode(
+                source, handle.name, video.container_for(out), self._style, settings,
+                lambda frames, total: self.events.on_frames(source, frames, total),
+            ))
+            # The record names the bytes hashed when planning: refuse a clip replaced since.
+            if record.input_blake2b and hash_file(source) != record.input_blake2b:
+                raise video.VideoError(CHANGED_WHILE_READING)
+
+        try:
+            atomic_write(out, write, root=self.manifest.out_dir,
+                         before_rename=record_before_rename(self.manifest, out, record))
+        except InputImageError as exc:
+            return FileResult(source, None, "failed", str(exc), time.perf_counter() - start,
+                              decision.reason)
+        except OSError as exc:
+            reason = f"cannot write {out}: {exc.strerror or exc}"
+            if exc.errno in STOP_ERRNOS:
+                raise RunStopped(reason) from exc
+            return FileResult(source, None, "failed", reason, time.perf_counter() - start,
+                              decision.reason)
+        for note in done[0].notes:
+            self.events.on_message(f"{source}: {note}")
+        return FileResult(source, out, "converted", None, time.perf_counter() - start,
+                          decision.reason, frames=done[0].frames, duration=done[0].seconds)
+
+    def _copy_to(self, dup: Decision, lead: FileResult) -> FileResult:
+        """An input identical to a clip just converted gets a copy of its output."""
+        path, out = dup.item.path, dup.output
+        if lead.status != "converted" or lead.output is None:
+            reason = f"identical to {lead.input}, which failed"
+            return FileResult(path, None, "failed", reason, reason=dup.reason)
+        assert dup.record is not None
+        try:
+            copy_output(lead.output, out, dup.record, self.manifest)
+        except OSError as exc:
+            reason = f"cannot write {out}: {exc.strerror or exc}"
+            return FileResult(path, None, "failed", reason, reason=dup.reason)
+        return FileResult(path, out, "converted", None, 0.0, dup.reason, reused_from=lead.input,
+                          frames=lead.frames, duration=lead.duration)
+
+    def _style(self, images: list[Image.Image]) -> list[Image.Image]:
+        """Style frames exactly as images of their size: Stylizer.prepare -> run -> finish."""
+        prepared = [self.stylizer.prepare(image, i) for i, image in enumerate(images)]
+        start = time.perf_counter()
+        try:
+            pixels = self.stylizer.run(prepared)
+        except NonFiniteOutput:
+            raise video.VideoError(NON_FINITE_REASON) from None
+        self.summary.engine_seconds += time.perf_counter() - start
+        return [self.stylizer.finish(item, p) for item, p in zip(prepared, pixels)]
