@@ -1,0 +1,199 @@
+"""Video frames/s: `convert` end to end vs the model alone at the frame shape vs the naive way.
+
+One run, on a generated 720p clip with AAC audio (random-weight checkpoint: speed does not
+depend on the weights):
+- model only: ``Stylizer.run`` on one prepared frame, repeated (batch 1, 2, 4);
+- end to end: ``convert`` on the clip (decode, style, encode, audio copied);
+- naive: frame by frame on the torch engine in fp32, a silent video written, then the
+  audio re-muxed in a second pass (what the popular scripts do);
+- peak RSS of end-to-end runs on a 10 s and a 60 s clip (each in a fresh process).
+
+    python benchmarks/video_bench.py --seconds 4 --size 512 --out results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from animegan_cli import video  # noqa: E402
+from animegan_cli.convert import ConvertOptions, convert  # noqa: E402
+from animegan_cli.model import Generator  # noqa: E402
+from animegan_cli.stylizer import Stylizer  # noqa: E402
+
+FPS = 30
+
+
+def make_clip(path: Path, seconds: float, width: int = 1280, height: int = 720) -> Path:
+    """A moving gradient with noise at 30 fps, and a tone as AAC audio."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        sound = out.add_stream("aac", rate=44100)
+        yy, xx = np.mgrid[0:height, 0:width]
+        rng = np.random.default_rng(0)
+        for i in range(round(seconds * FPS)):
+            base = np.stack([(xx + 8 * i) % 256, (yy + 4 * i) % 256, (xx + yy) % 256], -1)
+            pixels = np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, FPS)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+        for i in range(round(seconds * 44100 / 1024) + 1):
+            tone = np.sin(np.arange(i * 1024, (i + 1) * 1024) * 0.05).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(tone[None], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, i * 1024
+            out.mux(sound.encode(frame))
+        out.mux(sound.encode())
+    return path
+
+
+def model_only(weights: Path, clip: Path, size: int, batch: int, seconds: float = 8.0) -> float:
+    """Frames/s of Stylizer.run alone on one frame's shape, batches of ``batch``."""
+    stylizer = Stylizer.load(weights=weights, size=size)
+    frame = video.first_frames(clip, 1)[0]
+    item = stylizer.prepare(frame)
+    stylizer.run([item] * batch)  # warm-up (compiles the shape)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        stylizer.run([item] * batch)
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def end_to_end(weights: Path, clip: Path, out: Path, size: int, batch: int) -> tuple[float, str]:
+    """Frames/s of `convert` on the clip (model load excluded), and the engine it used."""
+    summary = convert(ConvertOptions(inputs=[str(clip)], output=out, weights=weights, size=size,
+                                     frames_per_batch=batch, overwrite=True))
+    [result] = summary.videos
+    return result.frames / result.seconds, summary.engine
+
+
+def naive(weights: Path, clip: Path, out: Path, size: int) -> float:
+    """Frame by frame, eager torch fp32, silent video written, then audio re-muxed."""
+    start = time.perf_counter()
+    stylizer = Stylizer.load(weights=weights, size=size, backend="torch", precision="fp32")
+    silent = out / "silent.mp4"
+    with av.open(str(clip)) as inp, av.open(str(silent), "w") as dst:
+        stream = None
+        for frame in inp.decode(video=0):
+            [styled] = stylizer.stylize([frame.to_image()])
+            if stream is None:
+                stream = dst.add_stream("libx264", rate=FPS)
+                stream.width, stream.height = styled.width // 2 * 2, styled.height // 2 * 2
+                stream.pix_fmt = "yuv420p"
+            styled = styled.crop((0, 0, stream.width, stream.height))
+            dst.mux(stream.encode(av.VideoFrame.from_image(styled)))
+        dst.mux(stream.encode())
+    frames = _remux_audio(silent, clip, out / "naive.mp4")
+    return frames / (time.perf_counter() - start)
+
+
+def _remux_audio(silent: Path, clip: Path, target: Path) -> int:
+    """The second pass of the naive way: video from one file, audio from another."""
+    frames = 0
+    with av.open(str(silent)) as v, av.open(str(clip)) as a, av.open(str(target), "w") as dst:
+        vs = dst.add_stream_from_template(v.streams.video[0])
+        aus = dst.add_stream_from_template(a.streams.audio[0])
+        for packet in v.demux(v.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream, frames = vs, frames + 1
+                dst.mux(packet)
+        for packet in a.demux(a.streams.audio[0]):
+            if packet.dts is not None:
+                packet.stream = aus
+                dst.mux(packet)
+    return frames
+
+
+def peak_rss(weights: Path, seconds: float, size: int, folder: Path) -> float:
+    """Peak RSS (MiB) of a fresh process converting a clip of ``seconds``."""
+    clip = make_clip(folder / f"rss_{seconds:g}s.mp4", seconds)
+    code = (
+        "import resource, sys; from pathlib import Path; "
+        "from animegan_cli.convert import ConvertOptions, convert; "
+        f"convert(ConvertOptions(inputs=[{str(clip)!r}], output=Path({str(folder / 'rss')!r}), "
+        f"weights=Path({str(weights)!r}), size={size}, overwrite=True)); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    return int(done.stdout.split()[-1]) / 1024
+
+
+def main() -> None:
+    """Run every measurement once and write the results as Markdown (and JSON beside it)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of the 720p clip")
+    parser.add_argument("--size", type=int, default=512, help="--size (long side) for the model")
+    parser.add_argument("--rss-size", type=int, default=256, help="--size of the RSS runs")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        torch.manual_seed(0)
+        weights = folder / "random.pt"
+        torch.save(Generator().state_dict(), weights)
+        clip = make_clip(folder / "clip720.mp4", args.seconds)
+        found: dict[str, object] = {"frames": round(args.seconds * FPS), "size": args.size}
+        for batch in (1, 2, 4):
+            found[f"model_only_b{batch}"] = model_only(weights, clip, args.size, batch)
+            rate, engine = end_to_end(weights, clip, folder / "e2e", args.size, batch)
+            found[f"end_to_end_b{batch}"], found["engine"] = rate, engine
+        found["naive"] = naive(weights, clip, folder, args.size)
+        found["rss_10s"] = peak_rss(weights, 10, args.rss_size, folder)
+        found["rss_60s"] = peak_rss(weights, 60, args.rss_size, folder)
+    args.out.with_suffix(".json").write_text(json.dumps(found, indent=2) + "\n")
+    args.out.write_text(_markdown(found, args))
+    print(args.out.read_text())
+
+
+def _markdown(found: dict[str, object], args: argparse.Namespace) -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), platform.processor())
+    rows = [
+        f"| {b} | {found[f'model_only_b{b}']:.2f} | {found[f'end_to_end_b{b}']:.2f} | "
+        f"{found[f'end_to_end_b{b}'] / found[f'model_only_b{b}']:.0%} |"  # type: ignore[operator]
+        for b in (1, 2, 4)
+    ]
+    return "\n".join([
+        "# Video: frames/s end to end vs model only vs naive",
+        "",
+        f"`python benchmarks/video_bench.py --seconds {args.seconds:g} --size {args.size} "
+        f"--rss-size {args.rss_size} --out {args.out}`",
+        "",
+        f"CPU: {cpu}; engine: {found['engine']}; a generated 1280x720 30 fps clip of "
+        f"{found['frames']} frames with AAC audio, styled at --size {args.size}. "
+        "**The machine was shared** (2 cores, other jobs running): rates are noisy and low.",
+        "",
+        "| frames per batch | model only (frames/s) | end to end (frames/s) | share |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        f"Naive (frame by frame, torch fp32, silent video then audio re-muxed): "
+        f"{found['naive']:.2f} frames/s (model load included).",
+        "",
+        f"Peak RSS of `convert` on a 720p clip at --size {args.rss_size}: "
+        f"10 s clip {found['rss_10s']:.0f} MiB, 60 s clip {found['rss_60s']:.0f} MiB.",
+        "",
+    ])
+
+
+if __name__ == "__main__":
+    main()
