@@ -21,6 +21,7 @@ from animegan_cli.cli import main
 from animegan_cli.convert import ConvertOptions, convert
 from animegan_cli.inputs import find_inputs
 from animegan_cli.provenance import find_provenance
+from animegan_cli.report import build_report
 from animegan_cli.stylizer import Stylizer
 from tests.conftest import photo_like
 
@@ -130,6 +131,8 @@ def test_a_short_clip_converts_with_its_frames_timestamps_audio_and_record(tmp_p
     assert audio_packets(out) == audio_packets(clip)
     record = find_provenance(out)
     assert record is not None and record.settings["video_crf"] == video.DEFAULT_CRF
+    [entry] = build_report(summary, None, 0)["videos"]
+    assert entry["frames"] == 5 and entry["output"] == str(out)
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".animegan-tmp-")]
 
 
