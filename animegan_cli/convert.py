@@ -303,9 +303,8 @@ def _convert_locked(
     for output, record in plan.repairs:
         manifest.record(output, record)
     targets = _settle(plan, manifest, held, summary, events)
-    from animegan_cli import video_run  # PyAV's glue: only for runs that have clips
-
-    targets, clips = video_run.split_videos(targets)
+    clips = [t for t in targets if t.lead.item.video]  # to video_run.py, after the images
+    targets = [t for t in targets if not t.lead.item.video]
     stylizer = None
     if targets:
         targets, batch_size = _fit_in_memory(options, spec, targets, summary, events)
@@ -318,6 +317,8 @@ def _convert_locked(
         with torch_threads(options.threads):
             stylizer = _run(options, spec, targets, summary, events, manifest, started, held)
     if clips:
+        from animegan_cli import video_run
+
         load = functools.partial(load_stylizer, options, spec, events.on_message)
         with torch_threads(options.threads):
             video_run.convert_videos(options, clips, stylizer, load, manifest, held, summary,

@@ -1,4 +1,4 @@
-"""The videos of a convert run: each clip styled frame by frame into one output, atomically.
+"""The clips of a convert run: each styled frame by frame into one output video, atomically.
 
 convert.py hands over the targets that are clips (after the images, with the same
 Stylizer); this module turns each into a FileResult, writes its manifest entry before the
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-import torch
 from PIL import Image
 
 from animegan_cli import video
@@ -25,21 +24,17 @@ from animegan_cli.incremental import Decision, copy_output, record_before_rename
 from animegan_cli.lock import HeldLock
 from animegan_cli.provenance import Manifest, hash_file
 from animegan_cli.results import ConvertEvents, FileResult, Summary
-from animegan_cli.stylizer import Stylizer
 from animegan_cli.writer import STOP_ERRNOS, Target
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the model's modules: loaded by the caller, only when a clip is styled
+    import torch
+
     from animegan_cli.convert import ConvertOptions
+    from animegan_cli.stylizer import Stylizer
 
 CHANGED_WHILE_READING = "changed while the run was reading it; run it again"
 FACES_ON_CLIP = "--faces is for photos; convert clips in a run without --faces"
 CALIBRATION_FRAMES = 8  # as convert.CALIBRATION_IMAGES, spread over a clip's first frames
-
-
-def split_videos(targets: Sequence[Target]) -> tuple[list[Target], list[Target]]:
-    """(image targets, video targets), each in input order."""
-    images = [t for t in targets if not t.lead.item.video]
-    return images, [t for t in targets if t.lead.item.video]
 
 
 def convert_videos(
