@@ -29,7 +29,7 @@ METADATA_KEY = "animegan"  # the container tag holding the provenance record (mk
 # docs put "visually lossless": styled frames have flat colours and hard edges, which
 # show blocking early, so the default is finer than x264's own.
 DEFAULT_CRF = 18
-DEFAULT_FRAMES_PER_BATCH = 1  # measured: see docs/video.md ("Batching")
+DEFAULT_FRAMES_PER_BATCH = 4  # measured: see docs/video.md ("Batching")
 # A stream's decoded end may fall short of its header's duration by this much (a last
 # frame's own duration, rounding) before the clip counts as cut short.
 _SHORT_FRAMES = 2
