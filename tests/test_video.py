@@ -23,7 +23,7 @@ from animegan_cli.inputs import find_inputs
 from animegan_cli.provenance import find_provenance
 from animegan_cli.report import build_report
 from animegan_cli.stylizer import Stylizer
-from tests.conftest import photo_like
+from tests.conftest import make_image, photo_like
 
 av = pytest.importorskip("av")
 REPO = Path(__file__).resolve().parents[1]
@@ -294,3 +294,12 @@ def test_faces_mode_leaves_clips_failed_alone(tmp_path, checkpoint):
     summary, results = run([tmp_path / "in"], tmp_path / "out", checkpoint,
                            faces=FaceSettings("paste"))
     assert [(r.status, r.error) for r in results] == [("failed", FACES_ON_CLIP)]
+
+
+def test_without_pyav_a_clip_fails_alone_saying_which_extra(tmp_path, checkpoint, monkeypatch):
+    make_clip(tmp_path / "in" / "clip.mp4", frames=2, audio=False)
+    make_image(tmp_path / "in" / "a.png")
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` now raises ImportError
+    summary, results = run([tmp_path / "in"], tmp_path / "out", checkpoint)
+    failed = {r.input.name: r.error for r in results if r.status == "failed"}
+    assert summary.converted == 1 and failed == {"clip.mp4": video.VIDEO_EXTRA}
