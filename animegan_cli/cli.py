@@ -539,6 +539,8 @@ class _FrameBar:
     def update(self, path: Path, done: int, total: int) -> None:
         """Move (or start) the bar of the clip being styled."""
         if self.bar is None or path != self.path:
+            from tqdm import tqdm
+
             self.close()
             self.path = path
             self.bar = tqdm(total=total or None, unit="frame", file=sys.stderr, leave=False,

@@ -22,6 +22,7 @@ from animegan_cli.convert import ConvertOptions, convert
 from animegan_cli.inputs import find_inputs
 from animegan_cli.provenance import find_provenance
 from animegan_cli.report import build_report
+from animegan_cli.results import FileResult
 from animegan_cli.stylizer import Stylizer
 from tests.conftest import make_image, photo_like
 
@@ -303,3 +304,16 @@ def test_without_pyav_a_clip_fails_alone_saying_which_extra(tmp_path, checkpoint
     summary, results = run([tmp_path / "in"], tmp_path / "out", checkpoint)
     failed = {r.input.name: r.error for r in results if r.status == "failed"}
     assert summary.converted == 1 and failed == {"clip.mp4": video.VIDEO_EXTRA}
+
+
+def test_the_frame_bar_counts_a_clips_frames_and_goes_when_it_is_done(capsys):
+    from animegan_cli.cli import _FrameBar
+
+    bars = _FrameBar(disable=False)
+    reported: list[FileResult] = []
+    on_result = bars.closing(reported.append)
+    bars.update(Path("clip.mp4"), 4, 10)
+    assert bars.bar is not None and (bars.bar.n, bars.bar.total) == (4, 10)
+    on_result(FileResult(Path("clip.mp4"), None, "converted"))
+    assert bars.bar is None and len(reported) == 1
+    assert "frame" in capsys.readouterr().err
