@@ -16,6 +16,7 @@ from PIL import Image
 from animegan_cli import data, resources
 from animegan_cli.convert import ConvertOptions, convert
 from animegan_cli.engine import cpu_has_fast_bf16, torch_threads
+from animegan_cli.formats import DEFAULT_PNG_LEVEL
 from animegan_cli.inputs import discover_inputs
 from animegan_cli.weights import DEFAULT_STYLE
 
@@ -59,6 +60,7 @@ class Trial:
     peak_mb: float = 0.0
     per_image_mb: float = 0.0  # memory one more image in the batch costs (measured)
     note: str = ""
+    png_level: int | None = None  # set by the PNG stage only
 
     def settings(self) -> dict[str, object]:
         """The config-file keys this trial stands for."""
@@ -67,6 +69,8 @@ class Trial:
                   "streams": self.streams}
         if self.num_workers is not None:
             chosen["num_workers"] = self.num_workers
+        if self.png_level is not None:
+            chosen["png_level"] = self.png_level
         return chosen
 
 
@@ -173,7 +177,8 @@ def run_tune(request: TuneRequest, on_trial: Callable[[Trial], None] = lambda t:
 
     Stages: engines at batch 1; batch sizes for the best engine (stopping once bigger
     stops paying or would not fit in memory); OpenVINO streams; thread counts; then
-    DataLoader workers, end to end on the photos. Each stage keeps the best so far.
+    DataLoader workers, end to end on the photos; one model thread fewer while decoders run;
+    the PNG level. Each stage keeps the best so far.
     """
     started = time.perf_counter()
     cores = os.cpu_count() or 1
@@ -194,7 +199,8 @@ def run_tune(request: TuneRequest, on_trial: Callable[[Trial], None] = lambda t:
             result=result, on_trial=on_trial, on_message=on_message,
         )
         best = _tune_engines(tuning, engines)
-        for stage in (_tune_batch_sizes, _tune_streams, _tune_threads, _tune_workers):
+        for stage in (_tune_batch_sizes, _tune_streams, _tune_threads, _tune_workers,
+                      *PIPELINE_STAGES):
             best = stage(tuning, best)
         result.winner = best
     finally:
@@ -281,20 +287,11 @@ def _tune_threads(tuning: _Tuning, best: Trial) -> Trial:
 
 def _tune_workers(tuning: _Tuning, best: Trial) -> Trial:
     """End-to-end runs over the photos with 0..cores workers; the model time is shared."""
-    from animegan_cli.measure import peak_rss_mb, reset_peak_rss
-
     chosen: Trial | None = None
     for workers in range(0, tuning.cores + 1):
         if tuning.out_of_time() and chosen is not None:
             break
-        trial = replace(best, num_workers=workers)
-        out = tuning.photos.parent / f"out{workers}"
-        reset_peak_rss()
-        summary = convert(_convert_options(tuning.request, trial, tuning.photos, out))
-        busy = summary.seconds - summary.startup_seconds
-        trial = replace(trial, images_per_second=summary.converted / busy if busy else 0.0,
-                        latency_ms=0.0, peak_mb=peak_rss_mb(), note="end to end")
-        tuning.record(trial)
+        trial, _ = _end_to_end(tuning, replace(best, num_workers=workers), f"out{workers}")
         if chosen is None or trial.images_per_second > chosen.images_per_second * MIN_GAIN:
             chosen = trial
     return chosen or best
@@ -302,14 +299,31 @@ def _tune_workers(tuning: _Tuning, best: Trial) -> Trial:
 
 def _convert_options(request: TuneRequest, trial: Trial, photos: Path,
                      out: Path) -> ConvertOptions:
-    """The convert run a workers trial times: the tuning photos into ``out``."""
-    extra = {"style": request.style} if request.style else {}
+    """The convert run an end-to-end trial times: the tuning photos into ``out``."""
+    extra: dict[str, object] = {"style": request.style} if request.style else {}
+    if trial.png_level is not None:  # the PNG stage: PNG outputs at the trial's level
+        extra.update(format="png", png_level=trial.png_level)
     return ConvertOptions(
         inputs=[str(photos)], output=out, weights=request.weights,
         size=request.size, batch_size=trial.batch_size, threads=trial.threads,
         num_workers=trial.num_workers or 0, backend=trial.backend, streams=trial.streams,
-        precision=trial.precision, **extra,
+        precision=trial.precision, **extra,  # type: ignore[arg-type]
     )
+
+
+def _end_to_end(tuning: _Tuning, trial: Trial, name: str,
+                note: str = "end to end") -> tuple[Trial, int]:
+    """Convert the photos with ``trial``'s settings; the recorded trial and the bytes written."""
+    from animegan_cli.measure import peak_rss_mb, reset_peak_rss
+
+    out = tuning.photos.parent / name
+    reset_peak_rss()
+    summary = convert(_convert_options(tuning.request, trial, tuning.photos, out))
+    busy = summary.seconds - summary.startup_seconds
+    written = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+    trial = replace(trial, images_per_second=summary.converted / busy if busy else 0.0,
+                    latency_ms=0.0, peak_mb=peak_rss_mb(), note=note)
+    return tuning.record(trial), written
 
 
 def _stylizer(request: TuneRequest, trial: Trial, on_message: Callable[[str], None]) -> Stylizer:
@@ -324,3 +338,51 @@ def _stylizer(request: TuneRequest, trial: Trial, on_message: Callable[[str], No
 
 def _calibration_refused() -> list[torch.Tensor]:
     raise AssertionError("tune never measures int8")
+
+
+# ---- pipeline stages: threads while decoding, PNG level (end to end, after the workers) ----
+
+# PNG levels tried: zlib's fastest, a middle one, and the default (formats.py).
+PNG_LEVELS = (1, 3, DEFAULT_PNG_LEVEL)
+# A faster PNG level wins only while its files stay within this factor of the smallest.
+PNG_SIZE_TOLERANCE = 1.15
+
+
+def _tune_decoding_threads(tuning: _Tuning, best: Trial) -> Trial:
+    """One model thread fewer while decoder processes run: they take a share of a core."""
+    if not best.num_workers or best.threads <= 1 or tuning.out_of_time():
+        return best
+    trial, _ = _end_to_end(tuning, replace(best, threads=best.threads - 1), "fewer-threads",
+                           "end to end, one model thread fewer while decoding")
+    return trial if trial.images_per_second > best.images_per_second * MIN_GAIN else best
+
+
+def _tune_png_level(tuning: _Tuning, best: Trial) -> Trial:
+    """The fastest PNG level whose files stay within PNG_SIZE_TOLERANCE of the smallest.
+
+    Only where runs write PNG: the photos tuned on hold PNGs (--format same keeps them),
+    or the config file asks for PNG outputs.
+    """
+    if not _writes_png(tuning.photos):
+        return best
+    measured: list[tuple[Trial, int]] = []
+    for level in PNG_LEVELS:
+        if tuning.out_of_time() and measured:
+            break
+        trial, written = _end_to_end(tuning, replace(best, png_level=level), f"png{level}",
+                                     f"end to end, PNG level {level}")
+        measured.append((trial, written))
+    smallest = min(written for _, written in measured)
+    small_enough = [t for t, written in measured if written <= smallest * PNG_SIZE_TOLERANCE]
+    return max(small_enough, key=lambda t: t.images_per_second)
+
+
+PIPELINE_STAGES = (_tune_decoding_threads, _tune_png_level)
+
+
+def _writes_png(photos: Path) -> bool:
+    from animegan_cli.config import load_config
+
+    if load_config().get("format") == "png":
+        return True
+    return any(p.suffix.lower() == ".png" for p in discover_inputs([str(photos)]))

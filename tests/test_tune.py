@@ -12,7 +12,7 @@ from animegan_cli.cli import main
 from animegan_cli.config import config_path, load_config, save_config
 from animegan_cli.tune import Trial, TuneRequest, run_tune
 from animegan_cli.weights import DEFAULT_STYLE
-from tests.conftest import isolate, write_random_checkpoint
+from tests.conftest import isolate, make_image, write_random_checkpoint
 from tests.test_cli import weights_server  # noqa: F401 - a fixture
 
 
@@ -193,3 +193,31 @@ def test_tune_says_it_downloads_on_stderr(own_weights_dir, weights_server):  # n
     assert "downloading" not in result.stdout
     assert ("animegan: style face_paint_512_v2 is not installed; downloading from "
             in result.stderr)
+
+
+def test_a_png_level_trial_is_a_config_key():
+    trial = Trial("openvino", "fp32", 1, 2, 1, png_level=3)
+    assert trial.settings()["png_level"] == 3
+
+
+@pytest.mark.slow
+def test_tune_tries_fewer_threads_while_decoding_and_png_levels(checkpoint, tmp_path):
+    photos = tmp_path / "photos"
+    for i in range(3):
+        make_image(photos / f"{i}.png", 40, 30, seed=i)
+    result = run_tune(TuneRequest(size=16, budget=2, weights=checkpoint, photos=photos))
+    notes = [t.note for t in result.trials]
+    assert "end to end, PNG level 1" in notes  # the PNG stage runs even out of time
+    assert result.winner.png_level in (1, 3, 6)
+    fewer = [n for n in notes if "one model thread fewer" in n]
+    # Skipped only where the model had one thread already, or no decoder process ran.
+    assert fewer or result.winner.threads == 1 or not result.winner.num_workers
+
+
+def test_tune_leaves_the_png_level_alone_where_runs_write_no_png(tmp_path):
+    from animegan_cli.tune import _writes_png
+
+    make_image(tmp_path / "a.jpg", 16, 16)
+    assert not _writes_png(tmp_path)
+    make_image(tmp_path / "b.png", 16, 16)
+    assert _writes_png(tmp_path)
