@@ -385,4 +385,4 @@ def _writes_png(photos: Path) -> bool:
 
     if load_config().get("format") == "png":
         return True
-    return any(p.suffix.lower() == ".png" for p in discover_inputs([str(photos)]))
+    return any(f.path.suffix.lower() == ".png" for f in discover_inputs([str(photos)]))

@@ -2,7 +2,8 @@
 
     python benchmarks/bench.py all --photos ../shared/photos
     python benchmarks/bench.py table --sizes 256x256,352x512 --batches 1,2,4,8,16
-    python benchmarks/bench.py e2e --photos ../shared/photos
+    python benchmarks/bench.py e2e --photos ../shared/photos --count 64 --trials 2 \
+        --name end_to_end_2026-12-01_xeon_amx
     python benchmarks/bench.py quality --photos ../shared/photos
 
 Results go to benchmarks/results/<name>.json and .md (and the Markdown is printed).
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -139,26 +140,99 @@ def table_markdown(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-# --- 2. end to end: the naive loop against `animegan convert` ----------------------------
+# --- 2. end to end: one run, the same photos, whole processes (issue 11) -------------------
+
+RATIOS = ((4, 3), (3, 4), (1, 1))  # landscape, portrait, square: three model input shapes
+
+
+def mixed_photos(source: Path, folder: Path, count: int) -> Path:
+    """``count`` JPEGs of three aspect ratios, centre crops of ``source``'s photos (a temp dir)."""
+    files = sorted(p for p in source.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        with Image.open(files[i % len(files)]) as opened:
+            img = ImageOps.exif_transpose(opened).convert("RGB")
+        rw, rh = RATIOS[i % len(RATIOS)]
+        w, h = img.size
+        cw, ch = (h * rw // rh, h) if w * rh > h * rw else (w, w * rh // rw)
+        x, y = (w - cw) // 2, (h - ch) // 2
+        img.crop((x, y, x + cw, y + ch)).save(folder / f"{i:03d}.jpg", quality=92)
+    return folder
+
+
+def photo_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+
+
+def sized_input(path: Path, size: int) -> torch.Tensor:
+    """Decode and resize as convert does (long side ``size``, sides a multiple of 4)."""
+    img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    img = img.resize(data.target_size(*img.size, size), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None]
+
 
 def naive_loop(args: argparse.Namespace) -> None:
-    """Sequential: decode, resize to long side 512, eager fp32 NCHW, save PNG (a subprocess)."""
+    """Sequential: decode, resize to long side 512, eager fp32 NCHW, save (a subprocess)."""
     torch.set_num_threads(args.threads)
     generator = load_generator(load_state_dict(args.weights))
     out = Path(args.out)
     started = time.perf_counter()
-    files = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    files = photo_files(args.photos)
     for path in files:
-        img = Image.open(path).convert("RGB")
-        img = img.resize(data.target_size(*img.size, args.size), Image.Resampling.BICUBIC)
-        x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None]
+        x = sized_input(path, args.size)
         with torch.inference_mode():
             y = to_pixels(generator(to_model_input(x, torch.float32)))[0]
-        Image.fromarray(y.numpy()).save(out / (path.stem + ".png"))
+        Image.fromarray(y.numpy()).save(out / f"{path.stem}.{args.ext}")
     print(json.dumps({"seconds": time.perf_counter() - started, "images": len(files)}))
 
 
-def timed(cmd: list[str], watch: Path | None = None) -> dict[str, float]:
+def openvino_loop(args: argparse.Namespace) -> None:
+    """Sequential OpenVINO bf16: one model with dynamic N/H/W, or (--static) one compiled
+    model per input shape (reshape + compile on first sight, kept); decode, run, save."""
+    import openvino as ov
+
+    from animegan_cli.openvino_engine import convert_generator
+
+    generator = load_generator(load_state_dict(args.weights))
+    core = ov.Core()
+    model = convert_generator(generator)
+    config = {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"}
+    compiled: dict[tuple[int, ...], ov.CompiledModel] = {}
+    dynamic = None if args.static else core.compile_model(model, "CPU", config)
+    out = Path(args.out)
+    started = time.perf_counter()
+    files = photo_files(args.photos)
+    for path in files:
+        x = to_model_input(sized_input(path, args.size), torch.float32).numpy()
+        if dynamic is None:
+            if x.shape not in compiled:
+                shaped = model.clone()
+                shaped.reshape([ov.PartialShape(list(x.shape))])
+                compiled[x.shape] = core.compile_model(shaped, "CPU", config)
+            runner = compiled[x.shape]
+        else:
+            runner = dynamic
+        y = torch.from_numpy(np.asarray(next(iter(runner([x]).values()))))
+        Image.fromarray(to_pixels(y)[0].numpy()).save(out / f"{path.stem}.{args.ext}")
+    print(json.dumps({"seconds": time.perf_counter() - started, "images": len(files)}))
+
+
+def model_only(args: argparse.Namespace) -> None:
+    """The limit: the engine `convert` loads (defaults), alone, on the run's own inputs,
+    already decoded and sized, one image per call in the run's order; no decode, no save."""
+    stylizer = Stylizer.load(weights=args.weights, size=args.size)
+    items = [stylizer.prepare(path) for path in photo_files(args.photos)]
+    stylizer.run([items[0]])  # warm-up, as convert's first image pays it too
+    started = time.perf_counter()
+    for item in items:
+        stylizer.run([item])
+    seconds = time.perf_counter() - started
+    shapes = sorted({tuple(item.pixels.shape[1:]) for item in items})
+    print(json.dumps({"seconds": seconds, "images": len(items), "engine": stylizer.description,
+                      "shapes": shapes}))
+
+
+def timed(cmd: list[str], watch: Path | None = None) -> dict[str, object]:
     """Wall time of a command, time to its first file in ``watch``, and its peak RSS."""
     first: list[float] = []
     stop = threading.Event()
@@ -191,54 +265,85 @@ def timed(cmd: list[str], watch: Path | None = None) -> dict[str, float]:
 
 
 def run_e2e(args: argparse.Namespace) -> dict[str, object]:
-    if not (args.photos and args.photos.is_dir()):
-        args.photos = generated_photos(Path(tempfile.mkdtemp()))
-    count = len([p for p in args.photos.iterdir() if p.suffix.lower() in (".jpg", ".png")])
+    """Every contender once per trial, in turn, on the same mixed-shape photos."""
     work = Path(tempfile.mkdtemp(prefix="animegan-e2e-"))
-    env_cache = work / "cache"
-    os.environ["XDG_CACHE_HOME"] = str(env_cache)
-    convert = [sys.executable, "-m", "animegan_cli", "convert", str(args.photos),
-               "--weights", str(args.weights), "--size", str(args.size), "--quiet", "-v"]
-    results: dict[str, object] = {"images": count, "photos": str(args.photos)}
-    # Cold start: nothing cached yet (an OpenVINO IR, an INT8 model); later runs are warm.
-    cold = timed(convert + ["-o", str(work / "cold")], work / "cold")
-    results["animegan_cold_first_output_seconds"] = cold["first_output_seconds"]
-    if args.fast_args:
-        timed(convert + args.fast_args.split() + ["-o", str(work / "cold_fast")])
+    os.environ["XDG_CACHE_HOME"] = str(work / "cache")
+    try:
+        photos = mixed_photos(args.photos, work / "photos", args.count)
+        return _e2e_trials(args, work, photos)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _e2e_trials(args: argparse.Namespace, work: Path, photos: Path) -> dict[str, object]:
+    me = [sys.executable, __file__, "--photos", str(photos), "--weights", str(args.weights),
+          "--size", str(args.size), "--threads", str(args.threads)]
+    convert = [sys.executable, "-m", "animegan_cli", "convert", str(photos), "--weights",
+               str(args.weights), "--size", str(args.size), "--quiet", "-v"]
+    loops = {
+        "naive loop (eager fp32), PNG": [*me, "naive", "--ext", "png"],
+        "OpenVINO bf16 loop, dynamic shapes, PNG": [*me, "ovloop", "--ext", "png"],
+        "OpenVINO bf16 loop, one compiled model per shape, PNG":
+            [*me, "ovloop", "--static", "--ext", "png"],
+        "OpenVINO bf16 loop, one compiled model per shape, JPEG":
+            [*me, "ovloop", "--static", "--ext", "jpg"],
+    }
+    runs = {**loops, "animegan convert (defaults), PNG": [*convert, "--format", "png"],
+            "animegan convert (defaults), JPEG": [*convert, "--format", "jpg"]}
+    # A first convert warms the OpenVINO IR cache, as any second run of a user finds it.
+    cold = timed([*convert, "-o", str(work / "cold")], work / "cold")
+    trials: list[dict[str, object]] = []
     for trial in range(args.trials):
-        naive_out = work / f"naive{trial}"
-        naive_out.mkdir()
-        naive = timed([sys.executable, __file__, "naive", "--photos", str(args.photos),
-                       "--out", str(naive_out), "--weights", str(args.weights),
-                       "--size", str(args.size), "--threads", str(args.threads)])
-        ours = timed(convert + ["-o", str(work / f"ours{trial}")], work / f"ours{trial}")
-        check_same_sizes(naive_out, work / f"ours{trial}")
-        fast = None
-        if args.fast_args:
-            fast_out = work / f"fast{trial}"
-            fast = timed(convert + args.fast_args.split() + ["-o", str(fast_out)], fast_out)
-            check_same_sizes(naive_out, fast_out)
-        results[f"trial{trial}"] = {
-            "naive_seconds": naive["wall_seconds"],
-            "animegan_seconds": ours["wall_seconds"],
-            "ratio": naive["wall_seconds"] / ours["wall_seconds"],
-            "animegan_first_output_seconds": ours["first_output_seconds"],
-            "animegan_peak_rss_mb": ours["peak_rss_mb"],
-            "animegan_timing": ours["stderr"],
-        }
-        if fast is not None:
-            results[f"trial{trial}"].update({
-                "fast_args": args.fast_args,
-                "fast_seconds": fast["wall_seconds"],
-                "fast_ratio": naive["wall_seconds"] / fast["wall_seconds"],
-                "fast_peak_rss_mb": fast["peak_rss_mb"],
-                "fast_timing": fast["stderr"],
-            })
-        print(f"  trial {trial}: naive {naive['wall_seconds']:.1f} s, animegan "
-              f"{ours['wall_seconds']:.1f} s, ratio {results[f'trial{trial}']['ratio']:.2f}",
-              file=sys.stderr, flush=True)
-    shutil.rmtree(work, ignore_errors=True)
-    return results
+        row: dict[str, object] = {}
+        outs: dict[str, Path] = {}
+        for name, cmd in runs.items():
+            out = work / f"t{trial}-{len(row)}"
+            out.mkdir()
+            is_loop = name in loops
+            result = timed([*cmd, "--out", str(out)] if is_loop else [*cmd, "-o", str(out)],
+                           out)
+            row[name] = {k: v for k, v in result.items() if k != "stdout"}
+            outs[name] = out
+        # Every contender wrote the same number of pixels, or the comparison is unfair.
+        reference = outs["naive loop (eager fp32), PNG"]
+        for out in outs.values():
+            check_same_sizes(reference, out)
+        limit = timed([*me, "model"])
+        row["model alone (convert's engine, same inputs)"] = json.loads(limit["stdout"])
+        trials.append(row)
+        print(f"  trial {trial} done", file=sys.stderr, flush=True)
+    return {"images": args.count, "size": args.size, "machine": machine(), "trials": trials,
+            "cold_first_output_seconds": cold["first_output_seconds"],
+            "cold_seconds": cold["wall_seconds"]}
+
+
+def e2e_markdown(result: dict[str, object]) -> str:
+    """One table per run: seconds, img/s, ratios, % of the model-only rate."""
+    m = result["machine"]
+    lines = [f"End to end, {result['images']} photos of 3 shapes (centre crops 4:3, 3:4, 1:1 "
+             f"of the shared photos), --size {result['size']}, whole processes; {m['cpu']}, "
+             f"{m['cores']} CPUs, fast bf16: {m['fast_bf16']}, {m['date']}. Machine shared "
+             "with other jobs: the figures are noisy; compare within a trial.", "",
+             f"Cold start (fresh cache): first output after "
+             f"{result['cold_first_output_seconds']:.1f} s, whole run "
+             f"{result['cold_seconds']:.1f} s."]
+    for i, row in enumerate(dict(r) for r in result["trials"]):
+        limit = row.pop("model alone (convert's engine, same inputs)")
+        model_rate = limit["images"] / limit["seconds"]
+        ours = row["animegan convert (defaults), PNG"]["wall_seconds"]
+        lines += ["", f"Trial {i}: model alone ({limit['engine']}, shapes "
+                  f"{', '.join('x'.join(map(str, s)) for s in limit['shapes'])}): "
+                  f"{model_rate:.2f} img/s.", "",
+                  "| run | seconds | img/s | convert PNG vs it | % of model-only rate "
+                  "| first output (s) | peak RSS (MB) |", "|---|---|---|---|---|---|---|"]
+        for name, r in row.items():
+            rate = result["images"] / r["wall_seconds"]
+            lines.append(f"| {name} | {r['wall_seconds']:.1f} | {rate:.2f} "
+                         f"| {r['wall_seconds'] / ours:.2f}x | {rate / model_rate:.0%} "
+                         f"| {r['first_output_seconds']:.1f} | {r['peak_rss_mb']} |")
+        timing = row["animegan convert (defaults), PNG"]["stderr"]
+        lines += ["", "convert's own timing line (PNG):", "", *[f"    {t}" for t in timing]]
+    return "\n".join(lines) + "\n"
 
 
 def check_same_sizes(a: Path, b: Path) -> None:
@@ -248,38 +353,6 @@ def check_same_sizes(a: Path, b: Path) -> None:
     if sizes_a != sizes_b:
         differ = sorted(k for k in sizes_a if sizes_a[k] != sizes_b.get(k))
         raise RuntimeError(f"output sizes differ: {differ}")
-
-
-def generated_photos(folder: Path, count: int = 25) -> Path:
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        w, h = (704, 832) if i % 2 else (1536, 1088)
-        base = np.linspace(0, 255, w * h * 3).reshape(h, w, 3)
-        noise = rng.normal(0, 20, (h, w, 3))
-        Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(
-            folder / f"gen{i:02d}.jpg", quality=90)
-    return folder
-
-
-def e2e_markdown(result: dict[str, object]) -> str:
-    lines = [f"{result['images']} photos from {result['photos']}; cold start (IR conversion) "
-             f"first output after {result['animegan_cold_first_output_seconds']:.1f} s", "",
-             "| trial | naive loop (s) | animegan convert, defaults (s) | ratio "
-             "| first output, warm (s) | peak RSS (MB) | opt-in fast path (s) | ratio "
-             "| peak RSS (MB) |", "|---|---|---|---|---|---|---|---|---|"]
-    for key, r in result.items():
-        if key.startswith("trial"):
-            fast = (f"{r['fast_seconds']:.1f} | {r['fast_ratio']:.2f}x | {r['fast_peak_rss_mb']}"
-                    if "fast_seconds" in r else "- | - | -")
-            lines.append(f"| {key[5:]} | {r['naive_seconds']:.1f} | {r['animegan_seconds']:.1f} "
-                         f"| {r['ratio']:.2f}x | {r['animegan_first_output_seconds']:.2f} "
-                         f"| {r['animegan_peak_rss_mb']} | {fast} |")
-    lines += ["", "animegan's own timing line (last trial, defaults):", "",
-              *[f"    {line}" for line in r["animegan_timing"]]]
-    if "fast_args" in r:
-        lines += ["", f"opt-in fast path: `{r['fast_args']}`", "",
-                  *[f"    {line}" for line in r["fast_timing"]]]
-    return "\n".join(lines)
 
 
 # --- 3. quality: every engine/precision against torch fp32 on the photos -----------------
@@ -337,7 +410,8 @@ def parse_shape(text: str) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["all", "table", "e2e", "quality", "cell", "naive"])
+    parser.add_argument("what", choices=["all", "table", "e2e", "quality", "cell", "naive",
+                                         "ovloop", "model"])
     parser.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "photos")
     parser.add_argument("--weights", type=Path, default=GOLDEN)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
@@ -350,26 +424,32 @@ def main() -> None:
     parser.add_argument("--max-batch-seconds", type=float, default=20.0,
                         help="stop growing the batch once one batch takes longer")
     parser.add_argument("--trials", type=int, default=2)
-    parser.add_argument("--fast-args", default="--precision int8 --batch-size 2 --streams 2",
-                        help="extra convert flags for the e2e opt-in fast path ('' = none)")
-    parser.add_argument("--count", type=int, default=25, help="photos for quality")
+    parser.add_argument("--count", type=int, default=25,
+                        help="photos for quality; e2e makes this many mixed-shape ones (64)")
+    parser.add_argument("--static", action="store_true", help="ovloop: a model per shape")
+    parser.add_argument("--ext", default="png", help="naive/ovloop: output format")
     parser.add_argument("--shape", type=parse_shape)
     parser.add_argument("--backend")
     parser.add_argument("--precision")
     parser.add_argument("--batch", type=int)
     parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--out")
+    parser.add_argument("--name", help="e2e results file stem (default end_to_end)")
     args = parser.parse_args()
     if args.what == "cell":
         table_cell(args)
     elif args.what == "naive":
         naive_loop(args)
+    elif args.what == "ovloop":
+        openvino_loop(args)
+    elif args.what == "model":
+        model_only(args)
     if args.what in ("all", "table"):
         result = run_table(args)
         save("batch_table", result, table_markdown(result))
     if args.what in ("all", "e2e"):
         result = run_e2e(args)
-        save("end_to_end", result, e2e_markdown(result))
+        save(args.name or "end_to_end", result, e2e_markdown(result))
     if args.what in ("all", "quality"):
         result = run_quality(args)
         save("quality", result, quality_markdown(result))
