@@ -30,9 +30,10 @@ _XMP_TEMPLATE = (
     '<?xpacket end="w"?>'
 )
 _TIFF_IMAGE_DESCRIPTION = 270
-# --png-level's default, chosen by measurement (benchmarks/png_level.py; docs/performance.md):
-# Pillow, libpng and zlib default to 6.
-DEFAULT_PNG_LEVEL = 6
+# --png-level's default, chosen by measurement (benchmarks/png_level.py, docs/performance.md):
+# at 512 px, level 4 took 0.43x the CPU time of zlib's default 6 (which Pillow, libpng and
+# ffmpeg use) for files 4% larger; 1-3 were no faster than 4 by much but 8-14% larger.
+DEFAULT_PNG_LEVEL = 4
 
 Embed = Callable[[str], dict[str, object]]  # record JSON -> Pillow save options
 Read = Callable[[Image.Image], str | bytes | None]  # an opened file -> its record JSON

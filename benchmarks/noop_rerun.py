@@ -170,7 +170,8 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, object]:
 
     # 20 photos at --size 256: all distinct, or 10 distinct plus an identical copy of each.
     # A warm-up run first (kernel selection, worker start-up), then the two cases take turns.
-    convert(dup_options(work, "warm", checkpoint, 4, 4, args.threads))
+    if args.dup_turns:
+        convert(dup_options(work, "warm", checkpoint, 4, 4, args.threads))
     seconds: dict[int, list[float]] = {20: [], 10: []}
     counts: dict[int, tuple[int, int]] = {}
     for turn in range(args.dup_turns):
@@ -180,7 +181,7 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, object]:
             summary = convert(opts)
             seconds[distinct].append(time.perf_counter() - start)
             counts[distinct] = (summary.converted, summary.reused)
-    duplicates = {
+    duplicates = {} if not args.dup_turns else {
         f"20 images, {d} distinct": {"best_s": min(seconds[d]),
                                      "median_s": statistics.median(seconds[d]),
                                      "all_s": seconds[d], "converted": counts[d][0],
@@ -214,9 +215,11 @@ def markdown(results: dict[str, object]) -> str:
                   f"{row['best_cpu_s'] - python['best_cpu_s']:.3f} s" if "process" in name else "")
         lines.append(f"| {name} | {row['best_s']:.3f} s | {row['median_s']:.3f} s "
                      f"| {row['best_cpu_s']:.3f} s | {beyond} |")
+    dup = results["duplicates"]
+    if not dup:  # --dup-turns 0
+        return "\n".join(lines) + "\n"
     lines += ["", "| duplicates (--size 256) | best | median | written | styled by the model |",
               "|---|---|---|---|---|"]
-    dup = results["duplicates"]
     for name, row in dup.items():  # type: ignore[union-attr]
         styled = row["converted"] - row["reused"]
         lines.append(f"| {name} | {row['best_s']:.2f} s | {row['median_s']:.2f} s | "
