@@ -207,7 +207,7 @@ def openvino_loop(args: argparse.Namespace) -> None:
         if dynamic is None:
             if x.shape not in compiled:
                 shaped = model.clone()
-                shaped.reshape([ov.PartialShape(list(x.shape))])
+                shaped.reshape(list(x.shape))
                 compiled[x.shape] = core.compile_model(shaped, "CPU", config)
             runner = compiled[x.shape]
         else:
