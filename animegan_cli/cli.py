@@ -18,7 +18,7 @@ import click
 from click.core import ParameterSource
 
 from animegan_cli import __version__
-from animegan_cli.config import config_path, load_config, save_config
+from animegan_cli.config import SERVE_KEYS, config_path, load_config, save_config
 from animegan_cli.convert import ConvertEvents, ConvertOptions, FileResult, Summary, convert
 from animegan_cli.data import DEFAULT_MAX_PIXELS
 from animegan_cli.engine import BACKENDS, DEVICES, PRECISIONS
@@ -81,7 +81,7 @@ def _size_option(unit: int) -> Callable[[click.Context, click.Parameter, str | N
         if value is None:
             return None
         try:
-            return parse_size(value, unit)
+            return parse_size(str(value), unit)
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
 
@@ -170,10 +170,11 @@ def main(ctx: click.Context) -> None:
     """
     if ctx.invoked_subcommand != "convert":
         release_early()  # only convert turns a signal into a clean stop
-    if ctx.invoked_subcommand not in ("convert", "info", "tune") or ctx.resilient_parsing:
+    if ctx.invoked_subcommand not in ("convert", "info", "tune", "serve") or ctx.resilient_parsing:
         return
     try:
         settings = load_config()
+        serve_settings = load_config(section="serve") if ctx.invoked_subcommand == "serve" else {}
     except AnimeganError as exc:
         if ctx.invoked_subcommand == "convert":
             ctx.meta[_CONFIG_ERROR] = exc  # raised by convert, once it knows its --report
@@ -183,6 +184,8 @@ def main(ctx: click.Context) -> None:
         "convert": {_PARAM_NAMES.get(k, k): v for k, v in settings.items()},
         # tune measures the model convert will run: the same style and size.
         "tune": {k: v for k, v in settings.items() if k in ("style", "size")},
+        # serve runs the model convert runs (what tune measured), unless [serve] says otherwise.
+        "serve": {**{k: v for k, v in settings.items() if k in SERVE_KEYS}, **serve_settings},
     }
 
 
@@ -243,10 +246,12 @@ def pixel_options(command: Callable) -> Callable:
     return command
 
 
-def engine_options(command: Callable) -> Callable:
+def engine_options(command: Callable | None = None, *, batch_size: bool = True) -> Callable:
     """--batch-size, --threads, --streams, --device, --backend, --precision, --compile: how
-    the model runs (convert, serve)."""
-    for option in reversed((
+    the model runs (convert; serve, which batches by --max-batch-size, takes batch_size=False)."""
+    if command is None:
+        return functools.partial(engine_options, batch_size=batch_size)
+    bundle = (
         _env_option("--batch-size", envvar="ANIMEGAN_BATCH_SIZE", type=int, default=1,
                     help="Images of the same shape run through the model together."),
         _env_option("--threads", envvar="ANIMEGAN_THREADS", type=int, default=None,
@@ -266,7 +271,8 @@ def engine_options(command: Callable) -> Callable:
         click.option("--compile", "compile_", is_flag=True,
                      help="torch backend: torch.compile the model (slow first batch per "
                           "shape)."),
-    )):
+    )
+    for option in reversed(bundle if batch_size else bundle[1:]):
         command = option(command)
     return command
 
@@ -321,6 +327,15 @@ def video_options(command: Callable) -> Callable:
 def _face_settings(p: Mapping[str, Any]) -> FaceSettings:
     return FaceSettings(p["faces_mode"], p["face_margin"], p["face_detector"], p["min_face"],
                         p["face_neighbours"], p["faces_fallback"])
+
+
+def max_pixels_option(command: Callable) -> Callable:
+    """--max-pixels: the largest image decoded, checked from its header (convert, serve)."""
+    return click.option(
+        "--max-pixels", default=f"{DEFAULT_MAX_PIXELS // 10**6}M", show_default=True,
+        callback=_size_option(1000), metavar="N", cls=_SourcedOption,
+        help="Refuse larger images (width x height, e.g. 50M) from their header, "
+             "before decoding; 0 = no limit.")(command)
 
 
 def _refuse_style_with_weights(weights: Path | None) -> None:
@@ -386,10 +401,7 @@ def _refuse_style_with_weights(weights: Path | None) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary line.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Also print the engine used and where the time went.")
-@click.option("--max-pixels", default=f"{DEFAULT_MAX_PIXELS // 10**6}M", show_default=True,
-              callback=_size_option(1000), metavar="N",
-              help="Refuse larger images (width x height, e.g. 50M) from their header, "
-                   "before decoding; 0 = no limit.")
+@max_pixels_option
 @click.option("--max-memory", default=None, callback=_size_option(1024), metavar="SIZE",
               help=f"Memory budget, e.g. 4G or 512M (default: {DEFAULT_BUDGET_SHARE:.0%} of "
                    "available memory). The batch size is lowered to fit.")
@@ -773,6 +785,85 @@ def weights_import(file: Path, name: str | None, force: bool) -> None:
     except AnimeganError as exc:
         _raise_for(exc)
     click.echo(f"imported {file} as {path}", err=True)
+
+
+# Chosen from benchmarks/results/serve_load_*.md: batching did not pay on these CPUs (see
+# docs/serve.md); the article's 200 ms window is one flag away.
+SERVE_MAX_BATCH = 1
+SERVE_WAIT_MS = 0.0
+_SERVE_EXTRA = frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client",
+                          "python_multipart", "multipart"})
+
+
+@main.command("serve")
+@_env_option("--host", default="127.0.0.1",
+             help="Address to listen on; another than 127.0.0.1 without --token warns.")
+@_env_option("--port", type=int, default=8000, help="Port to listen on.")
+@model_options
+@pixel_options
+@engine_options(batch_size=False)
+@_env_option("--max-batch-size", type=int, default=SERVE_MAX_BATCH,
+             help="Images of one shape, from any requests, run through the model together.")
+@_env_option("--batch-wait-ms", type=float, default=SERVE_WAIT_MS, metavar="MS",
+             help="How long the first image of a batch waits for others (the article: 200).")
+@_env_option("--queue-size", type=int, default=32,
+             help="Images waiting for the model; beyond it requests get 503 + Retry-After. "
+                  "Also the most files one request may send.")
+@_env_option("--max-upload-mb", type=float, default=20.0, metavar="N",
+             help="Largest file accepted, counted while it is read (413 beyond).")
+@max_pixels_option
+@_env_option("--cache-mb", type=float, default=256.0, metavar="N",
+             help="Memory for cached results (same bytes and settings => same answer); "
+                  "0 = no cache.")
+@_env_option("--cache-similar", type=int, default=None, metavar="MAXDIST",
+             help="Also answer a near-duplicate (dHash within MAXDIST of 64 bits) from the "
+                  "cache. Off by default: the result is not its own.")
+@click.option("--token", envvar="ANIMEGAN_TOKEN", default=None, show_default=False,
+              help="Require 'Authorization: Bearer TOKEN' on every endpoint but /healthz "
+                   "(and the page). Env: ANIMEGAN_TOKEN.")
+@_env_option("--grace", type=float, default=30.0, metavar="SECONDS",
+             help="On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.")
+def serve_command(host: str, port: int, style: str, weights: Path | None, size: int,
+                  keep_size: bool, align_corners: bool, threads: int | None, streams: int,
+                  device: str, backend: str, precision: str, compile_: bool,
+                  token: str | None, grace: float, **limits: Any) -> None:
+    """Serve the model over HTTP: POST /animeify, a page to try it at /, /metrics.
+
+    One process holds one model; an engine thread batches images across requests. A full
+    queue answers 503 with Retry-After; SIGTERM finishes in-flight requests, then exits 0.
+
+    \b
+    Example:
+        animegan serve --port 8000
+        curl -F files=@photo.jpg http://127.0.0.1:8000/animeify -o anime.png
+    """
+    _refuse_style_with_weights(weights)
+    try:
+        from animegan_cli import serve
+        from animegan_cli.image_service import ServeSettings
+        from animegan_cli.stylizer import Stylizer
+    except ModuleNotFoundError as exc:
+        if exc.name not in _SERVE_EXTRA:
+            raise
+        raise CommandError('serve needs FastAPI and uvicorn: pip install "animegan[serve]"',
+                           EXIT_USAGE) from None
+    max_pixels = limits.pop("max_pixels")
+    settings = ServeSettings(token=token or None, grace_s=grace, **limits)
+    try:
+        settings.validate()
+        stylizer = Stylizer.load(
+            style, weights=weights, size=size, keep_size=keep_size, align_corners=align_corners,
+            max_pixels=max_pixels, device=device, backend=backend, precision=precision,
+            threads=threads, streams=streams, compile=compile_, progress=_stderr_is_terminal(),
+            on_message=lambda m: click.echo(f"animegan: {m}", err=True))
+    except AnimeganError as exc:
+        _raise_for(exc)
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
+        click.echo(f"animegan: warning: listening on {host} without --token: anyone who can "
+                   "reach this port can use the model", err=True)
+    click.echo(f"animegan: serving {stylizer.style} on {stylizer.description} at "
+               f"http://{host}:{port}/", err=True)
+    serve.run_server(serve.create_app(stylizer, settings), host, port, grace)
 
 
 _SOURCES = {

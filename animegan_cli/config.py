@@ -1,4 +1,4 @@
-"""The user's config file: defaults for ``convert`` that ``animegan tune`` writes."""
+"""The user's config file: defaults for ``convert`` (written by ``animegan tune``) and ``serve``."""
 
 from __future__ import annotations
 
@@ -34,7 +34,26 @@ CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
     "keep_size": bool,
 }
 SECTION = "convert"
-_TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false"}
+# [serve]: the server's own settings; its model and engine settings come from [convert]
+# (what tune measured) unless [serve] names them too. The token is not among them: a
+# secret belongs in ANIMEGAN_TOKEN (or a systemd credential), not in a config file.
+SERVE_KEYS: dict[str, type | tuple[type, ...]] = {
+    **{k: CONFIG_KEYS[k] for k in ("backend", "precision", "device", "threads", "streams",
+                                  "size", "style", "align_corners", "keep_size")},
+    "host": str,
+    "port": int,
+    "max_batch_size": int,
+    "batch_wait_ms": (int, float),
+    "queue_size": int,
+    "max_upload_mb": (int, float),
+    "max_pixels": (int, str),
+    "cache_mb": (int, float),
+    "cache_similar": int,
+    "grace": (int, float),
+}
+SECTIONS = {SECTION: CONFIG_KEYS, "serve": SERVE_KEYS}
+_TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false",
+               (int, float): "a number", (int, str): 'a number or a size such as "50M"'}
 
 
 def config_path() -> Path:
@@ -43,8 +62,8 @@ def config_path() -> Path:
     return Path(base) / "animegan" / "config.toml"
 
 
-def load_config(path: Path | None = None) -> dict[str, object]:
-    """The ``[convert]`` settings of the config file ({} when there is none).
+def load_config(path: Path | None = None, section: str = SECTION) -> dict[str, object]:
+    """The ``[convert]`` (or ``section``'s) settings of the config file ({} when there is none).
 
     A file that is not valid TOML, has unknown keys or values of the wrong type is a
     UsageError naming the file and the line.
@@ -60,18 +79,19 @@ def load_config(path: Path | None = None) -> dict[str, object]:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config file {path}: {exc}") from exc
-    unknown_sections = [k for k in document if k != SECTION]
+    unknown_sections = [k for k in document if k not in SECTIONS]
     if unknown_sections:
         raise UsageError(
             f"config file {path}, line {_line_of(text, unknown_sections[0])}: unknown section or "
             f"key {unknown_sections[0]!r}; settings go under [{SECTION}]"
         )
-    settings = document.get(SECTION, {})
+    keys = SECTIONS[section]
+    settings = document.get(section, {})
     for key, value in settings.items():
-        expected = CONFIG_KEYS.get(key)
+        expected = keys.get(key)
         line = _line_of(text, key)
         if expected is None:
-            known = ", ".join(CONFIG_KEYS)
+            known = ", ".join(keys)
             raise UsageError(f"config file {path}, line {line}: unknown setting {key!r} "
                              f"(known: {known})")
         # bool is an int in Python; a config saying batch_size = true is still wrong.
@@ -90,6 +110,9 @@ def save_config(settings: Mapping[str, object], path: Path | None = None,
     merged = {**load_config(path), **settings}
     lines = [f"# {line}" for line in comment.splitlines()]
     lines += [f"[{SECTION}]"] + [f"{key} = {_toml_value(value)}" for key, value in merged.items()]
+    serve = load_config(path, "serve")  # kept as it was
+    if serve:
+        lines += ["", "[serve]"] + [f"{key} = {_toml_value(value)}" for key, value in serve.items()]
     text = "\n".join(lines) + "\n"
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
     return path
@@ -98,7 +121,7 @@ def save_config(settings: Mapping[str, object], path: Path | None = None,
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
+    if isinstance(value, (int, float)):
         return str(value)
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -7,6 +7,7 @@ import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -143,13 +144,24 @@ def write_image_atomic(
     never written through. ``png_level`` is PNG's zlib level (None: Pillow's, 6).
     """
     fmt = format_of(path)
-    if image.mode == "RGBA" and not fmt.holds_alpha:
-        image = image.convert("RGB")
-    options = fmt.save_kwargs(quality, metadata, png_level)
     atomic_write(
         path,
-        lambda handle: image.save(handle, format=fmt.pil_name, **options),
+        lambda handle: encode_image(image, handle, fmt, quality, metadata, png_level),
         root=root,
         fsync=fsync,
         before_rename=before_rename,
     )
+
+
+def encode_image(
+    image: Image.Image,
+    handle: BinaryIO,
+    fmt: OutputFormat,
+    quality: int = 95,
+    metadata: str | None = None,
+    png_level: int | None = None,
+) -> None:
+    """Encode ``image`` into an open file as ``fmt``: the one encoder convert and serve share."""
+    if image.mode == "RGBA" and not fmt.holds_alpha:
+        image = image.convert("RGB")
+    image.save(handle, format=fmt.pil_name, **fmt.save_kwargs(quality, metadata, png_level))

@@ -1,0 +1,205 @@
+"""What ``animegan serve`` does with one uploaded image, without any web framework.
+
+``ImageService`` owns the Stylizer, the Batcher (the one engine thread) and the result
+cache. ``lookup`` answers from the cache; ``prepare`` decodes and sizes an upload exactly
+as ``convert`` decodes a file (Stylizer.prepare) and tells the HTTP status of a bad one;
+``submit`` queues prepared images for the engine; ``encode`` finishes and encodes a result
+through the format table. serve.py calls these from request handlers; decoding and
+encoding run in the server's thread pool, the model only in the engine thread.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from PIL import Image
+
+from animegan_cli import data
+from animegan_cli.batcher import Batcher
+from animegan_cli.errors import InputImageError, UsageError
+from animegan_cli.formats import FORMATS, OutputFormat
+from animegan_cli.result_cache import CachedResult, ResultCache, cache_key
+from animegan_cli.stylizer import PixelSettings, Stylizer
+
+SERVED_FORMATS = tuple(key for key, fmt in FORMATS.items() if fmt.offered)
+MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The server's limits and batching; resolved once by the CLI."""
+
+    max_batch_size: int = 1
+    batch_wait_ms: float = 0.0
+    queue_size: int = 32
+    max_upload_mb: float = 20.0
+    cache_mb: float = 256.0
+    cache_similar: int | None = None
+    token: str | None = None
+    grace_s: float = 30.0
+
+    def validate(self) -> None:
+        """UsageError for values that cannot work."""
+        checks = (
+            (self.max_batch_size >= 1, "--max-batch-size must be at least 1"),
+            (self.batch_wait_ms >= 0, "--batch-wait-ms must be 0 or more"),
+            (self.queue_size >= 1, "--queue-size must be at least 1"),
+            (self.max_upload_mb > 0, "--max-upload-mb must be more than 0"),
+            (self.cache_mb >= 0, "--cache-mb must be 0 (off) or more"),
+            (self.cache_similar is None or 0 <= self.cache_similar <= 64,
+             "--cache-similar must be between 0 and 64"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The per-file upload limit in bytes."""
+        return int(self.max_upload_mb * 2**20)
+
+
+class ImageError(Exception):
+    """An upload that cannot be styled: the HTTP status for it alone, and the CLI's reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Request:
+    """What one request asks for besides its images: the output and the pixel settings."""
+
+    output: OutputFormat
+    quality: int
+    stylizer: Stylizer  # the server's, or a view of it with this request's size/keep_size
+
+    @property
+    def settings(self) -> dict[str, object]:
+        """Everything besides the upload's bytes that decides the answer (the cache key's)."""
+        return {**self.stylizer.settings, "format": self.output.pil_name,
+                "quality": self.quality if self.output.lossy else None}
+
+
+@dataclass
+class Prepared:
+    """An upload decoded for the model, with the key its result is cached under."""
+
+    item: data.PreparedImage
+    key: str
+
+
+class ImageService:
+    """The model, its engine thread and the cache, as serve's request handlers use them."""
+
+    def __init__(self, stylizer: Stylizer, settings: ServeSettings,
+                 on_batch: Callable[[int, float], None]) -> None:
+        self.stylizer = stylizer
+        self.settings = settings
+        self.cache = ResultCache(int(settings.cache_mb * 2**20), settings.cache_similar)
+        self.batcher = Batcher(self._run_batch, settings.max_batch_size,
+                               settings.batch_wait_ms / 1000, settings.queue_size, on_batch)
+
+    def request(self, format_: str = "png", quality: int = 95, size: int | None = None,
+                keep_size: bool | None = None) -> Request:
+        """The Request a form's fields ask for; ImageError (422) for values that cannot work."""
+        if format_ not in SERVED_FORMATS:
+            raise ImageError(422, f"unknown format {format_!r}; choose from: "
+                                  + ", ".join(SERVED_FORMATS))
+        if not 1 <= quality <= 100:
+            raise ImageError(422, "quality must be between 1 and 100")
+        base = self.stylizer
+        pixels = PixelSettings(base.pixels.size if size is None else size,
+                               base.pixels.keep_size if keep_size is None else keep_size,
+                               base.pixels.align_corners, base.pixels.max_pixels)
+        try:
+            pixels.validate()
+        except UsageError as exc:
+            raise ImageError(422, str(exc).replace("--size", "size")) from None
+        stylizer = base if pixels == base.pixels else Stylizer(
+            base.engine, base.spec, base.checkpoint, pixels)
+        return Request(FORMATS[format_], quality, stylizer)
+
+    def key(self, request: Request, upload: bytes) -> str:
+        """The cache key of an upload under a request's settings."""
+        return cache_key(upload, self.stylizer.checkpoint_id, request.settings)
+
+    def lookup(self, key: str) -> CachedResult | None:
+        """An exact cached result (BLAKE2b of the bytes), or None."""
+        return self.cache.get(key)
+
+    def prepare(self, request: Request, upload: bytes) -> data.PreparedImage:
+        """Decode and size an upload as convert would; ImageError with 415/413/422 if bad.
+
+        415: not an image; 413: over --max-pixels, told from the header before decoding;
+        422: too small, or a broken image.
+        """
+        try:
+            with data.own_pixel_limit(), Image.open(io.BytesIO(upload)) as img:
+                width, height = img.size
+        except data.DECODE_ERRORS as exc:
+            raise ImageError(415, data.describe_error(exc)) from None
+        max_pixels = request.stylizer.pixels.max_pixels
+        try:
+            return request.stylizer.prepare(upload)
+        except InputImageError as exc:
+            status = 413 if max_pixels and width * height > max_pixels else 422
+            raise ImageError(status, str(exc)) from None
+
+    def similar(self, request: Request, item: data.PreparedImage) -> CachedResult | None:
+        """With --cache-similar: a cached look-alike's result (dHash), or None."""
+        if self.cache.similar is None:
+            return None
+        from animegan_cli.similar import dhash
+
+        return self.cache.find_similar(self._group(request, item), dhash(item.pixels))
+
+    def submit(self, items: Sequence[data.PreparedImage]) -> list[Future]:
+        """Queue prepared images for the engine, all or none (QueueFull, Closed)."""
+        return self.batcher.submit([(item.shape, item) for item in items])
+
+    def encode(self, request: Request, item: data.PreparedImage, pixels: object,
+               key: str) -> CachedResult:
+        """Finish, encode through the format table and cache one styled result."""
+        from animegan_cli.outputs import encode_image
+
+        image = request.stylizer.finish(item, pixels)  # type: ignore[arg-type]
+        fmt = request.output
+        if item.alpha is not None and not fmt.holds_alpha:
+            fmt = FORMATS["png"]  # as convert does: transparency is never flattened away
+        buffer = io.BytesIO()
+        encode_image(image, buffer, fmt, request.quality)
+        result = CachedResult(buffer.getvalue(), MEDIA_TYPES[fmt.pil_name], fmt.extension)
+        dhash_value = None
+        if self.cache.similar is not None:
+            from animegan_cli.similar import dhash
+
+            dhash_value = dhash(item.pixels)
+        self.cache.put(key, result, self._group(request, item), dhash_value)
+        return result
+
+    def warm_up(self) -> None:
+        """Run the model once, so that the first request does not pay for its start."""
+        side = self.stylizer.pixels.size or 512
+        gray = Image.new("RGB", (side, side), (128, 128, 128))
+        item = self.stylizer.prepare(gray)
+        self._run_batch([item])
+
+    def _group(self, request: Request, item: data.PreparedImage) -> tuple:
+        return (tuple(sorted(request.settings.items(), key=lambda kv: kv[0])), item.shape)
+
+    def _run_batch(self, items: Sequence[data.PreparedImage]) -> list[object]:
+        """The engine thread's work: one batch; a non-finite result fails its image alone."""
+        from animegan_cli.engine import NON_FINITE_REASON, NonFiniteOutput
+
+        try:
+            return list(self.stylizer.run(items))
+        except NonFiniteOutput as exc:
+            bad = set(exc.bad)
+            return [ImageError(500, NON_FINITE_REASON) if i in bad else pixels
+                    for i, pixels in enumerate(exc.pixels)]

@@ -1,0 +1,411 @@
+"""``animegan serve``: the FastAPI app (``create_app``) and the uvicorn server (``run_server``).
+
+One process, one model: requests decode their uploads in the server's thread pool, the
+ImageService's one engine thread batches images across requests, results are encoded
+through the format table. Every answer that is not a result is JSON
+``{"error": ..., "detail": ...}``. Imported only by the ``serve`` command: FastAPI,
+uvicorn and prometheus_client are the ``serve`` extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import re
+import signal
+import threading
+import time
+import unicodedata
+import zipfile
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from importlib import resources
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as HTTPRequest
+
+from animegan_cli.batcher import Closed, QueueFull
+from animegan_cli.image_service import ImageError, ImageService, Request, ServeSettings
+from animegan_cli.result_cache import CachedResult
+from animegan_cli.serve_metrics import Metrics
+from animegan_cli.stylizer import Stylizer
+from animegan_cli.uploads import FormError, Upload, read_form
+
+# Seconds a client told "busy" should wait: about one batch on a loaded CPU.
+RETRY_AFTER_S = 1
+# How often a waiting request checks whether its client is still there.
+DISCONNECT_POLL_S = 0.1
+PUBLIC_PATHS = frozenset({"/healthz", "/", "/app.js"})  # the page holds no data; see docs
+_ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
+                405: "method_not_allowed", 413: "too_large", 415: "not_an_image",
+                422: "invalid", 500: "failed", 503: "busy"}
+
+
+class Busy(Exception):
+    """503 with Retry-After: the queue is full, the model is not ready, or we are stopping."""
+
+
+class ClientGone(Exception):
+    """The client closed its connection while its images waited."""
+
+
+@dataclass
+class Outcome:
+    """One upload of a request: its answer so far, or the Future of its styled pixels."""
+
+    upload: Upload
+    key: str = ""
+    result: CachedResult | None = None
+    error: ImageError | None = None
+    cached: bool = False
+    item: object = None
+    future: Future | None = None
+
+
+@dataclass
+class _State:
+    ready: threading.Event = field(default_factory=threading.Event)
+    warm_error: str | None = None
+
+
+def error_response(status: int, detail: str, headers: dict[str, str] | None = None
+                   ) -> JSONResponse:
+    """The JSON every non-result answer has: {"error": short name, "detail": one line}."""
+    body = {"error": _ERROR_NAMES.get(status, "error"), "detail": detail}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _busy(detail: str) -> JSONResponse:
+    return error_response(503, detail, {"Retry-After": str(RETRY_AFTER_S)})
+
+
+def create_app(stylizer: Stylizer, settings: ServeSettings) -> FastAPI:
+    """The app for one loaded Stylizer: routes, token check, JSON errors, engine lifecycle."""
+    metrics = Metrics()
+    service = ImageService(stylizer, settings, metrics.observe_batch)
+    metrics.watch(service)
+    state = _State()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=_warm_up, args=(service, state), daemon=True).start()
+        yield
+        # uvicorn has finished (or given up on) the in-flight requests: stop the engine.
+        await run_in_threadpool(service.batcher.close, settings.grace_s)
+
+    app = FastAPI(title="animegan", summary="Anime-style images from photos (AnimeGANv2)",
+                  lifespan=lifespan)
+    _add_error_handlers(app)
+    if settings.token:
+        app.add_middleware(_TokenCheck, token=settings.token)
+    _add_routes(app, service, metrics, state)
+    return app
+
+
+def _warm_up(service: ImageService, state: _State) -> None:
+    try:
+        service.warm_up()
+    except Exception as exc:  # noqa: BLE001 - /readyz says why, the process stays up
+        state.warm_error = f"model failed to run: {exc}"
+        return
+    service.batcher.start()
+    state.ready.set()
+
+
+def _add_routes(app: FastAPI, service: ImageService, metrics: Metrics, state: _State) -> None:
+    page = resources.files("animegan_cli") / "static"
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="The model is loaded and warmed up")
+    async def readyz() -> Response:
+        if not state.ready.is_set():
+            return _busy(state.warm_error or "the model is warming up")
+        return JSONResponse({"status": "ready", "engine": service.stylizer.description,
+                             "style": service.stylizer.style})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics_page() -> Response:
+        body, media_type = metrics.render()
+        return Response(body, media_type=media_type)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        return Response((page / "index.html").read_bytes(), media_type="text/html")
+
+    @app.get("/app.js", include_in_schema=False)
+    async def script() -> Response:
+        return Response((page / "app.js").read_bytes(), media_type="text/javascript")
+
+    @app.post("/animeify", summary="Style one or more photos", openapi_extra=_FORM_SCHEMA,
+              responses={200: {"description": "One image, or a ZIP for several files"}})
+    async def animeify(request: HTTPRequest) -> Response:
+        started = time.perf_counter()
+        try:
+            response = await _animeify(request, service, metrics, state)
+        except (FormError, ImageError) as exc:
+            response = error_response(exc.status, exc.reason)
+        except Busy as exc:
+            response = _busy(str(exc))
+        seconds = time.perf_counter() - started
+        metrics.observe_request(response.status_code, seconds)
+        if not isinstance(response, StreamingResponse):  # a ZIP's headers left long ago
+            response.headers["Server-Timing"] = f"app;dur={seconds * 1000:.1f}"
+        return response
+
+
+async def _animeify(request: HTTPRequest, service: ImageService, metrics: Metrics,
+                    state: _State) -> Response:
+    if not state.ready.is_set():
+        raise Busy(state.warm_error or "the model is warming up")
+    settings = service.settings
+    if service.batcher.depth >= settings.queue_size:  # busy: not even the body is read
+        raise Busy(f"the queue is full ({service.batcher.depth} image(s) waiting); try again")
+    form = await read_form(
+        request.headers.get("content-type", ""), request.stream(),
+        settings.max_upload_bytes, settings.queue_size,
+        settings.max_upload_bytes * settings.queue_size + 2**20,
+    )
+    job = service.request(**_request_fields(form.fields))
+    outcomes = await _start(form.files, job, service, metrics)
+    if len(outcomes) == 1:
+        return await _single(outcomes[0], job, service, metrics, request)
+    names = unique_names([o.upload.filename for o in outcomes])
+    return StreamingResponse(
+        _zip_stream(outcomes, names, job, service, metrics), media_type="application/zip",
+        headers={"Content-Disposition": 'attachment; filename="animegan.zip"'},
+    )
+
+
+def _request_fields(fields: dict[str, str]) -> dict[str, object]:
+    """The form's optional fields as ImageService.request's arguments (422 if malformed)."""
+    unknown = set(fields) - {"format", "quality", "size", "keep_size"}
+    if unknown:
+        raise ImageError(422, f"unknown form field {sorted(unknown)[0]!r}")
+    parsed: dict[str, object] = {"format_": fields.get("format", "png").lower()}
+    for name in ("quality", "size"):
+        if fields.get(name):
+            try:
+                parsed[name] = int(fields[name])
+            except ValueError:
+                raise ImageError(422, f"{name} must be an integer, not {fields[name]!r}") from None
+    if fields.get("keep_size"):
+        flag = fields["keep_size"].lower()
+        if flag not in ("true", "false", "1", "0", "on", "off"):
+            raise ImageError(422, f"keep_size must be true or false, not {fields['keep_size']!r}")
+        parsed["keep_size"] = flag in ("true", "1", "on")
+    return parsed
+
+
+async def _start(uploads: list[Upload], job: Request, service: ImageService,
+                 metrics: Metrics) -> list[Outcome]:
+    """Answer what the cache knows, decode the rest and queue them for the engine (all or none)."""
+    outcomes = [Outcome(u) for u in uploads]
+    for outcome in outcomes:
+        if outcome.upload.error is not None:
+            outcome.error = ImageError(413, outcome.upload.error)
+            continue
+        outcome.key = await run_in_threadpool(service.key, job, outcome.upload.data)
+        outcome.result = service.lookup(outcome.key)
+        outcome.cached = outcome.result is not None
+    misses = [o for o in outcomes if o.error is None and o.result is None]
+    # Refused before decoding: a busy server answers at once.
+    if misses and service.batcher.depth + len(misses) > service.settings.queue_size:
+        raise Busy(f"the queue is full ({service.batcher.depth} image(s) waiting); try again")
+    for outcome in misses:
+        try:
+            outcome.item = await run_in_threadpool(service.prepare, job, outcome.upload.data)
+        except ImageError as exc:
+            outcome.error = exc
+            continue
+        outcome.result = service.similar(job, outcome.item)  # type: ignore[arg-type]
+        outcome.cached = outcome.result is not None
+    queued = [o for o in misses if o.error is None and o.result is None]
+    try:
+        futures = service.submit([o.item for o in queued]) if queued else []  # type: ignore[misc]
+    except (QueueFull, Closed) as exc:
+        raise Busy(f"{exc}; try again") from None
+    for outcome, future in zip(queued, futures):
+        outcome.future = future
+    metrics.count_cached(sum(o.cached for o in outcomes))
+    return outcomes
+
+
+async def _finish(outcome: Outcome, job: Request, service: ImageService, metrics: Metrics,
+                  request: HTTPRequest | None = None) -> None:
+    """Wait for an outcome's pixels (watching its client, if given) and encode them."""
+    if outcome.future is None:
+        metrics.count_image("failed" if outcome.error else "converted")
+        return
+    wrapped = asyncio.wrap_future(outcome.future)
+    while not wrapped.done():
+        await asyncio.wait({wrapped}, timeout=DISCONNECT_POLL_S)
+        if not wrapped.done() and request is not None and await request.is_disconnected():
+            raise ClientGone
+    try:
+        pixels = wrapped.result()
+    except ImageError as exc:
+        outcome.error = exc
+    else:
+        outcome.result = await run_in_threadpool(service.encode, job, outcome.item, pixels,
+                                                 outcome.key)
+    outcome.future = None
+    metrics.count_image("failed" if outcome.error else "converted")
+
+
+def _drop(outcomes: list[Outcome], metrics: Metrics) -> None:
+    """Cancel the queued images of a client that went away: they are skipped, not computed."""
+    dropped = sum(o.future.cancel() for o in outcomes if o.future is not None)
+    metrics.count_image("dropped", dropped)
+
+
+async def _single(outcome: Outcome, job: Request, service: ImageService, metrics: Metrics,
+                  request: HTTPRequest) -> Response:
+    try:
+        await _finish(outcome, job, service, metrics, request)
+    except (ClientGone, asyncio.CancelledError):
+        _drop([outcome], metrics)
+        raise
+    if outcome.error is not None:
+        return error_response(outcome.error.status, outcome.error.reason)
+    assert outcome.result is not None
+    stem = unique_names([outcome.upload.filename])[0]
+    headers = {"X-Animegan-Cached": "true" if outcome.cached else "false",
+               "Content-Disposition": f'inline; filename="{stem}{outcome.result.extension}"'}
+    return Response(outcome.result.data, media_type=outcome.result.media_type, headers=headers)
+
+
+async def _zip_stream(outcomes: list[Outcome], names: list[str], job: Request,
+                      service: ImageService, metrics: Metrics) -> AsyncIterator[bytes]:
+    """The ZIP of a several-file request, one entry per result in upload order, streamed."""
+    sink = _Sink()
+    records = []
+    try:
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as archive:
+            for outcome, stem in zip(outcomes, names):
+                await _finish(outcome, job, service, metrics)
+                record = {"file": outcome.upload.filename, "status": "converted",
+                          "error": None, "cached": outcome.cached, "output": None}
+                if outcome.error is not None:
+                    record.update(status="failed", error=outcome.error.reason)
+                else:
+                    assert outcome.result is not None
+                    record["output"] = stem + outcome.result.extension
+                    archive.writestr(record["output"], outcome.result.data)
+                records.append(record)
+                yield sink.take()
+            archive.writestr("results.json", json.dumps(records, indent=2, ensure_ascii=False))
+        yield sink.take()
+    finally:
+        _drop(outcomes, metrics)  # nothing left when it ended normally
+
+
+class _Sink:
+    """A write-only stream a ZipFile writes into; ``take`` hands over what was written."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data, self.chunks = b"".join(self.chunks), []
+        return data
+
+
+_UNSAFE = re.compile(r"[^\w.-]+")
+
+
+def unique_names(filenames: list[str]) -> list[str]:
+    """Output stems for uploaded names: sanitised, never a path, made unique in order."""
+    seen: set[str] = set()
+    stems = []
+    for filename in filenames:
+        base = re.split(r"[/\\]", filename or "")[-1]
+        base = unicodedata.normalize("NFC", base).rsplit(".", 1)[0] if "." in base[1:] else base
+        stem = _UNSAFE.sub("_", base).strip("._")[:100] or "image"
+        candidate, n = stem, 1
+        while candidate.casefold() in seen:
+            n += 1
+            candidate = f"{stem}-{n}"
+        seen.add(candidate.casefold())
+        stems.append(candidate)
+    return stems
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(request: HTTPRequest, exc: HTTPException) -> JSONResponse:
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, str(exc.detail), headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: HTTPRequest, exc: RequestValidationError
+                               ) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: HTTPRequest, exc: Exception) -> JSONResponse:
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+class _TokenCheck:
+    """ASGI middleware: every path but the public ones needs ``Authorization: Bearer TOKEN``."""
+
+    def __init__(self, app: Callable, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if hmac.compare_digest(given, self.expected):  # constant time
+            await self.app(scope, receive, send)
+            return
+        detail = "missing or wrong token: send 'Authorization: Bearer TOKEN'"
+        response = error_response(401, detail, {"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)
+
+
+_FORM_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["files"],
+    "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "format": {"type": "string", "enum": ["png", "jpg", "webp"], "default": "png"},
+        "quality": {"type": "integer", "minimum": 1, "maximum": 100, "default": 95},
+        "size": {"type": "integer", "description": "long side of the model input; 0 = native"},
+        "keep_size": {"type": "boolean"},
+    }}}}}}
+
+
+def run_server(app: FastAPI, host: str, port: int, grace_s: float,
+               log_level: str = "info") -> None:
+    """Serve until SIGTERM/Ctrl-C; then stop accepting, finish in-flight work, return."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                            timeout_graceful_shutdown=int(grace_s) or 1, lifespan="on")
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it has shut down; a stop asked for
+    # is a clean exit (status 0), so the handlers it restores afterwards ignore it.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    server.run()
