@@ -87,3 +87,63 @@ def test_info_reports_where_each_setting_came_from(monkeypatch):
     assert re.search(r"--batch-size\s+3\s+\[config file\]", out)
     assert re.search(r"--size\s+256\s+\[environment \(ANIMEGAN_SIZE\)\]", out)
     assert re.search(r"--quality\s+95\s+\[built-in\]", out)
+
+
+# ---------------------------------------------------------------------------- [serve] (issue 12)
+
+
+def test_serve_section_is_read_and_checked_like_convert():
+    path = config_path()
+    path.parent.mkdir(parents=True)
+    path.write_text('[convert]\nbatch_size = 2\n\n[serve]\nport = 9000\nbatch_wait_ms = 50\n')
+    assert load_config(section="serve") == {"port": 9000, "batch_wait_ms": 50}
+    assert load_config() == {"batch_size": 2}
+    path.write_text("[serve]\nport = 1\n\nbatch_size = 4\n")  # convert's, not serve's
+    with pytest.raises(UsageError, match="line 4: unknown setting 'batch_size'"):
+        load_config(section="serve")
+    path.write_text('[serve]\nqueue_size = "many"\n')
+    with pytest.raises(UsageError, match="line 2: queue_size must be an integer"):
+        load_config(section="serve")
+
+
+def test_tune_saving_convert_settings_keeps_the_serve_section():
+    path = config_path()
+    path.parent.mkdir(parents=True)
+    path.write_text("[serve]\nport = 9000\nmax_upload_mb = 2.5\n")
+    save_config({"batch_size": 4})
+    assert load_config() == {"batch_size": 4}
+    assert load_config(section="serve") == {"port": 9000, "max_upload_mb": 2.5}
+
+
+@pytest.fixture
+def serve_loads(monkeypatch):
+    """The Stylizer.load calls the serve command makes, without loading or serving anything."""
+    seen: list[dict] = []
+
+    def fake_load(style, **kwargs):
+        seen.append({"style": style, **kwargs})
+        raise AnimeganError("stopped by the test")
+
+    monkeypatch.setattr("animegan_cli.stylizer.Stylizer.load", fake_load)
+    return seen
+
+
+def test_serve_takes_convert_engine_settings_and_its_own_section_overrides(serve_loads):
+    save_config({"backend": "torch", "size": 256, "threads": 2, "batch_size": 8})
+    path = config_path()
+    path.write_text(path.read_text() + "\n[serve]\nsize = 384\n")
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code == 1 and "stopped by the test" in result.output
+    load = serve_loads[-1]
+    assert (load["backend"], load["threads"], load["size"]) == ("torch", 2, 384)
+    CliRunner().invoke(main, ["serve", "--size", "128"])
+    assert serve_loads[-1]["size"] == 128
+
+
+def test_a_bad_serve_setting_in_the_file_is_refused_before_the_model_loads(serve_loads):
+    path = config_path()
+    path.parent.mkdir(parents=True)
+    path.write_text("[serve]\nqueue_size = 0\n")
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code == 2 and "--queue-size must be at least 1" in result.output
+    assert serve_loads == []

@@ -368,3 +368,53 @@ def test_upload_names_never_become_paths_and_collisions_are_numbered():
     assert unique_names(["../../etc/passwd", "C:\\Users\\x\\photo.JPG", "photo.jpg", "",
                          "Photo.png", ".hidden", "a b?.jpg"]) == [
         "passwd", "photo", "photo-2", "image", "Photo-3", "hidden", "a_b"]
+
+
+def test_the_page_is_package_data_a_wheel_ships():
+    import tomllib
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["animegan_cli"]
+    static = ROOT / "animegan_cli" / "static"
+    shipped = {p.name for g in globs for p in (ROOT / "animegan_cli").glob(g)}
+    assert shipped == {p.name for p in static.iterdir()} >= {"index.html", "app.js"}
+    assert "src=\"app.js\"" in (static / "index.html").read_text()
+
+
+def test_serve_without_its_extra_says_what_to_install(monkeypatch):
+    from click.testing import CliRunner
+
+    from animegan_cli.cli import main
+
+    import animegan_cli
+
+    monkeypatch.delitem(sys.modules, "animegan_cli.serve", raising=False)
+    monkeypatch.delattr(animegan_cli, "serve", raising=False)
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code == 2
+    assert result.output == ('animegan: error: serve needs FastAPI and uvicorn: '
+                             'pip install "animegan[serve]"\n')
+
+
+def test_serve_help_does_not_import_the_web_stack():
+    code = ("import sys; from animegan_cli.cli import main\n"
+            "try: main(['serve', '--help'])\nexcept SystemExit: pass\n"
+            "print(sorted(m for m in ('fastapi', 'uvicorn', 'animegan_cli.serve')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    assert out.strip().endswith("[]")
+
+
+def test_form_fields_become_request_arguments_or_a_422():
+    from animegan_cli.image_service import ImageError
+    from animegan_cli.serve import _request_fields
+
+    assert _request_fields({"format": "JPG", "quality": "80", "size": "256",
+                            "keep_size": "true"}) == {"format_": "jpg", "quality": 80,
+                                                      "size": 256, "keep_size": True}
+    for fields in ({"quality": "high"}, {"keep_size": "maybe"}, {"colour": "red"}):
+        with pytest.raises(ImageError) as caught:
+            _request_fields(fields)
+        assert caught.value.status == 422

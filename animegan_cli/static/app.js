@@ -33,7 +33,13 @@ async function convert(job) {
   if (token) headers["Authorization"] = "Bearer " + token;
   job.status.textContent = job.file.name + ": converting";
   try {
-    const response = await fetch("animeify", { method: "POST", body, headers });
+    let response = await fetch("animeify", { method: "POST", body, headers });
+    while (response.status === 503) {  // busy: wait as the server says, then try again
+      const wait = Number(response.headers.get("Retry-After") || 1);
+      job.status.textContent = job.file.name + ": server busy, retrying in " + wait + " s";
+      await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+      response = await fetch("animeify", { method: "POST", body, headers });
+    }
     if (!response.ok) {
       const error = await response.json().catch(() => ({ detail: response.statusText }));
       throw new Error(response.status + ": " + error.detail);
