@@ -72,7 +72,7 @@ class ImageError(Exception):
 
 
 @dataclass(frozen=True)
-class Request:
+class RequestSettings:
     """What one request asks for besides its images: the output and the pixel settings."""
 
     output: OutputFormat
@@ -106,8 +106,8 @@ class ImageService:
                                settings.batch_wait_ms / 1000, settings.queue_size, on_batch)
 
     def request(self, format_: str = "png", quality: int = 95, size: int | None = None,
-                keep_size: bool | None = None) -> Request:
-        """The Request a form's fields ask for; ImageError (422) for values that cannot work."""
+                keep_size: bool | None = None) -> RequestSettings:
+        """The settings a form's fields ask for; ImageError (422) for values that cannot work."""
         if format_ not in SERVED_FORMATS:
             raise ImageError(422, f"unknown format {format_!r}; choose from: "
                                   + ", ".join(SERVED_FORMATS))
@@ -123,9 +123,9 @@ class ImageService:
             raise ImageError(422, str(exc).replace("--size", "size")) from None
         stylizer = base if pixels == base.pixels else Stylizer(
             base.engine, base.spec, base.checkpoint, pixels)
-        return Request(FORMATS[format_], quality, stylizer)
+        return RequestSettings(FORMATS[format_], quality, stylizer)
 
-    def key(self, request: Request, upload: bytes) -> str:
+    def key(self, request: RequestSettings, upload: bytes) -> str:
         """The cache key of an upload under a request's settings."""
         return cache_key(upload, self.stylizer.checkpoint_id, request.settings)
 
@@ -133,7 +133,7 @@ class ImageService:
         """An exact cached result (BLAKE2b of the bytes), or None."""
         return self.cache.get(key)
 
-    def prepare(self, request: Request, upload: bytes) -> data.PreparedImage:
+    def prepare(self, request: RequestSettings, upload: bytes) -> data.PreparedImage:
         """Decode and size an upload as convert would; ImageError with 415/413/422 if bad.
 
         415: not an image; 413: over --max-pixels, told from the header before decoding;
@@ -151,7 +151,7 @@ class ImageService:
             status = 413 if max_pixels and width * height > max_pixels else 422
             raise ImageError(status, str(exc)) from None
 
-    def similar(self, request: Request, item: data.PreparedImage) -> CachedResult | None:
+    def similar(self, request: RequestSettings, item: data.PreparedImage) -> CachedResult | None:
         """With --cache-similar: a cached look-alike's result (dHash), or None."""
         if self.cache.similar is None:
             return None
@@ -163,7 +163,7 @@ class ImageService:
         """Queue prepared images for the engine, all or none (QueueFull, Closed)."""
         return self.batcher.submit([(item.shape, item) for item in items])
 
-    def encode(self, request: Request, item: data.PreparedImage, pixels: object,
+    def encode(self, request: RequestSettings, item: data.PreparedImage, pixels: object,
                key: str) -> CachedResult:
         """Finish, encode through the format table and cache one styled result."""
         from animegan_cli.outputs import encode_image
@@ -190,7 +190,7 @@ class ImageService:
         item = self.stylizer.prepare(gray)
         self._run_batch([item])
 
-    def _group(self, request: Request, item: data.PreparedImage) -> tuple:
+    def _group(self, request: RequestSettings, item: data.PreparedImage) -> tuple:
         return (tuple(sorted(request.settings.items(), key=lambda kv: kv[0])), item.shape)
 
     def _run_batch(self, items: Sequence[data.PreparedImage]) -> list[object]:

@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request as HTTPRequest
 
 from animegan_cli.batcher import Closed, QueueFull
-from animegan_cli.image_service import ImageError, ImageService, Request, ServeSettings
+from animegan_cli.image_service import ImageError, ImageService, RequestSettings, ServeSettings
 from animegan_cli.result_cache import CachedResult
 from animegan_cli.serve_metrics import Metrics
 from animegan_cli.stylizer import Stylizer
@@ -206,7 +206,7 @@ def _request_fields(fields: dict[str, str]) -> dict[str, object]:
     return parsed
 
 
-async def _start(uploads: list[Upload], job: Request, service: ImageService,
+async def _start(uploads: list[Upload], job: RequestSettings, service: ImageService,
                  metrics: Metrics) -> list[Outcome]:
     """Answer what the cache knows, decode the rest and queue them for the engine (all or none)."""
     outcomes = [Outcome(u) for u in uploads]
@@ -240,7 +240,7 @@ async def _start(uploads: list[Upload], job: Request, service: ImageService,
     return outcomes
 
 
-async def _finish(outcome: Outcome, job: Request, service: ImageService, metrics: Metrics,
+async def _finish(outcome: Outcome, job: RequestSettings, service: ImageService, metrics: Metrics,
                   request: HTTPRequest | None = None) -> None:
     """Wait for an outcome's pixels (watching its client, if given) and encode them."""
     if outcome.future is None:
@@ -268,7 +268,7 @@ def _drop(outcomes: list[Outcome], metrics: Metrics) -> None:
     metrics.count_image("dropped", dropped)
 
 
-async def _single(outcome: Outcome, job: Request, service: ImageService, metrics: Metrics,
+async def _single(outcome: Outcome, job: RequestSettings, service: ImageService, metrics: Metrics,
                   request: HTTPRequest) -> Response:
     try:
         await _finish(outcome, job, service, metrics, request)
@@ -284,7 +284,7 @@ async def _single(outcome: Outcome, job: Request, service: ImageService, metrics
     return Response(outcome.result.data, media_type=outcome.result.media_type, headers=headers)
 
 
-async def _zip_stream(outcomes: list[Outcome], names: list[str], job: Request,
+async def _zip_stream(outcomes: list[Outcome], names: list[str], job: RequestSettings,
                       service: ImageService, metrics: Metrics) -> AsyncIterator[bytes]:
     """The ZIP of a several-file request, one entry per result in upload order, streamed."""
     sink = _Sink()

@@ -119,7 +119,10 @@ def load(url: str, photos: list[tuple[str, bytes]], clients: int, requests: int,
         thread.join()
     wall = time.perf_counter() - started
     ok = statuses.count(200)
-    pct = (lambda q: float(np.percentile(latencies, q)) if latencies else float("nan"))
+
+    def pct(q: float) -> float:
+        return float(np.percentile(latencies, q)) if latencies else float("nan")
+
     return {"clients": clients, "ok": ok, "busy": statuses.count(503),
             "errors": len(statuses) - ok - statuses.count(503), "wall": wall,
             "throughput": ok / wall, "p50": pct(50), "p95": pct(95), "p99": pct(99),

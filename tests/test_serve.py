@@ -122,7 +122,8 @@ def pixels(data: bytes) -> np.ndarray:
         return np.asarray(img.convert("RGBA" if "A" in img.getbands() else "RGB"))
 
 
-def convert_pixels(folder: Path, checkpoint: Path, tmp_path: Path, *args: str) -> dict[str, np.ndarray]:
+def convert_pixels(folder: Path, checkpoint: Path, tmp_path: Path,
+                   *args: str) -> dict[str, np.ndarray]:
     """What `animegan convert` writes for a folder, as pixel arrays by output name."""
     out = tmp_path / "convert-out"
     subprocess.run([sys.executable, "-m", "animegan_cli", "convert", str(folder), "-o", str(out),
@@ -138,7 +139,8 @@ def test_one_file_comes_back_as_an_image_equal_to_converts(server, module_checkp
     make_image(folder / "clear.png", 200, 300, mode="RGBA", seed=12)
     expected = convert_pixels(folder, module_checkpoint, tmp_path)
     for name in ("photo.jpg", "clear.png"):
-        reply = server.client.post("/animeify", files={"files": (name, (folder / name).read_bytes())})
+        upload = {"files": (name, (folder / name).read_bytes())}
+        reply = server.client.post("/animeify", files=upload)
         assert reply.status_code == 200, reply.text
         assert reply.headers["content-type"] == "image/png"
         assert np.array_equal(pixels(reply.content), expected[Path(name).stem + ".png"])
@@ -384,9 +386,8 @@ def test_the_page_is_package_data_a_wheel_ships():
 def test_serve_without_its_extra_says_what_to_install(monkeypatch):
     from click.testing import CliRunner
 
-    from animegan_cli.cli import main
-
     import animegan_cli
+    from animegan_cli.cli import main
 
     monkeypatch.delitem(sys.modules, "animegan_cli.serve", raising=False)
     monkeypatch.delattr(animegan_cli, "serve", raising=False)
