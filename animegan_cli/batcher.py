@@ -68,6 +68,7 @@ class Batcher:
         self.clock = clock
         self.dropped = 0  # images skipped because their Future was cancelled
         self._pending: list[Job] = []
+        self._reserved = 0  # room promised to requests still decoding their images
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="animegan-engine", daemon=True)
@@ -82,15 +83,43 @@ class Batcher:
         self._thread.start()
         return self
 
-    def submit(self, items: Sequence[tuple[Hashable, Any]]) -> list[Future]:
-        """Queue (shape, payload) pairs, all or none; one Future per pair.
+    @property
+    def full(self) -> bool:
+        """Whether no image more would fit (queued and promised room counted)."""
+        return self.depth + self._reserved >= self.queue_size
 
-        Raises QueueFull when they do not all fit, Closed once ``close`` was called.
+    def reserve(self, count: int) -> None:
+        """Promise room for ``count`` images before decoding them; QueueFull if there is none.
+
+        A busy server refuses at once, before any decoding; ``submit(reserved=True)`` uses
+        the room, ``release`` gives back what a failed decode does not need.
         """
         with self._cond:
             if self._closed:
                 raise Closed("the server is shutting down")
-            waiting = self.depth
+            waiting = self.depth + self._reserved
+            if waiting + count > self.queue_size:
+                raise QueueFull(f"{waiting} image(s) already queued")
+            self._reserved += count
+
+    def release(self, count: int) -> None:
+        """Give back reserved room that will not be used."""
+        with self._cond:
+            self._reserved -= count
+
+    def submit(self, items: Sequence[tuple[Hashable, Any]], reserved: bool = False
+               ) -> list[Future]:
+        """Queue (shape, payload) pairs, all or none; one Future per pair.
+
+        With ``reserved`` their room was reserved (and is used now). Raises QueueFull when
+        they do not all fit, Closed once ``close`` was called.
+        """
+        with self._cond:
+            if reserved:
+                self._reserved -= len(items)
+            if self._closed:
+                raise Closed("the server is shutting down")
+            waiting = self.depth + self._reserved
             if waiting + len(items) > self.queue_size:
                 raise QueueFull(f"{waiting} image(s) already queued")
             now = self.clock()

@@ -159,9 +159,10 @@ class ImageService:
 
         return self.cache.find_similar(self._group(request, item), dhash(item.pixels))
 
-    def submit(self, items: Sequence[data.PreparedImage]) -> list[Future]:
+    def submit(self, items: Sequence[data.PreparedImage], reserved: bool = False
+               ) -> list[Future]:
         """Queue prepared images for the engine, all or none (QueueFull, Closed)."""
-        return self.batcher.submit([(item.shape, item) for item in items])
+        return self.batcher.submit([(item.shape, item) for item in items], reserved)
 
     def encode(self, request: RequestSettings, item: data.PreparedImage, pixels: object,
                key: str) -> CachedResult:

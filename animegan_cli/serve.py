@@ -42,6 +42,8 @@ from animegan_cli.uploads import FormError, Upload, read_form
 RETRY_AFTER_S = 1
 # How often a waiting request checks whether its client is still there.
 DISCONNECT_POLL_S = 0.1
+# Uploads decoded at once, beside the engine thread: as convert's one decoding worker.
+DECODE_SLOTS = 1
 PUBLIC_PATHS = frozenset({"/healthz", "/", "/app.js"})  # the page holds no data; see docs
 _ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
                 405: "method_not_allowed", 413: "too_large", 415: "not_an_image",
@@ -121,6 +123,8 @@ def _warm_up(service: ImageService, state: _State) -> None:
 
 def _add_routes(app: FastAPI, service: ImageService, metrics: Metrics, state: _State) -> None:
     page = resources.files("animegan_cli") / "static"
+    # Decoding far ahead of the engine only takes its cores (convert decodes in one worker).
+    decoding = asyncio.Semaphore(DECODE_SLOTS)
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -151,7 +155,7 @@ def _add_routes(app: FastAPI, service: ImageService, metrics: Metrics, state: _S
     async def animeify(request: HTTPRequest) -> Response:
         started = time.perf_counter()
         try:
-            response = await _animeify(request, service, metrics, state)
+            response = await _animeify(request, service, metrics, state, decoding)
         except (FormError, ImageError) as exc:
             response = error_response(exc.status, exc.reason)
         except Busy as exc:
@@ -164,11 +168,11 @@ def _add_routes(app: FastAPI, service: ImageService, metrics: Metrics, state: _S
 
 
 async def _animeify(request: HTTPRequest, service: ImageService, metrics: Metrics,
-                    state: _State) -> Response:
+                    state: _State, decoding: asyncio.Semaphore) -> Response:
     if not state.ready.is_set():
         raise Busy(state.warm_error or "the model is warming up")
     settings = service.settings
-    if service.batcher.depth >= settings.queue_size:  # busy: not even the body is read
+    if service.batcher.full:  # busy: not even the body is read
         raise Busy(f"the queue is full ({service.batcher.depth} image(s) waiting); try again")
     form = await read_form(
         request.headers.get("content-type", ""), request.stream(),
@@ -176,7 +180,7 @@ async def _animeify(request: HTTPRequest, service: ImageService, metrics: Metric
         settings.max_upload_bytes * settings.queue_size + 2**20,
     )
     job = service.request(**_request_fields(form.fields))
-    outcomes = await _start(form.files, job, service, metrics)
+    outcomes = await _start(form.files, job, service, metrics, decoding)
     if len(outcomes) == 1:
         return await _single(outcomes[0], job, service, metrics, request)
     names = unique_names([o.upload.filename for o in outcomes])
@@ -207,8 +211,11 @@ def _request_fields(fields: dict[str, str]) -> dict[str, object]:
 
 
 async def _start(uploads: list[Upload], job: RequestSettings, service: ImageService,
-                 metrics: Metrics) -> list[Outcome]:
-    """Answer what the cache knows, decode the rest and queue them for the engine (all or none)."""
+                 metrics: Metrics, decoding: asyncio.Semaphore) -> list[Outcome]:
+    """Answer what the cache knows, decode the rest and queue them for the engine (all or none).
+
+    Room in the queue is reserved before decoding: a busy server says so at once.
+    """
     outcomes = [Outcome(u) for u in uploads]
     for outcome in outcomes:
         if outcome.upload.error is not None:
@@ -218,26 +225,39 @@ async def _start(uploads: list[Upload], job: RequestSettings, service: ImageServ
         outcome.result = service.lookup(outcome.key)
         outcome.cached = outcome.result is not None
     misses = [o for o in outcomes if o.error is None and o.result is None]
-    # Refused before decoding: a busy server answers at once.
-    if misses and service.batcher.depth + len(misses) > service.settings.queue_size:
-        raise Busy(f"the queue is full ({service.batcher.depth} image(s) waiting); try again")
-    for outcome in misses:
-        try:
-            outcome.item = await run_in_threadpool(service.prepare, job, outcome.upload.data)
-        except ImageError as exc:
-            outcome.error = exc
-            continue
-        outcome.result = service.similar(job, outcome.item)  # type: ignore[arg-type]
-        outcome.cached = outcome.result is not None
-    queued = [o for o in misses if o.error is None and o.result is None]
     try:
-        futures = service.submit([o.item for o in queued]) if queued else []  # type: ignore[misc]
+        service.batcher.reserve(len(misses))
+    except (QueueFull, Closed) as exc:
+        raise Busy(f"{exc}; try again") from None
+    try:
+        for outcome in misses:
+            await _prepare(outcome, job, service, decoding)
+    except BaseException:  # the client went away while its images were decoded
+        service.batcher.release(len(misses))
+        raise
+    queued = [o for o in misses if o.error is None and o.result is None]
+    service.batcher.release(len(misses) - len(queued))
+    try:
+        futures = service.submit([o.item for o in queued], reserved=True)  # type: ignore[misc]
     except (QueueFull, Closed) as exc:
         raise Busy(f"{exc}; try again") from None
     for outcome, future in zip(queued, futures):
         outcome.future = future
     metrics.count_cached(sum(o.cached for o in outcomes))
     return outcomes
+
+
+async def _prepare(outcome: Outcome, job: RequestSettings, service: ImageService,
+                   decoding: asyncio.Semaphore) -> None:
+    """Decode one upload (one at a time across requests), or find a cached look-alike."""
+    async with decoding:
+        try:
+            outcome.item = await run_in_threadpool(service.prepare, job, outcome.upload.data)
+        except ImageError as exc:
+            outcome.error = exc
+            return
+    outcome.result = service.similar(job, outcome.item)  # type: ignore[arg-type]
+    outcome.cached = outcome.result is not None
 
 
 async def _finish(outcome: Outcome, job: RequestSettings, service: ImageService, metrics: Metrics,

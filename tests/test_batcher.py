@@ -155,3 +155,19 @@ def test_on_batch_reports_each_batch_size():
         f.result(5)
     batcher.close(5)
     assert sizes == [3, 1]
+
+
+def test_reserved_room_counts_as_taken_until_used_or_released():
+    batcher = Batcher(lambda p: list(p), max_batch_size=1, wait_s=0.0, queue_size=3)
+    batcher.reserve(2)  # a request decoding two images
+    assert not batcher.full
+    with pytest.raises(QueueFull):
+        batcher.reserve(2)  # refused before it decodes anything
+    batcher.reserve(1)
+    assert batcher.full
+    batcher.release(1)  # one of them turned out not to be an image
+    futures = batcher.submit([("a", "x"), ("a", "y")], reserved=True)
+    assert batcher.depth == 2 and not batcher.full
+    batcher.start()
+    assert [f.result(5) for f in futures] == ["x", "y"]
+    batcher.close(5)
