@@ -32,7 +32,7 @@ def encoded(width: int, height: int, fmt: str = "PNG", mode: str = "RGB", seed: 
     (encoded(200, 100), 413, "is 200x100 (0 MP), over the --max-pixels limit of 0.01 MP"),
     (encoded(60, 1), 422, "too small"),
     (encoded(40, 30)[:60], 422, "cannot decode"),
-])
+], ids=["not-an-image", "over-max-pixels", "too-small", "truncated"])
 def test_a_bad_upload_gets_its_status_and_the_clis_reason(service, upload, status, reason):
     with pytest.raises(ImageError) as caught:
         service.prepare(service.request(), upload)
