@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import signal
 import sys
@@ -21,7 +22,7 @@ from animegan_cli import __version__
 from animegan_cli.config import SERVE_KEYS, config_path, load_config, save_config
 from animegan_cli.convert import ConvertEvents, ConvertOptions, FileResult, Summary, convert
 from animegan_cli.data import DEFAULT_MAX_PIXELS
-from animegan_cli.engine import BACKENDS, DEVICES, PRECISIONS
+from animegan_cli.engine import BACKENDS, DEVICES, PRECISIONS, SHAPE_MODES
 from animegan_cli.errors import AnimeganError, UsageError
 from animegan_cli.faces import (
     DEFAULT_DETECTOR,
@@ -247,8 +248,9 @@ def pixel_options(command: Callable) -> Callable:
 
 
 def engine_options(command: Callable | None = None, *, batch_size: bool = True) -> Callable:
-    """--batch-size, --threads, --streams, --device, --backend, --precision, --compile: how
-    the model runs (convert; serve, which batches by --max-batch-size, takes batch_size=False)."""
+    """--batch-size, --threads, --streams, --device, --backend, --precision, --compile,
+    --shapes: how the model runs (convert; serve, which batches by --max-batch-size, takes
+    batch_size=False)."""
     if command is None:
         return functools.partial(engine_options, batch_size=batch_size)
     bundle = (
@@ -271,6 +273,10 @@ def engine_options(command: Callable | None = None, *, batch_size: bool = True) 
         click.option("--compile", "compile_", is_flag=True,
                      help="torch backend: torch.compile the model (slow first batch per "
                           "shape)."),
+        _env_option("--shapes", envvar="ANIMEGAN_SHAPES", type=click.Choice(SHAPE_MODES),
+                    default="static",
+                    help="OpenVINO: compile the model for each input shape (faster; ~0.1 s "
+                         "per new shape) or once for any shape. Same pixels either way."),
     )
     for option in reversed(bundle if batch_size else bundle[1:]):
         command = option(command)
@@ -433,6 +439,8 @@ def convert_command(inputs: tuple[str, ...], weights: Path | None, dry_run: bool
         _check_report_folder(report_file)
     from tqdm import tqdm
 
+    if verbose and not quiet:
+        _show_engine_log()
     show_bar = not quiet and _stderr_is_terminal()
     bar = tqdm(total=0, unit="img", file=sys.stderr, disable=not show_bar, dynamic_ncols=True)
     events = _convert_events(bar, dry_run, as_json, quiet)
@@ -497,6 +505,7 @@ def _convert_options(params: Mapping[str, Any], progress: bool) -> ConvertOption
         video_format=p["video_format"],
         video_crf=p["video_crf"], frames_per_batch=p["frames_per_batch"],
         keep_partial_video=p["keep_partial_video"],
+        shapes=p["shapes"],
     )
 
 
@@ -575,6 +584,24 @@ class _FrameBar:
             on_result(result)
 
         return report
+
+
+class _TqdmLogHandler(logging.Handler):
+    """Library log lines (-v) on stderr as ``animegan: ...``, above the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        with contextlib.suppress(BrokenPipeError):
+            tqdm.write(f"animegan: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_engine_log() -> None:
+    """-v: show what the engine logs (each shape OpenVINO compiles for, and how long)."""
+    logger = logging.getLogger("animegan_cli")
+    if not any(isinstance(h, _TqdmLogHandler) for h in logger.handlers):
+        logger.addHandler(_TqdmLogHandler())
+    logger.setLevel(logging.INFO)
 
 
 def _stop_when_reader_goes(report: Callable[..., None]) -> Callable[..., None]:
@@ -825,7 +852,7 @@ _SERVE_EXTRA = frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client"
              help="On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.")
 def serve_command(host: str, port: int, style: str, weights: Path | None, size: int,
                   keep_size: bool, align_corners: bool, threads: int | None, streams: int,
-                  device: str, backend: str, precision: str, compile_: bool,
+                  device: str, backend: str, precision: str, compile_: bool, shapes: str,
                   token: str | None, grace: float, **limits: Any) -> None:
     """Serve the model over HTTP: POST /animeify, a page to try it at /, /metrics.
 
@@ -854,7 +881,8 @@ def serve_command(host: str, port: int, style: str, weights: Path | None, size: 
         stylizer = Stylizer.load(
             style, weights=weights, size=size, keep_size=keep_size, align_corners=align_corners,
             max_pixels=max_pixels, device=device, backend=backend, precision=precision,
-            threads=threads, streams=streams, compile=compile_, progress=_stderr_is_terminal(),
+            threads=threads, streams=streams, compile=compile_, shapes=shapes,
+            progress=_stderr_is_terminal(),
             on_message=lambda m: click.echo(f"animegan: {m}", err=True))
     except AnimeganError as exc:
         _raise_for(exc)
@@ -971,6 +999,39 @@ def tune_command(style: str, weights: Path | None, size: int, budget: float,
                f"at --size {size}, {winner.images_per_second:.2f} img/s measured.")
     path = save_config(winner.settings(), comment=comment)
     click.echo(f"wrote {path}")
+
+
+@main.command("export")
+@model_options
+@click.option("--onnx", "onnx_file", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, metavar="FILE", help="Write an ONNX file (dynamic batch, H, W).")
+@click.option("--openvino", "openvino_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, metavar="DIR", help="Write an OpenVINO IR pair (NAME.xml/.bin).")
+@click.option("--align-corners/--no-align-corners", default=False,
+              help="Upsampling mode baked into the exported model.")
+def export_command(style: str, weights: Path | None, size: int, onnx_file: Path | None,
+                   openvino_dir: Path | None, align_corners: bool) -> None:
+    """Export a style or checkpoint as ONNX and/or OpenVINO IR, verified by running it.
+
+    Each exported model is run (onnxruntime, OpenVINO) on a test image of --size and
+    compared with the torch fp32 model; one that does not match is not left behind.
+
+    \b
+    Example:
+        animegan export --style paprika --onnx paprika.onnx --openvino ./ir
+    """
+    from animegan_cli.export import ExportRequest, export_checkpoint
+
+    _refuse_style_with_weights(weights)
+    request = ExportRequest(style=style, weights=weights, onnx=onnx_file,
+                            openvino=openvino_dir, size=size or 512, align_corners=align_corners)
+    try:
+        written = export_checkpoint(request, on_message=lambda m: click.echo(f"animegan: {m}",
+                                                                             err=True))
+    except AnimeganError as exc:
+        _raise_for(exc)
+    for path, verification in written:
+        click.echo(f"wrote {path}; {verification.line()}")
 
 
 def tune_table(result: TuneResult) -> str:

@@ -25,6 +25,7 @@ CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
     "num_workers": int,
     "threads": int,
     "streams": int,
+    "shapes": str,
     "size": int,
     "style": str,
     "format": str,

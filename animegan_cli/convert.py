@@ -73,6 +73,7 @@ class ConvertOptions:
     backend: str = "auto"
     precision: str = "auto"
     compile: bool = False
+    shapes: str = "static"  # OpenVINO: compile per input shape, or one dynamic model
     align_corners: bool = False
     overwrite: bool = False
     download: bool = True
@@ -196,6 +197,7 @@ def engine_spec(options: ConvertOptions) -> EngineSpec:
         options.threads,
         options.streams,
         options.compile,
+        options.shapes,
     )
 
 

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 DEVICES = ("cpu", "cuda")
+# OpenVINO: one model compiled per input shape (faster), or one for every shape.
+SHAPE_MODES = ("static", "dynamic")
 
 
 class Engine(Protocol):
@@ -215,6 +217,7 @@ class EngineSpec:
     threads: int | None = None  # None: torch's / OpenVINO's default (all cores)
     streams: int = 1
     compile: bool = False
+    shapes: str = "static"  # OpenVINO only; changes speed, not pixels (beyond float noise)
 
     @classmethod
     def resolve(
@@ -225,12 +228,15 @@ class EngineSpec:
         threads: int | None = None,
         streams: int = 1,
         compile: bool = False,
+        shapes: str = "static",
     ) -> EngineSpec:
         """The one place where ``auto`` becomes concrete; UsageError for what cannot work."""
         if threads is not None and threads < 1:
             raise UsageError("--threads must be at least 1")
         if streams < 1:
             raise UsageError("--streams must be at least 1")
+        if shapes not in SHAPE_MODES:
+            raise UsageError(f"unknown shapes {shapes!r}; choose from: {', '.join(SHAPE_MODES)}")
         device = check_device(device)
         chosen = resolve_backend(backend, device, precision)
         return cls(
@@ -240,6 +246,7 @@ class EngineSpec:
             threads,
             streams,
             compile,
+            shapes,
         )
 
 
@@ -273,6 +280,7 @@ def _openvino_engine(generator: Generator, spec: EngineSpec, context: EngineCont
         cache_dir=context.cache_dir,
         calibration=context.calibration,
         streams=spec.streams,
+        shapes=spec.shapes,
     )
 
 

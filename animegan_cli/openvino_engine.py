@@ -7,9 +7,11 @@ costs over half a second, which commands that never run the model should not pay
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,12 +19,17 @@ import numpy as np
 import torch
 
 from animegan_cli.atomic import atomic_write
-from animegan_cli.engine import to_model_input, to_pixels
+from animegan_cli.engine import SHAPE_MODES, to_model_input, to_pixels
 from animegan_cli.errors import UsageError
 from animegan_cli.model import Generator
 
 # OpenVINO names for our precisions. bf16 is a hint: CPUs without bf16 units run f32.
 _INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+# Compiled static models kept at once: a run rarely has more shapes, and each holds its own
+# working memory (the weights are shared with the read model).
+MAX_COMPILED_SHAPES = 8
+
+log = logging.getLogger(__name__)
 
 
 def ir_cache_key(checkpoint_id: str, align_corners: bool, int8: bool) -> str:
@@ -35,7 +42,13 @@ def ir_cache_key(checkpoint_id: str, align_corners: bool, int8: bool) -> str:
 
 
 class OpenVINOEngine:
-    """Runs the generator through OpenVINO's CPU plugin; dynamic shapes, one compile."""
+    """Runs the generator through OpenVINO's CPU plugin, compiled per input shape by default.
+
+    The model is read (or converted) once. With ``shapes="static"`` each input shape
+    (N, 3, H, W) gets a model reshaped to it and compiled for it, kept in a small LRU: on
+    CPUs static models ran 1.65-1.75x faster than one model with dynamic N/H/W, for a
+    compile of ~0.1 s per shape. ``shapes="dynamic"`` compiles one model for every shape.
+    """
 
     def __init__(
         self,
@@ -46,56 +59,99 @@ class OpenVINOEngine:
         cache_dir: Path,
         calibration: Callable[[], Sequence[torch.Tensor]] | None = None,
         streams: int = 1,
+        shapes: str = "static",
+        max_shapes: int = MAX_COMPILED_SHAPES,
     ) -> None:
         import openvino as ov
 
         if precision == "int8" and calibration is None:
             raise UsageError("--precision int8 needs calibration images")
+        if shapes not in SHAPE_MODES:
+            raise UsageError(f"unknown shapes {shapes!r}; choose from: {', '.join(SHAPE_MODES)}")
         started = time.perf_counter()
         self.core = ov.Core()
         key = ir_cache_key(checkpoint_id, generator.align_corners, precision == "int8")
         xml = cache_dir / f"{key}.xml"
         self.from_cache = xml.exists() and xml.with_suffix(".bin").exists()
         if self.from_cache:
-            model = self.core.read_model(xml)
+            self.model = self.core.read_model(xml)
         else:
-            model = convert_generator(generator)
+            self.model = convert_generator(generator)
             if precision == "int8":
                 assert calibration is not None
-                model = quantize(model, calibration())
-            save_ir_atomic(model, xml)
-        config: dict[str, object] = {
-            "INFERENCE_PRECISION_HINT": _INFERENCE_PRECISION[precision],
-            "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
-        }
-        if streams > 1:
-            config["NUM_STREAMS"] = streams
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = self.core.compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+                self.model = quantize(self.model, calibration())
+            save_ir_atomic(self.model, xml)
+        self.config = _compile_config(precision, threads, streams)
         # With several streams, the images of a batch run side by side, one per stream.
         self.streams = streams
-        self.queue = ov.AsyncInferQueue(self.compiled, streams) if streams > 1 else None
+        self.shapes = shapes
+        self.max_shapes = max_shapes
+        self.compiled: OrderedDict[tuple[int, ...] | None, _Compiled] = OrderedDict()
+        self.compile_seconds = 0.0  # all compiles so far, for -v and benchmarks
+        if shapes == "dynamic":
+            self._compiled_for(None)
         self.precision = precision
         self.load_seconds = time.perf_counter() - started
+        self.description = self._describe()
+
+    def _describe(self) -> str:
         # What the plugin really runs: a bf16 hint on a CPU without bf16 units gives f32.
-        actual = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-        runs = "int8 weights and activations" if precision == "int8" else actual
-        streams_text = f", {streams} streams" if streams > 1 else ""
-        self.description = f"openvino cpu {precision} (runs {runs}{streams_text})"
+        capabilities = self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        actual = "bf16" if self.precision == "bf16" and "BF16" in capabilities else "f32"
+        runs = "int8 weights and activations" if self.precision == "int8" else actual
+        streams_text = f", {self.streams} streams" if self.streams > 1 else ""
+        return f"openvino cpu {self.precision} (runs {runs}{streams_text}, {self.shapes} shapes)"
+
+    def _compiled_for(self, shape: tuple[int, ...] | None) -> _Compiled:
+        """The compiled model for ``shape`` (None: the dynamic one), compiling it if new."""
+        if self.shapes == "dynamic":
+            shape = None
+        found = self.compiled.get(shape)
+        if found is not None:
+            self.compiled.move_to_end(shape)
+            return found
+        started = time.perf_counter()
+        if shape is not None:
+            # In place: compile_model takes its own copy, so the next reshape is free to.
+            self.model.reshape(ov_shape(shape))
+        entry = _Compiled(self.core.compile_model(self.model, "CPU", self.config), self.streams)
+        seconds = time.perf_counter() - started
+        self.compile_seconds += seconds
+        self.compiled[shape] = entry
+        if len(self.compiled) > self.max_shapes:
+            self.compiled.popitem(last=False)  # least recently used: its memory goes
+        shown = "dynamic shapes" if shape is None else "x".join(map(str, shape))
+        log.info("openvino: compiled for %s in %.2f s", shown, seconds)
+        return entry
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         """Style one uint8 batch (N, 3, H, W); returns uint8 (N, H, W, 3)."""
         x = to_model_input(batch, torch.float32).numpy()
-        if self.queue is not None and len(x) > 1:
-            return to_pixels(torch.from_numpy(self._run_streams(x)))
+        if self.streams > 1 and len(x) > 1:
+            # Each stream runs one image, so the static model is the one for N = 1.
+            compiled = self._compiled_for((1, *x.shape[1:]))
+            return to_pixels(torch.from_numpy(compiled.run_streams(x)))
+        # A short last batch gets a model of its own N rather than padding: a compile
+        # (~0.1 s, once) costs less than running the padding images on every such batch.
+        compiled = self._compiled_for(tuple(x.shape))
         # infer() releases the GIL, so the writer thread encodes while the model runs.
-        result = self.request.infer([x])
+        result = compiled.request.infer([x])
         y = next(iter(result.values()))
         return to_pixels(torch.from_numpy(np.asarray(y)))
 
-    def _run_streams(self, x: np.ndarray) -> np.ndarray:
+
+class _Compiled:
+    """One compiled model with its infer request (and, with streams, its async queue)."""
+
+    def __init__(self, compiled, streams: int) -> None:  # compiled: openvino.CompiledModel
+        import openvino as ov
+
+        self.model = compiled
+        self.request = compiled.create_infer_request()
+        self.queue = ov.AsyncInferQueue(compiled, streams) if streams > 1 else None
+
+    def run_streams(self, x: np.ndarray) -> np.ndarray:
+        """Each image of ``x`` as its own request, side by side on the streams."""
         assert self.queue is not None
         out: list[np.ndarray | None] = [None] * len(x)
 
@@ -107,6 +163,26 @@ class OpenVINOEngine:
             self.queue.start_async({0: x[i : i + 1]}, userdata=i)
         self.queue.wait_all()
         return np.concatenate(out)  # type: ignore[arg-type]
+
+
+def ov_shape(shape: tuple[int, ...]):  # -> openvino.PartialShape
+    """A static OpenVINO shape for the model's one input."""
+    import openvino as ov
+
+    return ov.PartialShape(list(shape))
+
+
+def _compile_config(precision: str, threads: int | None, streams: int) -> dict[str, object]:
+    """The CPU plugin's properties for our precision, threads and streams."""
+    config: dict[str, object] = {
+        "INFERENCE_PRECISION_HINT": _INFERENCE_PRECISION[precision],
+        "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
+    }
+    if streams > 1:
+        config["NUM_STREAMS"] = streams
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
 
 
 def convert_generator(generator: Generator):  # -> openvino.Model

@@ -98,6 +98,7 @@ class Stylizer:
         threads: int | None = None,
         streams: int = 1,
         compile: bool = False,
+        shapes: str = "static",
         spec: EngineSpec | None = None,
         download: bool = True,
         progress: bool = False,
@@ -108,14 +109,16 @@ class Stylizer:
         """Find (or download) a style or checkpoint file and set up its engine.
 
         ``spec`` (an already resolved EngineSpec) replaces device/backend/precision/
-        threads/streams/compile. ``calibration`` supplies images for an INT8 model.
+        threads/streams/compile/shapes. ``calibration`` supplies images for an INT8 model.
         ``expected_checkpoint`` is an id the caller already recorded: a checkpoint file
         replaced since is refused rather than run under the wrong id.
         """
         pixels = PixelSettings(size, keep_size, align_corners, max_pixels)
         pixels.validate()
         if spec is None:
-            spec = EngineSpec.resolve(device, backend, precision, threads, streams, compile)
+            spec = EngineSpec.resolve(
+                device, backend, precision, threads, streams, compile, shapes
+            )
         resolved = WeightsStore.from_env().resolve(
             style,
             weights=Path(weights) if weights is not None else None,
