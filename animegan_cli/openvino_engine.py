@@ -29,6 +29,10 @@ _INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 # working memory (the weights are shared with the read model).
 MAX_COMPILED_SHAPES = 8
 
+# Batches of smaller images run on the dynamic model (see static_is_safe).
+MIN_STATIC_BATCHED_PIXELS = 64 * 64
+DYNAMIC_SHAPE = (-1, 3, -1, -1)
+
 log = logging.getLogger(__name__)
 
 
@@ -73,14 +77,14 @@ class OpenVINOEngine:
         key = ir_cache_key(checkpoint_id, generator.align_corners, precision == "int8")
         xml = cache_dir / f"{key}.xml"
         self.from_cache = xml.exists() and xml.with_suffix(".bin").exists()
-        if self.from_cache:
-            self.model = self.core.read_model(xml)
-        else:
-            self.model = convert_generator(generator)
+        if not self.from_cache:
+            model = convert_generator(generator)
             if precision == "int8":
                 assert calibration is not None
-                self.model = quantize(self.model, calibration())
-            save_ir_atomic(self.model, xml)
+                model = quantize(model, calibration())
+            save_ir_atomic(model, xml)
+        # The saved IR, also on the first run: every run compiles the same model.
+        self.model = self.core.read_model(xml)
         self.config = _compile_config(precision, threads, streams)
         # With several streams, the images of a batch run side by side, one per stream.
         self.streams = streams
@@ -89,7 +93,7 @@ class OpenVINOEngine:
         self.compiled: OrderedDict[tuple[int, ...] | None, _Compiled] = OrderedDict()
         self.compile_seconds = 0.0  # all compiles so far, for -v and benchmarks
         if shapes == "dynamic":
-            self._compiled_for(None)
+            self._compile(None)
         self.precision = precision
         self.load_seconds = time.perf_counter() - started
         self.description = self._describe()
@@ -102,18 +106,19 @@ class OpenVINOEngine:
         streams_text = f", {self.streams} streams" if self.streams > 1 else ""
         return f"openvino cpu {self.precision} (runs {runs}{streams_text}, {self.shapes} shapes)"
 
-    def _compiled_for(self, shape: tuple[int, ...] | None) -> _Compiled:
-        """The compiled model for ``shape`` (None: the dynamic one), compiling it if new."""
-        if self.shapes == "dynamic":
-            shape = None
-        found = self.compiled.get(shape)
+    def _compiled_for(self, shape: tuple[int, ...]) -> _Compiled:
+        """The compiled model for ``shape`` (or the dynamic one), compiling it if new."""
+        key = shape if self.shapes == "static" and static_is_safe(shape) else None
+        found = self.compiled.get(key)
         if found is not None:
-            self.compiled.move_to_end(shape)
+            self.compiled.move_to_end(key)
             return found
+        return self._compile(key)
+
+    def _compile(self, shape: tuple[int, ...] | None) -> _Compiled:
         started = time.perf_counter()
-        if shape is not None:
-            # In place: compile_model takes its own copy, so the next reshape is free to.
-            self.model.reshape(ov_shape(shape))
+        # In place: compile_model takes its own copy, so the next reshape is free to.
+        self.model.reshape(ov_shape(shape or DYNAMIC_SHAPE))
         entry = _Compiled(self.core.compile_model(self.model, "CPU", self.config), self.streams)
         seconds = time.perf_counter() - started
         self.compile_seconds += seconds
@@ -166,10 +171,21 @@ class _Compiled:
 
 
 def ov_shape(shape: tuple[int, ...]):  # -> openvino.PartialShape
-    """A static OpenVINO shape for the model's one input."""
+    """An OpenVINO shape for the model's one input (-1: any size)."""
     import openvino as ov
 
     return ov.PartialShape(list(shape))
+
+
+def static_is_safe(shape: tuple[int, ...]) -> bool:
+    """Whether a static model may be compiled for ``shape``.
+
+    OpenVINO 2026.4's CPU plugin crashed (segfault) compiling f32 static models for
+    batches of two or more tiny images (32x24 and smaller); those run on the dynamic model,
+    where the speed of a static one hardly matters.
+    """
+    n, _, h, w = shape
+    return n == 1 or h * w >= MIN_STATIC_BATCHED_PIXELS
 
 
 def _compile_config(precision: str, threads: int | None, streams: int) -> dict[str, object]:

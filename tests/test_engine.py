@@ -99,3 +99,21 @@ def test_to_pixels_names_the_images_whose_result_is_not_finite(bad: float) -> No
     assert info.value.pixels.shape == (3, 4, 4, 3)
     assert torch.equal(info.value.pixels[0], to_pixels(y[:1])[0])
     assert str(info.value) == "model produced non-finite values (NaN/inf)"
+
+
+def test_shapes_default_to_static_and_are_checked_where_auto_is_resolved() -> None:
+    assert engine.EngineSpec.resolve(backend="openvino").shapes == "static"
+    assert engine.EngineSpec.resolve(backend="openvino", shapes="dynamic").shapes == "dynamic"
+    with pytest.raises(UsageError, match="unknown shapes 'bounded'; choose from: static, dynamic"):
+        engine.EngineSpec.resolve(shapes="bounded")
+
+
+def test_static_or_dynamic_shapes_never_make_an_output_stale() -> None:
+    from animegan_cli.provenance import settings_change
+    from animegan_cli.stylizer import PixelSettings, Stylizer
+
+    def settings(shapes: str) -> dict[str, object]:
+        spec = engine.EngineSpec.resolve(backend="openvino", precision="fp32", shapes=shapes)
+        return Stylizer(None, spec, None, PixelSettings()).settings  # type: ignore[arg-type]
+
+    assert settings_change(settings("static"), settings("dynamic")) is None

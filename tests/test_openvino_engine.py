@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from animegan_cli import engine as engine_module
-from animegan_cli.engine import TorchEngine, resolve_backend, resolve_precision
+from animegan_cli.engine import TorchEngine, resolve_backend, resolve_precision, to_pixels
 from animegan_cli.errors import UsageError
 from animegan_cli.model import Generator
 from animegan_cli.openvino_engine import OpenVINOEngine
+from animegan_cli.weights import load_generator
+from tests.data import make_golden
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +84,59 @@ def test_streams_run_a_batch_side_by_side_with_the_same_result(generator, fp32_e
     assert (two.run(batch).int() - fp32_engine.run(batch).int()).abs().max() <= 1
 
 
+def test_static_shapes_compile_each_shape_once_and_match_dynamic(generator, fp32_engine,
+                                                                  ir_cache, caplog):
+    dynamic = OpenVINOEngine(generator, KEY, "fp32", 2, ir_cache, shapes="dynamic")
+    assert list(dynamic.compiled) == [None] and "dynamic shapes" in dynamic.description
+    static = OpenVINOEngine(generator, KEY, "fp32", 2, ir_cache, max_shapes=2)
+    assert not static.compiled and "static shapes" in static.description
+    a, b, short = [torch.randint(0, 256, s, dtype=torch.uint8)
+                   for s in [(2, 3, 64, 72), (2, 3, 72, 64), (1, 3, 64, 72)]]
+    with caplog.at_level(logging.INFO, logger="animegan_cli"):
+        results = [static.run(x) for x in (a, b, a, short)]
+    assert [r.shape[:3] for r in results] == [(2, 64, 72), (2, 72, 64), (2, 64, 72), (1, 64, 72)]
+    for x, got in zip((a, b, a, short), results):
+        assert (got.int() - dynamic.run(x).int()).abs().max() <= 1
+    # a's model was reused; the short last batch got its own N; the LRU keeps two.
+    compiled = [r.getMessage() for r in caplog.records if "compiled for" in r.getMessage()]
+    assert [m.split()[3] for m in compiled] == ["2x3x64x72", "2x3x72x64", "1x3x64x72"]
+    assert list(static.compiled) == [(2, 3, 64, 72), (1, 3, 64, 72)]
+    static.run(b)  # evicted, so compiled again
+    assert list(static.compiled) == [(1, 3, 64, 72), (2, 3, 72, 64)]
+
+
+def test_static_streams_run_each_image_on_the_one_image_model(generator, fp32_engine,
+                                                              ir_cache):
+    two = OpenVINOEngine(generator, KEY, "fp32", 2, ir_cache, streams=2)
+    batch = torch.randint(0, 256, (3, 3, 24, 40), dtype=torch.uint8)
+    assert (two.run(batch).int() - fp32_engine.run(batch).int()).abs().max() <= 1
+    assert list(two.compiled) == [(1, 3, 24, 40)]
+
+
+def test_batches_of_tiny_images_run_on_the_dynamic_model(generator, fp32_engine, ir_cache):
+    # OpenVINO 2026.4 crashed compiling static f32 models for these (see static_is_safe).
+    static = OpenVINOEngine(generator, KEY, "fp32", 2, ir_cache)
+    batch = torch.randint(0, 256, (2, 3, 32, 24), dtype=torch.uint8)
+    assert (static.run(batch).int() - fp32_engine.run(batch).int()).abs().max() <= 1
+    static.run(batch[:1])
+    assert list(static.compiled) == [None, (1, 3, 32, 24)]
+
+
+def test_static_fp32_reproduces_the_shipped_golden_fixture(tmp_path):
+    state = make_golden.seeded_state_dict()
+    rgb = np.asarray(Image.open(make_golden.INPUT).convert("RGB"))
+    engine = OpenVINOEngine(load_generator(state), "9" * 40, "fp32", 2, tmp_path)
+    got = engine.run(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None])[0].int()
+    expected = np.load(make_golden.output_path(False))
+    reference = to_pixels(torch.from_numpy(expected).permute(2, 0, 1)[None])[0].int()
+    assert (got - reference).abs().max() <= 1
+
+
+def test_unknown_shapes_mode_is_refused(generator, ir_cache):
+    with pytest.raises(UsageError, match="unknown shapes 'bounded'"):
+        OpenVINOEngine(generator, KEY, "fp32", 1, ir_cache, shapes="bounded")
+
+
 def test_auto_backend_follows_the_measurements(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(engine_module, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
@@ -105,6 +163,8 @@ import json, sys, torch
 from pathlib import Path
 from animegan_cli.model import Generator
 from animegan_cli.openvino_engine import OpenVINOEngine
+from animegan_cli.weights import load_generator
+from tests.data import make_golden
 
 torch.manual_seed(0)
 generator = Generator().eval()
