@@ -15,7 +15,7 @@ from PIL import Image
 
 from animegan_cli import data, resources
 from animegan_cli.convert import ConvertOptions, convert
-from animegan_cli.engine import cpu_has_fast_bf16, torch_threads
+from animegan_cli.engine import EngineSpec, cpu_has_fast_bf16, torch_threads
 from animegan_cli.formats import DEFAULT_PNG_LEVEL
 from animegan_cli.inputs import discover_inputs
 from animegan_cli.weights import DEFAULT_STYLE
@@ -61,6 +61,8 @@ class Trial:
     per_image_mb: float = 0.0  # memory one more image in the batch costs (measured)
     note: str = ""
     png_level: int | None = None  # set by the PNG stage only
+    # OpenVINO: "static" (a model per input shape) or "dynamic"; None until tune compared them.
+    shapes: str | None = None
 
     def settings(self) -> dict[str, object]:
         """The config-file keys this trial stands for."""
@@ -71,6 +73,8 @@ class Trial:
             chosen["num_workers"] = self.num_workers
         if self.png_level is not None:
             chosen["png_level"] = self.png_level
+        if self.shapes is not None:
+            chosen["shapes"] = self.shapes
         return chosen
 
 
@@ -198,7 +202,7 @@ def run_tune(request: TuneRequest, on_trial: Callable[[Trial], None] = lambda t:
             deadline=started + request.budget,
             result=result, on_trial=on_trial, on_message=on_message,
         )
-        best = _tune_engines(tuning, engines)
+        best = _tune_shapes(tuning, _tune_engines(tuning, engines))
         for stage in (_tune_batch_sizes, _tune_streams, _tune_threads, _tune_workers,
                       *PIPELINE_STAGES):
             best = stage(tuning, best)
@@ -238,6 +242,15 @@ def _tune_engines(tuning: _Tuning, engines: list[tuple[str, str]]) -> Trial:
         best = trial if best is None or tuning.better(trial, best) else best
     assert best is not None
     return best
+
+
+def _tune_shapes(tuning: _Tuning, best: Trial) -> Trial:
+    """OpenVINO: one dynamic model against the per-shape static ones (the default)."""
+    if best.backend != "openvino" or tuning.out_of_time():
+        return best
+    best = replace(best, shapes="static")  # what it measured: the default
+    trial = _measure(tuning, replace(best, shapes="dynamic", note="dynamic shapes"))
+    return trial if tuning.better(trial, best) else best
 
 
 def _tune_batch_sizes(tuning: _Tuning, engine_best: Trial) -> Trial:
@@ -307,7 +320,7 @@ def _convert_options(request: TuneRequest, trial: Trial, photos: Path,
         inputs=[str(photos)], output=out, weights=request.weights,
         size=request.size, batch_size=trial.batch_size, threads=trial.threads,
         num_workers=trial.num_workers or 0, backend=trial.backend, streams=trial.streams,
-        precision=trial.precision, **extra,  # type: ignore[arg-type]
+        precision=trial.precision, shapes=trial.shapes or "static", **extra,  # type: ignore[arg-type]
     )
 
 
@@ -329,10 +342,12 @@ def _end_to_end(tuning: _Tuning, trial: Trial, name: str,
 def _stylizer(request: TuneRequest, trial: Trial, on_message: Callable[[str], None]) -> Stylizer:
     from animegan_cli.stylizer import Stylizer
 
+    spec = EngineSpec.resolve(backend=trial.backend, precision=trial.precision,
+                              threads=trial.threads, streams=trial.streams,
+                              shapes=trial.shapes or "static")
     return Stylizer.load(
         request.style or DEFAULT_STYLE, weights=request.weights, size=request.size,
-        backend=trial.backend, precision=trial.precision, threads=trial.threads,
-        streams=trial.streams, on_message=on_message, calibration=_calibration_refused,
+        spec=spec, on_message=on_message, calibration=_calibration_refused,
     )
 
 

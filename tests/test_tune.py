@@ -221,3 +221,18 @@ def test_tune_leaves_the_png_level_alone_where_runs_write_no_png(tmp_path):
     assert not _writes_png(tmp_path)
     make_image(tmp_path / "b.png", 16, 16)
     assert _writes_png(tmp_path)
+
+
+def test_tune_compares_static_and_dynamic_openvino_shapes(checkpoint, tmp_path):
+    from animegan_cli import tune
+
+    result = tune.TuneResult()
+    tuning = tune._Tuning(TuneRequest(size=16, weights=checkpoint), tmp_path, (12, 16), 1,
+                          memory_budget_mb=1e6, per_trial=0.1, deadline=float("inf"),
+                          result=result, on_trial=lambda t: None, on_message=lambda m: None)
+    winner = tune._tune_shapes(tuning, Trial("openvino", "fp32", 1, 1, None))
+    [dynamic] = result.trials
+    assert (dynamic.shapes, dynamic.note) == ("dynamic", "dynamic shapes")
+    assert winner.settings()["shapes"] in ("static", "dynamic")
+    torch_trial = Trial("torch", "fp32", 1, 1, None)
+    assert tune._tune_shapes(tuning, torch_trial) is torch_trial
