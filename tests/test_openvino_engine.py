@@ -215,3 +215,18 @@ def test_convert_with_the_openvino_backend(photo_dir, tmp_path, checkpoint):
                                      backend="openvino"))
     assert summary.converted == 3
     assert summary.engine.startswith("openvino cpu")
+
+
+@pytest.mark.slow
+def test_verbose_convert_says_which_shapes_it_compiled_for(photo_dir, tmp_path, checkpoint):
+    from click.testing import CliRunner
+
+    from animegan_cli.cli import main
+
+    result = CliRunner().invoke(main, [
+        "convert", str(photo_dir), "-o", str(tmp_path / "out"), "--weights", str(checkpoint),
+        "--size", "32", "--num-workers", "0", "--backend", "openvino", "-v"])
+    assert result.exit_code == 0, result.output
+    compiled = [line for line in result.output.splitlines() if "compiled for" in line]
+    assert compiled and all(line.startswith("animegan: openvino: compiled for 1x3x")
+                            for line in compiled)
