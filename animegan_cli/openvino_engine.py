@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -25,9 +26,11 @@ from animegan_cli.model import Generator
 
 # OpenVINO names for our precisions. bf16 is a hint: CPUs without bf16 units run f32.
 _INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
-# Compiled static models kept at once: a run rarely has more shapes, and each holds its own
-# working memory (the weights are shared with the read model).
+# Compiled static models kept at once: a run rarely has more shapes. Each holds its own
+# weights and buffers, ~100 MB at 1x3x384x512 in bf16 (8 such: +665 MB RSS), growing with
+# the pixels, so the pixels they are compiled for are bounded too (~0.8 GB in all).
 MAX_COMPILED_SHAPES = 8
+MAX_COMPILED_PIXELS = 8 * 384 * 512
 
 # Batches of smaller images run on the dynamic model (see static_is_safe).
 MIN_STATIC_BATCHED_PIXELS = 64 * 64
@@ -65,6 +68,7 @@ class OpenVINOEngine:
         streams: int = 1,
         shapes: str = "static",
         max_shapes: int = MAX_COMPILED_SHAPES,
+        max_pixels: int = MAX_COMPILED_PIXELS,
     ) -> None:
         import openvino as ov
 
@@ -90,6 +94,7 @@ class OpenVINOEngine:
         self.streams = streams
         self.shapes = shapes
         self.max_shapes = max_shapes
+        self.max_pixels = max_pixels
         self.compiled: OrderedDict[tuple[int, ...] | None, _Compiled] = OrderedDict()
         self.compile_seconds = 0.0  # all compiles so far, for -v and benchmarks
         if shapes == "dynamic":
@@ -123,11 +128,17 @@ class OpenVINOEngine:
         seconds = time.perf_counter() - started
         self.compile_seconds += seconds
         self.compiled[shape] = entry
-        if len(self.compiled) > self.max_shapes:
+        while len(self.compiled) > 1 and (
+            len(self.compiled) > self.max_shapes or self._compiled_pixels() > self.max_pixels
+        ):
             self.compiled.popitem(last=False)  # least recently used: its memory goes
         shown = "dynamic shapes" if shape is None else "x".join(map(str, shape))
         log.info("openvino: compiled for %s in %.2f s", shown, seconds)
         return entry
+
+    def _compiled_pixels(self) -> int:
+        # The dynamic model's buffers follow the batch it runs: count it as one 384x512 image.
+        return sum(math.prod(s) // 3 if s else 384 * 512 for s in self.compiled)
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         """Style one uint8 batch (N, 3, H, W); returns uint8 (N, H, W, 3)."""

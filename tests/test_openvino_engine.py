@@ -105,6 +105,15 @@ def test_static_shapes_compile_each_shape_once_and_match_dynamic(generator, fp32
     assert list(static.compiled) == [(1, 3, 64, 72), (2, 3, 72, 64)]
 
 
+def test_the_compiled_models_pixels_are_bounded_too(generator, fp32_engine, ir_cache):
+    static = OpenVINOEngine(generator, KEY, "fp32", 2, ir_cache, max_pixels=2 * 64 * 64)
+    for h in (64, 72, 64):
+        static.run(torch.zeros(1, 3, h, 64, dtype=torch.uint8))
+    assert list(static.compiled) == [(1, 3, 64, 64)]  # 64x64 + 72x64 is over the budget
+    static.run(torch.zeros(1, 3, 32, 64, dtype=torch.uint8))
+    assert list(static.compiled) == [(1, 3, 64, 64), (1, 3, 32, 64)]
+
+
 def test_static_streams_run_each_image_on_the_one_image_model(generator, fp32_engine,
                                                               ir_cache):
     two = OpenVINOEngine(generator, KEY, "fp32", 2, ir_cache, streams=2)
