@@ -122,9 +122,12 @@ class OpenVINOEngine:
 
     def _compile(self, shape: tuple[int, ...] | None) -> _Compiled:
         started = time.perf_counter()
-        # In place: compile_model takes its own copy, so the next reshape is free to.
-        self.model.reshape(ov_shape(shape or DYNAMIC_SHAPE))
-        entry = _Compiled(self.core.compile_model(self.model, "CPU", self.config), self.streams)
+        # A copy per shape, kept with its compiled model: no reshape ever touches a model
+        # that a live compiled one came from.
+        model = self.model.clone()
+        model.reshape(ov_shape(shape or DYNAMIC_SHAPE))
+        entry = _Compiled(self.core.compile_model(model, "CPU", self.config), self.streams)
+        entry.source = model
         seconds = time.perf_counter() - started
         self.compile_seconds += seconds
         self.compiled[shape] = entry
@@ -163,6 +166,7 @@ class _Compiled:
         import openvino as ov
 
         self.model = compiled
+        self.source = None  # the openvino.Model it was compiled from
         self.request = compiled.create_infer_request()
         self.queue = ov.AsyncInferQueue(compiled, streams) if streams > 1 else None
 
