@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from animegan_cli import signal_stack
 from animegan_cli.atomic import atomic_write
 from animegan_cli.errors import AnimeganError, UsageError
 
@@ -106,16 +107,17 @@ def export_openvino(generator, folder: Path, name: str, size: int = 512) -> Veri
     """Write ``generator`` as an OpenVINO IR pair in ``folder``, verified by OpenVINO fp32."""
     import openvino as ov
 
-    from animegan_cli.openvino_engine import convert_generator
+    from animegan_cli.openvino_engine import convert_generator, shared_core
 
     model = convert_generator(generator)
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".ir-", dir=folder) as tmp:
         staged = Path(tmp) / "model.xml"
         ov.save_model(model, staged, compress_to_fp16=False)
-        compiled = ov.Core().compile_model(
-            str(staged), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
-        )
+        with signal_stack.kept():  # the plugin's stack must not outlive the model here
+            compiled = shared_core().compile_model(
+                str(staged), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+            )
         verification = verify(generator, lambda x: next(iter(compiled([x]).values())), size)
         # .bin first: the .xml's presence is what marks the pair complete.
         _place(staged.with_suffix(".bin"), folder / f"{name}.bin")

@@ -7,6 +7,7 @@ costs over half a second, which commands that never run the model should not pay
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from animegan_cli import signal_stack
 from animegan_cli.atomic import atomic_write
 from animegan_cli.engine import SHAPE_MODES, to_model_input, to_pixels
 from animegan_cli.errors import UsageError
@@ -70,14 +72,12 @@ class OpenVINOEngine:
         max_shapes: int = MAX_COMPILED_SHAPES,
         max_pixels: int = MAX_COMPILED_PIXELS,
     ) -> None:
-        import openvino as ov
-
         if precision == "int8" and calibration is None:
             raise UsageError("--precision int8 needs calibration images")
         if shapes not in SHAPE_MODES:
             raise UsageError(f"unknown shapes {shapes!r}; choose from: {', '.join(SHAPE_MODES)}")
         started = time.perf_counter()
-        self.core = ov.Core()
+        self.core = shared_core()
         key = ir_cache_key(checkpoint_id, generator.align_corners, precision == "int8")
         xml = cache_dir / f"{key}.xml"
         self.from_cache = xml.exists() and xml.with_suffix(".bin").exists()
@@ -126,7 +126,8 @@ class OpenVINOEngine:
         # that a live compiled one came from.
         model = self.model.clone()
         model.reshape(ov_shape(shape or DYNAMIC_SHAPE))
-        entry = _Compiled(self.core.compile_model(model, "CPU", self.config), self.streams)
+        with signal_stack.kept():  # see signal_stack: else a later SIGCHLD can be a SIGSEGV
+            entry = _Compiled(self.core.compile_model(model, "CPU", self.config), self.streams)
         entry.source = model
         seconds = time.perf_counter() - started
         self.compile_seconds += seconds
@@ -185,6 +186,22 @@ class _Compiled:
         return np.concatenate(out)  # type: ignore[arg-type]
 
 
+@functools.lru_cache(maxsize=1)
+def shared_core():  # -> openvino.Core
+    """The process's one OpenVINO Core, its CPU plugin loaded; it lives until exit.
+
+    Each Core's CPU plugin swaps the creating thread's signal stack and swaps it back on
+    whichever thread frees it (see signal_stack): one Core, made under ``kept``, never freed,
+    keeps every thread's signal stack valid.
+    """
+    import openvino as ov
+
+    with signal_stack.kept():
+        core = ov.Core()
+        core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return core
+
+
 def ov_shape(shape: tuple[int, ...]):  # -> openvino.PartialShape
     """An OpenVINO shape for the model's one input (-1: any size)."""
     import openvino as ov
@@ -195,10 +212,9 @@ def ov_shape(shape: tuple[int, ...]):  # -> openvino.PartialShape
 def static_is_safe(shape: tuple[int, ...]) -> bool:
     """Whether a static model may be compiled for ``shape``.
 
-    OpenVINO 2026.4's CPU plugin crashed (segfault) compiling f32 static models for
-    batches of tiny images (32x24 and smaller), and static models of single tiny images
-    left the process to crash later (in the test suite, never at real sizes). Images under
-    64x64 run on the dynamic model, where the speed of a static one hardly matters.
+    OpenVINO 2026.4's CPU plugin crashes (segfault) compiling f32 static models for
+    batches of tiny images (32x24 and smaller). Images under 64x64 run on the dynamic
+    model, where the speed of a static one hardly matters.
     """
     _, _, h, w = shape
     return h * w >= MIN_STATIC_PIXELS
@@ -235,12 +251,13 @@ def quantize(model, images: Sequence[torch.Tensor]):  # -> openvino.Model
             "--precision int8 needs NNCF: pip install 'animegan[int8]' (or pip install nncf)"
         ) from exc
     samples = [to_model_input(img[None], torch.float32).numpy() for img in images]
-    return nncf.quantize(
-        model,
-        nncf.Dataset(samples),
-        subset_size=len(samples),
-        fast_bias_correction=True,
-    )
+    with signal_stack.kept():  # NNCF runs the model on Cores of its own (see shared_core)
+        return nncf.quantize(
+            model,
+            nncf.Dataset(samples),
+            subset_size=len(samples),
+            fast_bias_correction=True,
+        )
 
 
 def save_ir_atomic(model, xml: Path) -> None:

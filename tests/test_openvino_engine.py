@@ -84,9 +84,6 @@ def test_streams_run_a_batch_side_by_side_with_the_same_result(generator, fp32_e
     assert (two.run(batch).int() - fp32_engine.run(batch).int()).abs().max() <= 1
 
 
-# slow: in the default run's long-lived process, these static compiles were followed by a
-# segfault in a later torch test (not root-caused; see docs/performance.md, Engines).
-@pytest.mark.slow
 def test_static_shapes_compile_each_shape_once_and_match_dynamic(generator, fp32_engine,
                                                                   ir_cache, caplog):
     dynamic = OpenVINOEngine(generator, KEY, "fp32", 2, ir_cache, shapes="dynamic")
@@ -108,9 +105,6 @@ def test_static_shapes_compile_each_shape_once_and_match_dynamic(generator, fp32
     assert list(static.compiled) == [(1, 3, 64, 72), (2, 3, 72, 64)]
 
 
-# slow: in the default run's long-lived process, these static compiles were followed by a
-# segfault in a later torch test (not root-caused; see docs/performance.md, Engines).
-@pytest.mark.slow
 def test_the_compiled_models_pixels_are_bounded_too(generator, fp32_engine, ir_cache):
     static = OpenVINOEngine(generator, KEY, "fp32", 2, ir_cache, max_pixels=64 * 64 + 72 * 64)
     for h in (64, 72):
@@ -120,9 +114,6 @@ def test_the_compiled_models_pixels_are_bounded_too(generator, fp32_engine, ir_c
     assert list(static.compiled) == [(1, 3, 80, 64)]  # with either other one: over it
 
 
-# slow: in the default run's long-lived process, these static compiles were followed by a
-# segfault in a later torch test (not root-caused; see docs/performance.md, Engines).
-@pytest.mark.slow
 def test_static_streams_run_each_image_on_the_one_image_model(generator, fp32_engine,
                                                               ir_cache):
     two = OpenVINOEngine(generator, KEY, "fp32", 2, ir_cache, streams=2)
@@ -131,9 +122,6 @@ def test_static_streams_run_each_image_on_the_one_image_model(generator, fp32_en
     assert list(two.compiled) == [(1, 3, 64, 72)]
 
 
-# slow: in the default run's long-lived process, these static compiles were followed by a
-# segfault in a later torch test (not root-caused; see docs/performance.md, Engines).
-@pytest.mark.slow
 def test_batches_of_tiny_images_run_on_the_dynamic_model(generator, fp32_engine, ir_cache):
     # OpenVINO 2026.4 crashed compiling static f32 models for these (see static_is_safe).
     static = OpenVINOEngine(generator, KEY, "fp32", 2, ir_cache)
