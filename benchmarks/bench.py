@@ -322,8 +322,8 @@ def e2e_markdown(result: dict[str, object]) -> str:
     m = result["machine"]
     lines = [f"End to end, {result['images']} photos of 3 shapes (centre crops 4:3, 3:4, 1:1 "
              f"of the shared photos), --size {result['size']}, whole processes; {m['cpu']}, "
-             f"{m['cores']} CPUs, fast bf16: {m['fast_bf16']}, {m['date']}. Machine shared "
-             "with other jobs: the figures are noisy; compare within a trial.", "",
+             f"{m['cores']} CPUs, fast bf16: {m['fast_bf16']}, {m['date']}. Compare within "
+             "a trial: its runs saw the same machine, one after another.", "",
              f"Cold start (fresh cache): first output after "
              f"{result['cold_first_output_seconds']:.1f} s, whole run "
              f"{result['cold_seconds']:.1f} s."]

@@ -179,7 +179,7 @@ def _markdown(found: dict[str, object], args: argparse.Namespace) -> str:
         "",
         f"CPU: {cpu}; engine: {found['engine']}; a generated 1280x720 30 fps clip of "
         f"{found['frames']} frames with AAC audio, styled at --size {args.size}. "
-        "**The machine was shared** (2 cores, other jobs running): rates are noisy and low.",
+        "Each rate is from one run; compare within this file (same machine, one after another).",
         "",
         "| frames per batch | model only (frames/s) | end to end (frames/s) | share |",
         "|---|---|---|---|",
