@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -219,9 +219,16 @@ def _report_argument(args: list[str]) -> Path | None:
     return None
 
 
+def _apply(command: Callable, options: Sequence[Callable]) -> Callable:
+    """``command`` with ``options`` applied, the first one listed first in --help."""
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def model_options(command: Callable) -> Callable:
     """--style, --weights, --size: which model runs and at what size (convert, tune, serve)."""
-    for option in reversed((
+    return _apply(command, (
         _env_option("--style", envvar="ANIMEGAN_STYLE", default=DEFAULT_STYLE, cls=_StyleOption,
                     help=_STYLE_HELP),
         click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -229,22 +236,18 @@ def model_options(command: Callable) -> Callable:
         _env_option("--size", envvar="ANIMEGAN_SIZE", type=int, default=512,
                     help="Long side of the model input in pixels (multiple of 4); "
                          "0 = native size."),
-    )):
-        command = option(command)
-    return command
+    ))
 
 
 def pixel_options(command: Callable) -> Callable:
     """--keep-size, --align-corners: what else decides a result's pixels (convert, serve)."""
-    for option in reversed((
+    return _apply(command, (
         _env_option("--keep-size", envvar="ANIMEGAN_KEEP_SIZE",
                     is_flag=True, help="Scale each result back to its input's size."),
         _env_option("--align-corners/--no-align-corners", envvar="ANIMEGAN_ALIGN_CORNERS",
                     default=False,
                     help="Upsampling mode; the upstream command line used --no-align-corners."),
-    )):
-        command = option(command)
-    return command
+    ))
 
 
 def engine_options(command: Callable | None = None, *, batch_size: bool = True) -> Callable:
@@ -278,14 +281,12 @@ def engine_options(command: Callable | None = None, *, batch_size: bool = True) 
                     help="OpenVINO: compile the model for each input shape (faster; ~0.1 s "
                          "per new shape) or once for any shape. Same pixels either way."),
     )
-    for option in reversed(bundle if batch_size else bundle[1:]):
-        command = option(command)
-    return command
+    return _apply(command, bundle if batch_size else bundle[1:])
 
 
 def face_options(command: Callable) -> Callable:
     """--faces and its settings: style each detected face at 512x512 (convert)."""
-    for option in reversed((
+    return _apply(command, (
         click.option("--faces", "faces_mode", type=click.Choice(MODES), default="off",
                      help="crop: one output per face (<stem>_face<K>); paste: the whole image, "
                           "each face re-styled at 512x512 and blended back. Made for the "
@@ -305,14 +306,12 @@ def face_options(command: Callable) -> Callable:
                      show_default=True,
                      help="With --faces crop, an image without a face fails, or is converted "
                           "whole."),
-    )):
-        command = option(command)
-    return command
+    ))
 
 
 def video_options(command: Callable) -> Callable:
     """--video-format, --video-crf, --frames-per-batch, --keep-partial-video (convert)."""
-    for option in reversed((
+    return _apply(command, (
         _env_option("--video-format", envvar="ANIMEGAN_VIDEO_FORMAT",
                     type=click.Choice(VIDEO_FORMAT_CHOICES), default="same",
                     help="Container of video outputs; 'same' keeps the input's (AVI -> mkv)."),
@@ -325,9 +324,7 @@ def video_options(command: Callable) -> Callable:
         click.option("--keep-partial-video", is_flag=True,
                      help="Keep what decodes of a damaged or cut-short clip (and say so) "
                           "instead of failing it."),
-    )):
-        command = option(command)
-    return command
+    ))
 
 
 def _face_settings(p: Mapping[str, Any]) -> FaceSettings:
