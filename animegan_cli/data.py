@@ -117,16 +117,21 @@ def decode_with_size(
         return decode_opened(img, size, max_pixels)
 
 
-def decode_opened(
-    img: Image.Image, size: int = 0, max_pixels: int = 0
-) -> tuple[Image.Image, tuple[int, int]]:
-    """Decode an opened (or already decoded) image as decode_with_size does a file."""
-    width, height = img.size
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """InputImageError for an image over the --max-pixels limit (0 = no limit)."""
     if max_pixels and width * height > max_pixels:
         raise InputImageError(
             f"image is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
             f"--max-pixels limit of {max_pixels / 1e6:g} MP; not decoded"
         )
+
+
+def decode_opened(
+    img: Image.Image, size: int = 0, max_pixels: int = 0
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode an opened (or already decoded) image as decode_with_size does a file."""
+    width, height = img.size
+    check_pixels(width, height, max_pixels)
     if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
         width, height = height, width
     if size and img.format == "JPEG" and max(img.size) >= 2 * size:

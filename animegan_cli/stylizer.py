@@ -179,6 +179,22 @@ class Stylizer:
         except data.DECODE_ERRORS as exc:
             raise InputImageError(data.describe_error(exc)) from exc
 
+    def input_size(self, width: int, height: int) -> tuple[int, int]:
+        """The model's input size (w, h) for an upright image of ``width`` x ``height``."""
+        preprocess = self.pixels.preprocess
+        return data.target_size(width, height, preprocess.size, preprocess.multiple)
+
+    def prepare_sized(
+        self, image: Image.Image, original_size: tuple[int, int], index: int = 0
+    ) -> data.PreparedImage:
+        """Like prepare, for an upright RGB image already scaled to input_size(*original_size).
+
+        Video frames come this way: FFmpeg scales and converts a frame in one pass, several
+        times faster than decoding it to full size and resizing it with Pillow.
+        """
+        data.check_pixels(*original_size, self.pixels.max_pixels)
+        return data.prepare_decoded(index, image, original_size, self.pixels.preprocess)
+
     def run(self, batch: Sequence[data.PreparedImage]) -> list[torch.Tensor]:
         """Style prepared images of one shape together: uint8 (H, W, 3) results, in order."""
         if self.spec.threads and torch.get_num_threads() != self.spec.threads:

@@ -114,6 +114,35 @@ def upright(frame: Any) -> Image.Image:
     return image.transpose(turn) if turn is not None else image
 
 
+@dataclass(frozen=True)
+class Frame:
+    """A decoded frame, upright and already scaled to the model's input size."""
+
+    image: Image.Image  # RGB
+    size: tuple[int, int]  # the clip's upright frame size (what --keep-size restores)
+
+
+FrameSize = Callable[[int, int], tuple[int, int]]  # upright (w, h) -> model input (w, h)
+
+
+def scaled_upright(frame: Any, frame_size: FrameSize) -> Frame:
+    """A decoded frame scaled for the model by FFmpeg, then turned upright.
+
+    swscale converts YUV to RGB and scales (bicubic) in one pass: 3 ms for a 720p frame
+    against 9 ms to convert it at full size plus 16 ms for Pillow's bicubic resize
+    (measured on the 2-core Xeon), a tenth of the model's time per frame.
+    """
+    turn = _QUARTER_TURNS.get(round(frame.rotation) % 360)
+    sideways = turn in (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270)
+    size = (frame.height, frame.width) if sideways else (frame.width, frame.height)
+    width, height = frame_size(*size)
+    if sideways:
+        width, height = height, width
+    scaled = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC")
+    image = scaled.to_image()
+    return Frame(image.transpose(turn) if turn is not None else image, size)
+
+
 def import_av() -> Any:
     """PyAV, or VideoError saying which extra to install."""
     try:
@@ -242,7 +271,7 @@ class Transcoded:
     notes: list[str] = field(default_factory=list)
 
 
-StyleFrames = Callable[[list[Image.Image]], list[Image.Image]]
+StyleFrames = Callable[[list[Frame]], list[Image.Image]]
 OnFrames = Callable[[int, int], None]  # (frames done, frames expected)
 
 
@@ -252,9 +281,12 @@ def transcode(
     container: Container,
     style: StyleFrames,
     settings: EncodeSettings,
+    frame_size: FrameSize,
     on_frames: OnFrames = lambda done, total: None,
 ) -> Transcoded:
     """Write ``target`` (a temp file's path) as ``source`` with every frame styled.
+
+    Frames reach ``style`` scaled to ``frame_size`` of their upright size.
 
     VideoError (one line) for a clip that cannot be read, or that decodes short of its
     header's duration without ``keep_partial``.
@@ -263,7 +295,7 @@ def transcode(
     with _opened(av, source) as inp:
         output = av.open(target, "w", format=container.muxer, options=dict(container.options))
         try:
-            job = _Job(av, inp, output, container, style, settings, on_frames)
+            job = _Job(av, inp, output, container, (style, frame_size), settings, on_frames)
             done = job.run()
         finally:
             output.close()
@@ -274,9 +306,11 @@ class _Job:
     """One clip's decode -> style -> encode loop, with its streams copied beside it."""
 
     def __init__(self, av: Any, inp: Any, output: Any, container: Container,
-                 style: StyleFrames, settings: EncodeSettings, on_frames: OnFrames) -> None:
+                 styling: tuple[StyleFrames, FrameSize], settings: EncodeSettings,
+                 on_frames: OnFrames) -> None:
         self.av, self.inp, self.output = av, inp, output
-        self.container, self.style, self.settings = container, style, settings
+        self.container, self.settings = container, settings
+        self.style, self.frame_size = styling
         self.on_frames = on_frames
         self.video = inp.streams.video[0]
         self.expected = _stream_seconds(self.video) or (inp.duration or 0) / 1_000_000
@@ -285,7 +319,7 @@ class _Job:
         self.total = self.video.frames or round(self.expected * float(self.rate))
         self.result = Transcoded()
         self.encoder: Any = None  # made from the first styled frame (its size)
-        self.pending: list[tuple[int, Image.Image]] = []
+        self.pending: list[tuple[int, Frame]] = []
         self.held: list[Any] = []  # packets demuxed before the encoder (and header) exist
         self.last_pts: int | None = None
         self.copied: dict[int, Any] = {}  # input stream index -> output stream (copied)
@@ -359,10 +393,11 @@ class _Job:
             self.output.mux(out.encode(frame))
 
     def _add_frame(self, frame: Any) -> None:
-        image = upright(frame)  # the model sees the clip upright; no rotation is written
+        # The model sees the clip upright; no rotation is written.
+        scaled = scaled_upright(frame, self.frame_size)
         pts = frame.pts if frame.pts is not None else self._next_pts()
         self.last_pts = pts
-        self.pending.append((pts, image))
+        self.pending.append((pts, scaled))
         if len(self.pending) >= self.settings.frames_per_batch:
             self._style_pending()
 
@@ -373,7 +408,7 @@ class _Job:
     def _style_pending(self) -> None:
         if not self.pending:
             return
-        styled = self.style([image for _, image in self.pending])
+        styled = self.style([frame for _, frame in self.pending])
         for (pts, _), image in zip(self.pending, styled):
             self._encode(pts, image)
         self.result.frames += len(self.pending)

@@ -129,6 +129,7 @@ class VideoRun:
         def write(handle: BinaryIO) -> None:
             done.append(video.transcode(
                 source, handle.name, video.container_for(out), self._style, settings,
+                self.stylizer.input_size,
                 lambda frames, total: self.events.on_frames(source, frames, total),
             ))
             # The record names the bytes hashed when planning: refuse a clip replaced since.
@@ -167,9 +168,9 @@ class VideoRun:
         return FileResult(path, out, "converted", None, 0.0, dup.reason, reused_from=lead.input,
                           frames=lead.frames, duration=lead.duration)
 
-    def _style(self, images: list[Image.Image]) -> list[Image.Image]:
-        """Style frames exactly as images of their size: Stylizer.prepare -> run -> finish."""
-        prepared = [self.stylizer.prepare(image, i) for i, image in enumerate(images)]
+    def _style(self, frames: list[video.Frame]) -> list[Image.Image]:
+        """Style frames (scaled by FFmpeg) as images: Stylizer.prepare_sized -> run -> finish."""
+        prepared = [self.stylizer.prepare_sized(f.image, f.size, i) for i, f in enumerate(frames)]
         start = time.perf_counter()
         try:
             pixels = self.stylizer.run(prepared)

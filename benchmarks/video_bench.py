@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -136,12 +137,32 @@ def peak_rss(weights: Path, seconds: float, size: int, folder: Path) -> float:
     return int(done.stdout.split()[-1]) / 1024
 
 
+def interleaved(weights: Path, clip: Path, out: Path, args: argparse.Namespace,
+                batch: int) -> dict[str, object]:
+    """model, e2e, model, e2e, ..., model: each end-to-end run against the mean of the
+    model-only runs either side of it, so that a slow or fast spell of a shared VM falls
+    on both; the medians over the rounds are reported."""
+    models = [model_only(weights, clip, args.size, batch, seconds=3.0)]
+    rates, engine = [], ""
+    for _ in range(args.rounds):
+        rate, engine = end_to_end(weights, clip, out, args.size, batch)
+        rates.append(rate)
+        models.append(model_only(weights, clip, args.size, batch, seconds=3.0))
+    shares = [r / ((models[i] + models[i + 1]) / 2) for i, r in enumerate(rates)]
+    return {f"model_only_b{batch}": statistics.median(models),
+            f"end_to_end_b{batch}": statistics.median(rates),
+            f"share_b{batch}": statistics.median(shares),
+            f"shares_b{batch}": shares, "engine": engine}
+
+
 def main() -> None:
     """Run every measurement once and write the results as Markdown (and JSON beside it)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=4.0, help="length of the 720p clip")
     parser.add_argument("--size", type=int, default=512, help="--size (long side) for the model")
     parser.add_argument("--rss-size", type=int, default=256, help="--size of the RSS runs")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="end-to-end runs per batch size, each between model-only runs")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,9 +173,7 @@ def main() -> None:
         clip = make_clip(folder / "clip720.mp4", args.seconds)
         found: dict[str, object] = {"frames": round(args.seconds * FPS), "size": args.size}
         for batch in (1, 2, 4):
-            found[f"model_only_b{batch}"] = model_only(weights, clip, args.size, batch)
-            rate, engine = end_to_end(weights, clip, folder / "e2e", args.size, batch)
-            found[f"end_to_end_b{batch}"], found["engine"] = rate, engine
+            found.update(interleaved(weights, clip, folder / "e2e", args, batch))
         found["naive"] = naive(weights, clip, folder, args.size)
         found["rss_10s"] = peak_rss(weights, 10, args.rss_size, folder)
         found["rss_60s"] = peak_rss(weights, 60, args.rss_size, folder)
@@ -168,21 +187,26 @@ def _markdown(found: dict[str, object], args: argparse.Namespace) -> str:
                 .splitlines() if line.startswith("model name")), platform.processor())
     rows = [
         f"| {b} | {found[f'model_only_b{b}']:.2f} | {found[f'end_to_end_b{b}']:.2f} | "
-        f"{found[f'end_to_end_b{b}'] / found[f'model_only_b{b}']:.0%} |"  # type: ignore[operator]
+        f"{found[f'share_b{b}']:.0%} | "
+        + ", ".join(f"{x:.0%}" for x in found[f"shares_b{b}"])  # type: ignore[attr-defined]
+        + " |"
         for b in (1, 2, 4)
     ]
     return "\n".join([
         "# Video: frames/s end to end vs model only vs naive",
         "",
         f"`python benchmarks/video_bench.py --seconds {args.seconds:g} --size {args.size} "
-        f"--rss-size {args.rss_size} --out {args.out}`",
+        f"--rss-size {args.rss_size} --rounds {args.rounds} --out {args.out}`",
         "",
         f"CPU: {cpu}; engine: {found['engine']}; a generated 1280x720 30 fps clip of "
         f"{found['frames']} frames with AAC audio, styled at --size {args.size}. "
-        "Each rate is from one run; compare within this file (same machine, one after another).",
+        f"Per batch size: model only, then {args.rounds} rounds of (end to end, model only); "
+        "each end-to-end rate is divided by the mean of the model-only rates either side of "
+        "it (its share), and the medians are shown. Compare within this file.",
         "",
-        "| frames per batch | model only (frames/s) | end to end (frames/s) | share |",
-        "|---|---|---|---|",
+        "| frames per batch | model only (frames/s) | end to end (frames/s) | share | "
+        "each round |",
+        "|---|---|---|---|---|",
         *rows,
         "",
         f"Naive (frame by frame, torch fp32, silent video then audio re-muxed): "

@@ -92,6 +92,18 @@ def test_a_bad_image_raises_convert_s_one_line_reason(tmp_path, checkpoint):
         stylizer.stylize([Image.new("RGB", (5, 5))])
 
 
+def test_a_presized_image_prepares_as_the_full_one_would(checkpoint):
+    stylizer = Stylizer.load(weights=checkpoint, size=64, backend="torch", max_pixels=12_000)
+    full = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), np.uint8))
+    assert stylizer.input_size(120, 90) == (64, 48)
+    small = full.resize((64, 48), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    sized, whole = stylizer.prepare_sized(small, (120, 90)), stylizer.prepare(full)
+    assert sized.original_size == whole.original_size == (120, 90)
+    assert np.array_equal(sized.pixels.numpy(), whole.pixels.numpy())
+    with pytest.raises(InputImageError, match=r"image is 200x100 .* --max-pixels limit"):
+        stylizer.prepare_sized(small, (200, 100))
+
+
 def test_settings_that_cannot_work_are_usage_errors(checkpoint):
     with pytest.raises(UsageError, match="--size must be 0 or at least"):
         Stylizer.load(weights=checkpoint, size=5)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from animegan_cli import video
 from animegan_cli.cli import main
@@ -115,6 +116,20 @@ def test_a_named_clip_without_a_video_suffix_is_a_video_when_pyav_opens_it(tmp_p
     (tmp_path / "notes.bin").write_bytes(b"not a video at all")
     found = find_inputs([clip, tmp_path / "notes.bin"]).files
     assert [f.video for f in found] == [True, False]
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_frames_are_scaled_by_ffmpeg_as_pillow_would_and_turned_upright(tmp_path, rotation):
+    clip = make_clip(tmp_path / "r.mp4", frames=1, width=96, height=64, audio=False,
+                     rotation=rotation)
+    with av.open(str(clip)) as container:
+        frame = next(container.decode(video=0))
+        whole = video.upright(frame)
+        scaled = video.scaled_upright(frame, lambda w, h: (w // 2, h // 2))
+    assert scaled.size == whole.size  # the upright size, for --keep-size
+    assert scaled.image.size == (whole.width // 2, whole.height // 2)
+    pillow = whole.resize(scaled.image.size, Image.Resampling.BICUBIC)
+    assert psnr(np.asarray(scaled.image), np.asarray(pillow)) >= 30
 
 
 def test_output_names_follow_video_format(tmp_path):
