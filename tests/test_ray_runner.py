@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,35 @@ def test_a_retried_batch_writes_nothing_twice(tmp_path, checkpoint):
     assert {p: os.stat(p).st_ino for p in options.output.glob("*.jpg")} == written
     lines = (options.output / MANIFEST_NAME).read_text().splitlines()
     assert len(lines) == 3
+
+
+def test_two_calls_at_once_on_one_actor_take_turns_on_the_model(tmp_path, checkpoint):
+    photos = _photos(tmp_path / "in", 6)
+    options = _options(tmp_path, checkpoint, photos, "out", batch_size=1)
+    options.output.mkdir()
+    targets, spec = _planned_targets(options)
+    with output_lock(options.output):
+        actor = _actor(options, spec)
+        running, overlapped = [0], []
+        model_run = actor.stylizer.run
+
+        def run(batch):  # the real model, watched: two calls in it at once would be a race
+            running[0] += 1
+            overlapped.append(running[0] > 1)
+            time.sleep(0.02)  # long enough for the other thread to arrive
+            try:
+                return model_run(batch)
+            finally:
+                running[0] -= 1
+
+        actor.stylizer.run = run
+        with ThreadPoolExecutor(2) as pool:  # as Ray Data calls it: two batches at once
+            done = list(pool.map(actor, [_batch(targets[:3]), _batch(targets[3:])]))
+    assert len(overlapped) == 6 and not any(overlapped)
+    assert [s["result"]["status"] for d in done for s in _statuses(d)] == ["converted"] * 6
+    plain = _options(tmp_path, checkpoint, photos, "plain", batch_size=1)
+    convert(plain)
+    assert _outputs(options.output) == _outputs(plain.output)
 
 
 def test_overwrite_still_rewrites_an_up_to_date_output(tmp_path, checkpoint):
