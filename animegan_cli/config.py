@@ -30,7 +30,7 @@ CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
     "style": str,
     "format": str,
     "quality": int,
-    "png_level": int,
+    "png_level": (int, str),
     "align_corners": bool,
     "keep_size": bool,
 }
@@ -55,6 +55,9 @@ SERVE_KEYS: dict[str, type | tuple[type, ...]] = {
 SECTIONS = {SECTION: CONFIG_KEYS, "serve": SERVE_KEYS}
 _TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false",
                (int, float): "a number", (int, str): 'a number or a size such as "50M"'}
+
+
+_KEY_TYPE_NAMES = {"png_level": 'a level 0-9 or "rle"'}
 
 
 def config_path() -> Path:
@@ -98,7 +101,7 @@ def load_config(path: Path | None = None, section: str = SECTION) -> dict[str, o
         # bool is an int in Python; a config saying batch_size = true is still wrong.
         wrong_bool = isinstance(value, bool) and expected is not bool
         if wrong_bool or not isinstance(value, expected):
-            name = _TYPE_NAMES.get(expected, "value")  # type: ignore[arg-type]
+            name = _KEY_TYPE_NAMES.get(key) or _TYPE_NAMES.get(expected, "value")  # type: ignore[arg-type]
             raise UsageError(f"config file {path}, line {line}: {key} must be {name}, "
                              f"not {value!r}")
     return dict(settings)

@@ -22,7 +22,7 @@ from animegan_cli import data, incremental, outputs, resources, video
 from animegan_cli.engine import NON_FINITE_REASON, EngineSpec, NonFiniteOutput, torch_threads
 from animegan_cli.errors import RunStopped, UsageError, WeightsError
 from animegan_cli.faces import FaceSettings
-from animegan_cli.formats import DEFAULT_PNG_LEVEL
+from animegan_cli.formats import DEFAULT_PNG_LEVEL, PngLevel, png_level_problem
 from animegan_cli.inputs import ListedPath, find_inputs
 from animegan_cli.limits import MIN_SIDE
 from animegan_cli.lock import HeldLock, output_lock, remove_stale_temp_files
@@ -62,7 +62,7 @@ class ConvertOptions:
     suffix: str = ""
     format: str = "same"
     quality: int = 95
-    png_level: int = DEFAULT_PNG_LEVEL  # zlib level of PNG outputs; changes no pixel
+    png_level: PngLevel = DEFAULT_PNG_LEVEL  # zlib level (or rle) of PNG outputs; no pixel
     size: int = 512
     keep_size: bool = False
     batch_size: int = 1
@@ -105,7 +105,7 @@ def validate(options: ConvertOptions) -> None:
         (options.batch_size >= 1, "--batch-size must be at least 1"),
         (options.size == 0 or options.size >= MIN_SIDE, f"--size must be 0 or at least {MIN_SIDE}"),
         (1 <= options.quality <= 100, "--quality must be between 1 and 100"),
-        (0 <= options.png_level <= 9, "--png-level must be between 0 and 9"),
+        (png_level_problem(options.png_level) is None, str(png_level_problem(options.png_level))),
         (options.num_workers >= 0, "--num-workers must be 0 or more"),
         (
             options.reuse_similar is None or 0 <= options.reuse_similar <= HASH_BITS,

@@ -30,10 +30,23 @@ _XMP_TEMPLATE = (
     '<?xpacket end="w"?>'
 )
 _TIFF_IMAGE_DESCRIPTION = 270
-# --png-level's default, chosen by measurement (benchmarks/png_level.py, docs/performance.md):
-# at 512 px, level 4 took 0.43x the CPU time of zlib's default 6 (which Pillow, libpng and
-# ffmpeg use) for files 4% larger; 1-3 were no faster than 4 by much but 8-14% larger.
-DEFAULT_PNG_LEVEL = 4
+# --png-level: a zlib level 0-9, or "rle", zlib's run-length strategy (what OpenCV writes).
+# The default, by measurement (benchmarks/png_level.py, docs/performance.md): at 512 px, rle
+# took about 0.25x the CPU time of zlib's default level 6 (which Pillow, libpng and ffmpeg
+# use) and 0.6x that of level 4, for files the size of level 4's (photos) or 5% larger than
+# level 6's (flat colours).
+PNG_RLE = "rle"
+DEFAULT_PNG_LEVEL: int | str = PNG_RLE
+PngLevel = int | str  # 0-9 or PNG_RLE
+_Z_RLE = 3  # zlib.Z_RLE, the strategy Pillow's compress_type passes to deflateInit2
+
+
+def png_level_problem(level: PngLevel) -> str | None:
+    """Why ``level`` is no --png-level, or None when it is one."""
+    if level == PNG_RLE or (isinstance(level, int) and not isinstance(level, bool)
+                            and 0 <= level <= 9):
+        return None
+    return f"--png-level must be between 0 and 9, or {PNG_RLE}, not {level!r}"
 
 Embed = Callable[[str], dict[str, object]]  # record JSON -> Pillow save options
 Read = Callable[[Image.Image], str | bytes | None]  # an opened file -> its record JSON
@@ -104,16 +117,19 @@ class OutputFormat:
         return self.embed is not None
 
     def save_kwargs(
-        self, quality: int, metadata: str | None = None, level: int | None = None
+        self, quality: int, metadata: str | None = None, level: PngLevel | None = None
     ) -> dict[str, object]:
         """Pillow save options for one output: quality where lossy, the record where it fits.
 
-        ``level`` is the compression level where the format takes one (None: Pillow's).
+        ``level`` is the compression level where the format takes one (None: Pillow's), or
+        PNG_RLE: zlib's run-length strategy at its default level.
         """
         options = dict(self.save_options)
         if self.lossy:
             options["quality"] = quality
-        if level is not None and self.level_option is not None:
+        if level == PNG_RLE and self.level_option is not None:
+            options["compress_type"] = _Z_RLE
+        elif level is not None and self.level_option is not None:
             options[self.level_option] = level
         if metadata is not None and self.embed is not None:
             options.update(self.embed(metadata))

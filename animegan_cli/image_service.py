@@ -167,6 +167,7 @@ class ImageService:
     def encode(self, request: RequestSettings, item: data.PreparedImage, pixels: object,
                key: str) -> CachedResult:
         """Finish, encode through the format table and cache one styled result."""
+        from animegan_cli.formats import DEFAULT_PNG_LEVEL
         from animegan_cli.outputs import encode_image
 
         image = request.stylizer.finish(item, pixels)  # type: ignore[arg-type]
@@ -174,7 +175,7 @@ class ImageService:
         if item.alpha is not None and not fmt.holds_alpha:
             fmt = FORMATS["png"]  # as convert does: transparency is never flattened away
         buffer = io.BytesIO()
-        encode_image(image, buffer, fmt, request.quality)
+        encode_image(image, buffer, fmt, request.quality, png_level=DEFAULT_PNG_LEVEL)
         result = CachedResult(buffer.getvalue(), MEDIA_TYPES[fmt.pil_name], fmt.extension)
         dhash_value = None
         if self.cache.similar is not None:

@@ -14,7 +14,7 @@ from PIL import Image
 from animegan_cli.atomic import TEMP_PREFIX as TEMP_PREFIX  # re-exported for older importers
 from animegan_cli.atomic import atomic_write
 from animegan_cli.errors import UsageError
-from animegan_cli.formats import BY_EXTENSION, FORMATS, OutputFormat
+from animegan_cli.formats import BY_EXTENSION, FORMATS, OutputFormat, PngLevel
 from animegan_cli.inputs import InputFile
 from animegan_cli.video import output_extension
 
@@ -133,7 +133,7 @@ def write_image_atomic(
     metadata: str | None = None,
     root: Path | None = None,
     before_rename: Callable[[os.stat_result], None] | None = None,
-    png_level: int | None = None,
+    png_level: PngLevel | None = None,
 ) -> None:
     """Encode ``image`` to ``path`` via a temp file and rename: never a half-written file.
 
@@ -141,7 +141,7 @@ def write_image_atomic(
     (see :mod:`animegan_cli.formats`: PNG text chunk, JPEG/WebP XMP, TIFF ImageDescription;
     BMP has none). ``root`` (the output folder) and ``before_rename`` are passed to
     :func:`atomic.atomic_write`: with ``root``, a symlinked folder below it is refused,
-    never written through. ``png_level`` is PNG's zlib level (None: Pillow's, 6).
+    never written through. ``png_level`` is PNG's zlib level or "rle" (None: Pillow's, 6).
     """
     fmt = format_of(path)
     atomic_write(
@@ -159,7 +159,7 @@ def encode_image(
     fmt: OutputFormat,
     quality: int = 95,
     metadata: str | None = None,
-    png_level: int | None = None,
+    png_level: PngLevel | None = None,
 ) -> None:
     """Encode ``image`` into an open file as ``fmt``: the one encoder convert and serve share."""
     if image.mode == "RGBA" and not fmt.holds_alpha:

@@ -357,8 +357,8 @@ def _calibration_refused() -> list[torch.Tensor]:
 
 # ---- pipeline stages: threads while decoding, PNG level (end to end, after the workers) ----
 
-# PNG levels tried: zlib's fastest, convert's default (formats.py) and zlib's default.
-PNG_LEVELS = (1, DEFAULT_PNG_LEVEL, 6)
+# PNG levels tried: convert's default (rle, formats.py), the old default 4 and zlib's 6.
+PNG_LEVELS = (DEFAULT_PNG_LEVEL, 4, 6)
 # A faster PNG level wins only while its files stay within this factor of the smallest.
 PNG_SIZE_TOLERANCE = 1.15
 

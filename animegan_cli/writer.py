@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from animegan_cli import data, incremental, outputs
 from animegan_cli.errors import RunStopped
+from animegan_cli.formats import PngLevel
 from animegan_cli.lock import HeldLock
 from animegan_cli.priority import lower_this_thread
 from animegan_cli.provenance import Manifest, Provenance, with_reuse
@@ -95,7 +96,7 @@ class Writer:
         events: ConvertEvents,
         quality: int = 95,
         max_pending: int = MAX_PENDING_WRITES,
-        png_level: int | None = None,
+        png_level: PngLevel | None = None,
         already_written: Callable[[incremental.Decision], bool] | None = None,
     ) -> None:
         self.stylizer = stylizer

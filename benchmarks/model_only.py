@@ -196,8 +196,7 @@ def machine() -> str:
 
 
 def markdown(result: dict[str, object], args: argparse.Namespace) -> str:
-    lines = [f"Machine: {machine()}. **Shared with five other helpers' work (loaded)**: "
-             "absolute numbers are low and noisy; ratios within a round are fairer.", "",
+    lines = [f"Machine: {machine()}. {args.label}".rstrip(), "",
              f"Command: `python benchmarks/model_only.py {' '.join(sys.argv[1:])}`", ""]
     if "rows" in result:
         lines += ["| engine | H x W | batch | img/s | median ms/batch | PSNR vs torch fp32 (dB) |",
@@ -229,6 +228,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--photos", type=Path, default=None)
     parser.add_argument("--name", default=None, help="results file stem")
+    parser.add_argument("--label", default="",
+                        help="what else ran, e.g. 'Nothing else running.'")
     args = parser.parse_args()
     result = rates(args) if args.what == "rates" else cold(args)
     text = markdown(result, args)

@@ -80,6 +80,25 @@ def test_convert_uses_the_config_env_overrides_it_flag_overrides_both(convert_op
     assert convert_options[-1].batch_size == 2
 
 
+def test_png_level_is_a_number_or_rle_from_the_config_the_env_or_the_flag(convert_options,
+                                                                          tmp_path, monkeypatch):
+    command = ["convert", str(tmp_path), "-o", str(tmp_path / "out")]
+    runner = CliRunner()
+    runner.invoke(main, command)
+    assert convert_options[-1].png_level == "rle"  # the built-in default
+    save_config({"png_level": 6})
+    runner.invoke(main, command)
+    assert convert_options[-1].png_level == 6
+    monkeypatch.setenv("ANIMEGAN_PNG_LEVEL", "RLE")
+    runner.invoke(main, command)
+    assert convert_options[-1].png_level == "rle"
+    result = runner.invoke(main, [*command, "--png-level", "fast"])
+    assert result.exit_code == 2 and "must be between 0 and 9, or rle" in result.output
+    config_path().write_text("[convert]\npng_level = true\n")
+    result = runner.invoke(main, command)
+    assert 'png_level must be a level 0-9 or "rle"' in result.output
+
+
 def test_info_reports_where_each_setting_came_from(monkeypatch):
     save_config({"batch_size": 3})
     monkeypatch.setenv("ANIMEGAN_SIZE", "256")

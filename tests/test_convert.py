@@ -246,14 +246,18 @@ def test_png_level_changes_size_not_pixels_and_leaves_outputs_up_to_date(tmp_pat
     src = tmp_path / "in"
     make_image(src / "a.png", 64, 48, seed=4)
     fast, small = tmp_path / "fast", tmp_path / "small"
+    rle = tmp_path / "rle"
     convert(options(src, fast, checkpoint, size=64, png_level=0))
     convert(options(src, small, checkpoint, size=64, png_level=9))
-    assert (fast / "a.png").stat().st_size > (small / "a.png").stat().st_size
+    convert(options(src, rle, checkpoint, size=64))  # the default: zlib's RLE strategy
+    assert (fast / "a.png").stat().st_size > (rle / "a.png").stat().st_size  # compressed
     assert np.array_equal(pixels(fast / "a.png"), pixels(small / "a.png"))
+    assert np.array_equal(pixels(rle / "a.png"), pixels(small / "a.png"))
     again = convert(options(src, fast, checkpoint, size=64, png_level=9))
     assert (again.converted, again.skipped) == (0, 1)  # the level is no reason to redo it
 
 
 def test_a_png_level_out_of_range_is_refused(tmp_path, checkpoint):
-    with pytest.raises(UsageError, match="--png-level must be between 0 and 9"):
-        convert(options(tmp_path, tmp_path / "out", checkpoint, png_level=10))
+    for wrong in (10, -1, "fast", True):
+        with pytest.raises(UsageError, match="--png-level must be between 0 and 9, or rle"):
+            convert(options(tmp_path, tmp_path / "out", checkpoint, png_level=wrong))

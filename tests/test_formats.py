@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import pytest
@@ -72,5 +73,6 @@ def test_bmp_has_no_room_for_a_record(tmp_path):
 
 def test_the_png_level_is_a_save_option_of_png_only():
     assert FORMATS["png"].save_kwargs(90, None, level=1) == {"compress_level": 1}
+    assert FORMATS["png"].save_kwargs(90, None, level="rle") == {"compress_type": zlib.Z_RLE}
     assert FORMATS["png"].save_kwargs(90, None) == {}  # None: Pillow's own default
     assert FORMATS["jpg"].save_kwargs(90, None, level=1) == {"quality": 90}
