@@ -64,6 +64,44 @@ def make_clip(path: Path, frames: int = 6, width: int = 48, height: int = 32, *,
     return path
 
 
+# Text encoders need an ASS header, even for SubRip (FFmpeg converts through ASS).
+ASS_HEADER = (b"[Script Info]\r\nScriptType: v4.00+\r\n\r\n[V4+ Styles]\r\nFormat: Name, "
+              b"Fontname, Fontsize\r\nStyle: Default,Arial,16\r\n\r\n[Events]\r\nFormat: "
+              b"Layer, Start, End, Style, Text\r\n")
+
+
+def make_subtitled_clip(path: Path, lines: list[tuple[int, str]]) -> Path:
+    """A Matroska clip of 6 frames with a SubRip stream: (start in ms, text) per line."""
+    millis = Fraction(1, 1000)
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        sub = out.add_stream("subrip")
+        sub.time_base = sub.codec_context.time_base = millis
+        sub.codec_context.subtitle_header = ASS_HEADER
+        for i in range(6):
+            frame = av.VideoFrame.from_ndarray(photo_like(48, 32, seed=i), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            out.mux(stream.encode(frame))
+            for start, text in lines:
+                if start // 33 == i:
+                    packet = av.Packet(text.encode())
+                    packet.pts = packet.dts = start
+                    packet.duration, packet.time_base, packet.stream = 80, millis, sub
+                    out.mux(packet)
+        out.mux(stream.encode())
+    return path
+
+
+def subtitle_packets(path: Path) -> list[tuple[Fraction, bytes]]:
+    """(pts in seconds, text) of every subtitle packet."""
+    with av.open(str(path)) as clip:
+        if not clip.streams.subtitles:
+            return []
+        return [(p.pts * p.time_base, bytes(p)) for p in clip.demux(clip.streams.subtitles[0])
+                if p.size]
+
+
 def video_pts(path: Path) -> list[Fraction]:
     """Each decoded frame's time, in seconds (exact fractions), in presentation order."""
     with av.open(str(path)) as clip:
@@ -249,6 +287,23 @@ def test_webm_reencodes_aac_to_opus_and_says_so(tmp_path, checkpoint):
     assert names == ["opus", "vp9"]
     assert any("audio aac re-encoded to libopus" in m for m in messages)
     assert len(video_pts(out)) == 6 and find_provenance(out) is not None
+
+
+def test_subtitles_are_copied_into_mkv_and_left_out_of_mp4_saying_so(tmp_path, checkpoint):
+    clip = make_subtitled_clip(tmp_path / "talk.mkv", [(0, "hello"), (100, "world")])
+    assert subtitle_packets(clip) == [(0, b"hello"), (Fraction(1, 10), b"world")]
+    messages: list[str] = []
+    from animegan_cli.results import ConvertEvents
+
+    for fmt in ("same", "mp4"):
+        options = ConvertOptions(inputs=[str(clip)], output=tmp_path / fmt, weights=checkpoint,
+                                 size=64, num_workers=0, backend="torch", video_format=fmt)
+        convert(options, ConvertEvents(on_message=messages.append))
+    assert subtitle_packets(tmp_path / "same" / "talk.mkv") == subtitle_packets(clip)
+    assert len(video_pts(tmp_path / "same" / "talk.mkv")) == 6
+    assert subtitle_packets(tmp_path / "mp4" / "talk.mp4") == []
+    assert len(video_pts(tmp_path / "mp4" / "talk.mp4")) == 6
+    assert any("subtitle stream 1 (srt) left out: mp4 cannot hold it" in m for m in messages)
 
 
 @pytest.mark.slow
