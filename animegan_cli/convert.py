@@ -101,11 +101,12 @@ def validate(options: ConvertOptions) -> None:
     The engine's own settings (--threads, --streams, device, backend, precision) are
     checked where they are resolved: EngineSpec.resolve, right after this.
     """
+    png_problem = png_level_problem(options.png_level)
     checks = [
         (options.batch_size >= 1, "--batch-size must be at least 1"),
         (options.size == 0 or options.size >= MIN_SIDE, f"--size must be 0 or at least {MIN_SIDE}"),
         (1 <= options.quality <= 100, "--quality must be between 1 and 100"),
-        (png_level_problem(options.png_level) is None, str(png_level_problem(options.png_level))),
+        (png_problem is None, str(png_problem)),
         (options.num_workers >= 0, "--num-workers must be 0 or more"),
         (
             options.reuse_similar is None or 0 <= options.reuse_similar <= HASH_BITS,

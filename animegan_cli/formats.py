@@ -9,6 +9,7 @@ nothing from the package, so that both ``outputs`` and ``provenance`` can use it
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from xml.etree import ElementTree as ET
@@ -35,10 +36,9 @@ _TIFF_IMAGE_DESCRIPTION = 270
 # took about 0.25x the CPU time of zlib's default level 6 (which Pillow, libpng and ffmpeg
 # use) and 0.6x that of level 4, for files the size of level 4's (photos) or 5% larger than
 # level 6's (flat colours).
-PNG_RLE = "rle"
-DEFAULT_PNG_LEVEL: int | str = PNG_RLE
 PngLevel = int | str  # 0-9 or PNG_RLE
-_Z_RLE = 3  # zlib.Z_RLE, the strategy Pillow's compress_type passes to deflateInit2
+PNG_RLE = "rle"
+DEFAULT_PNG_LEVEL: PngLevel = PNG_RLE
 
 
 def png_level_problem(level: PngLevel) -> str | None:
@@ -128,7 +128,7 @@ class OutputFormat:
         if self.lossy:
             options["quality"] = quality
         if level == PNG_RLE and self.level_option is not None:
-            options["compress_type"] = _Z_RLE
+            options["compress_type"] = zlib.Z_RLE  # Pillow passes it to deflateInit2
         elif level is not None and self.level_option is not None:
             options[self.level_option] = level
         if metadata is not None and self.embed is not None:

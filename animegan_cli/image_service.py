@@ -20,7 +20,7 @@ from PIL import Image
 from animegan_cli import data
 from animegan_cli.batcher import Batcher
 from animegan_cli.errors import InputImageError, UsageError
-from animegan_cli.formats import FORMATS, OutputFormat
+from animegan_cli.formats import DEFAULT_PNG_LEVEL, FORMATS, OutputFormat
 from animegan_cli.result_cache import CachedResult, ResultCache, cache_key
 from animegan_cli.stylizer import PixelSettings, Stylizer
 
@@ -167,7 +167,6 @@ class ImageService:
     def encode(self, request: RequestSettings, item: data.PreparedImage, pixels: object,
                key: str) -> CachedResult:
         """Finish, encode through the format table and cache one styled result."""
-        from animegan_cli.formats import DEFAULT_PNG_LEVEL
         from animegan_cli.outputs import encode_image
 
         image = request.stylizer.finish(item, pixels)  # type: ignore[arg-type]

@@ -372,6 +372,11 @@ class StylizeActor:
                         options.quality, png_level=options.png_level,
                         already_written=written) as writer:
                 styling = _Styling(self.stylizer, targets, ReuseStage(None), writer, summary)
+
+                def style(batch: list[data.PreparedImage]) -> None:
+                    with self.model_lock:  # the other call's batch decodes meanwhile
+                        styling.style(batch)
+
                 batcher = data.ShapeBatcher(options.batch_size)
                 for i, target in enumerate(targets):
                     item = data.prepare_image(i, target.lead.item.path, preprocess)
@@ -381,11 +386,9 @@ class StylizeActor:
                     if writer.stopped or not styling.readable(item):
                         continue
                     for ready in batcher.add(item):
-                        with self.model_lock:
-                            styling.style(ready)
+                        style(ready)
                 for ready in batcher.flush():
-                    with self.model_lock:
-                        styling.style(ready)
+                    style(ready)
         except RunStopped as exc:
             stopped = str(exc)
         return self._rows(results, summary, stopped)
