@@ -34,9 +34,10 @@ TIME_BASE = Fraction(1, 90000)
 
 def make_clip(path: Path, frames: int = 6, width: int = 48, height: int = 32, *,
               vfr: bool = False, audio: bool = True, rotation: int = 0,
-              fmt: str | None = None) -> Path:
+              fmt: str | None = None, subtitles: tuple[tuple[int, str], ...] = ()) -> Path:
     """Write a clip: smooth moving frames at 30 fps (vfr: every third frame lasts twice as
-    long), optional AAC audio (a tone), optional display rotation."""
+    long), optional AAC audio (a tone), optional display rotation, optional SubRip lines
+    ((start in ms, text), each muxed after the frame it starts in)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format=fmt) as out:
         stream = out.add_stream("libx264", rate=30)
@@ -47,12 +48,16 @@ def make_clip(path: Path, frames: int = 6, width: int = 48, height: int = 32, *,
         if rotation:
             stream.set_display_rotation(rotation)
         sound = out.add_stream("aac", rate=44100) if audio else None
+        sub = _subtitle_stream(out) if subtitles else None
         pts = 0
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(photo_like(width, height, seed=i), format="rgb24")
             frame.pts, frame.time_base = pts, TIME_BASE
-            pts += 6000 if vfr and i % 3 == 2 else 3000
             out.mux(stream.encode(frame))
+            for start, text in subtitles:
+                if pts <= start * 90 < pts + 3000:
+                    _mux_line(out, sub, start, text)
+            pts += 6000 if vfr and i % 3 == 2 else 3000
         out.mux(stream.encode())
         if sound is not None:
             for i in range(math.ceil(pts / 90000 * 44100 / 1024)):
@@ -70,27 +75,18 @@ ASS_HEADER = (b"[Script Info]\r\nScriptType: v4.00+\r\n\r\n[V4+ Styles]\r\nForma
               b"Layer, Start, End, Style, Text\r\n")
 
 
-def make_subtitled_clip(path: Path, lines: list[tuple[int, str]]) -> Path:
-    """A Matroska clip of 6 frames with a SubRip stream: (start in ms, text) per line."""
-    millis = Fraction(1, 1000)
-    with av.open(str(path), "w", format="matroska") as out:
-        stream = out.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
-        sub = out.add_stream("subrip")
-        sub.time_base = sub.codec_context.time_base = millis
-        sub.codec_context.subtitle_header = ASS_HEADER
-        for i in range(6):
-            frame = av.VideoFrame.from_ndarray(photo_like(48, 32, seed=i), format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 30)
-            out.mux(stream.encode(frame))
-            for start, text in lines:
-                if start // 33 == i:
-                    packet = av.Packet(text.encode())
-                    packet.pts = packet.dts = start
-                    packet.duration, packet.time_base, packet.stream = 80, millis, sub
-                    out.mux(packet)
-        out.mux(stream.encode())
-    return path
+def _subtitle_stream(out):
+    sub = out.add_stream("subrip")
+    sub.time_base = sub.codec_context.time_base = Fraction(1, 1000)
+    sub.codec_context.subtitle_header = ASS_HEADER
+    return sub
+
+
+def _mux_line(out, sub, start: int, text: str) -> None:
+    packet = av.Packet(text.encode())
+    packet.pts = packet.dts = start
+    packet.duration, packet.time_base, packet.stream = 80, Fraction(1, 1000), sub
+    out.mux(packet)
 
 
 def subtitle_packets(path: Path) -> list[tuple[Fraction, bytes]]:
@@ -290,7 +286,8 @@ def test_webm_reencodes_aac_to_opus_and_says_so(tmp_path, checkpoint):
 
 
 def test_subtitles_are_copied_into_mkv_and_left_out_of_mp4_saying_so(tmp_path, checkpoint):
-    clip = make_subtitled_clip(tmp_path / "talk.mkv", [(0, "hello"), (100, "world")])
+    clip = make_clip(tmp_path / "talk.mkv", audio=False, fmt="matroska",
+                     subtitles=((0, "hello"), (100, "world")))
     assert subtitle_packets(clip) == [(0, b"hello"), (Fraction(1, 10), b"world")]
     messages: list[str] = []
     from animegan_cli.results import ConvertEvents
