@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from animegan_cli import data, incremental, outputs, resources, video
+from animegan_cli import data, incremental, outputs, ov_warmup, resources, video
 from animegan_cli.engine import NON_FINITE_REASON, EngineSpec, NonFiniteOutput, torch_threads
 from animegan_cli.errors import RunStopped, UsageError, WeightsError
 from animegan_cli.faces import FaceSettings
@@ -31,13 +31,14 @@ from animegan_cli.results import ConvertEvents, FileResult, Summary
 from animegan_cli.selection import Selection
 from animegan_cli.signals import Interrupted, as_interrupted
 from animegan_cli.similar import HASH_BITS, Borrowed, ReuseStage
-from animegan_cli.weights import DEFAULT_STYLE
+from animegan_cli.weights import DEFAULT_STYLE, user_cache_dir
 from animegan_cli.writer import Lender, Target, Writer
 
 if TYPE_CHECKING:
     import torch
 
     from animegan_cli.face_stage import FaceStage  # imported when --faces is on: needs OpenCV
+    from animegan_cli.ov_warmup import Warmup
     from animegan_cli.stylizer import Stylizer
 
 # Images an INT8 model is calibrated on (NNCF's accuracy flattened out beyond a handful).
@@ -169,6 +170,7 @@ def load_stylizer(
     on_message: Callable[[str], None],
     calibration: Callable[[], list[torch.Tensor]] | None = None,
     expected_checkpoint: str | None = None,
+    warmup: Warmup | None = None,
 ) -> Stylizer:
     """The Stylizer a run's options ask for, on the engine resolved for the run."""
     from animegan_cli.stylizer import Stylizer
@@ -186,6 +188,7 @@ def load_stylizer(
         on_message=on_message,
         calibration=calibration,
         expected_checkpoint=expected_checkpoint,
+        warmup=warmup,
     )
 
 
@@ -317,8 +320,10 @@ def _convert_locked(
 
         ray_runner.run(options, spec, targets, summary, events, manifest, started, held)
     elif targets:
-        with torch_threads(options.threads):
-            stylizer = _run(options, spec, targets, summary, events, manifest, started, held)
+        # The warm-up compiles on a thread while torch_threads imports torch.
+        with _warmed(options, spec, targets) as warmup, torch_threads(options.threads):
+            stylizer = _run(options, spec, targets, summary, events, manifest, started, held,
+                            warmup)
     if clips:
         from animegan_cli import video_run
 
@@ -333,6 +338,23 @@ def _convert_locked(
         events.on_message(
             f"manifest not updated ({manifest.failure}); outputs still carry their provenance"
         )
+
+
+def _warmed(
+    options: ConvertOptions, spec: EngineSpec, targets: list[Target]
+) -> contextlib.AbstractContextManager[Warmup | None]:
+    """The OpenVINO warm-up for the run's first images (ov_warmup)."""
+    assert targets[0].lead.record is not None
+    settings = data.PreprocessSettings(size=options.size, max_pixels=options.max_pixels)
+    return ov_warmup.warmed(
+        spec,
+        targets[0].lead.record.checkpoint or None,
+        options.align_corners,
+        user_cache_dir() / "openvino",
+        [t.lead.item.path for t in targets[: ov_warmup.LOOKAHEAD]],
+        settings,
+        options.batch_size,
+    )
 
 
 def _targets(decisions: list[incremental.Decision]) -> list[Target]:
@@ -509,18 +531,22 @@ def _run(
     manifest: Manifest,
     started: float,
     held: HeldLock,
+    warmup: Warmup | None = None,
 ) -> Stylizer:
     """Decode, style and write every target: the run's one loop; returns the Stylizer."""
     from animegan_cli import workers  # torch's DataLoader: only a run that styles needs it
 
     settings = data.PreprocessSettings(size=options.size, max_pixels=options.max_pixels)
     dataset = data.ImageDataset([t.lead.item.path for t in targets], settings)
+    if warmup is not None:
+        warmup.before_fork()
     # Workers start before the model loads, so the first images decode while it loads.
     images = _ReadAhead(workers.prepared_images(dataset, options.num_workers))
     assert targets[0].lead.record is not None
     expected = targets[0].lead.record.checkpoint or None  # refuse a checkpoint replaced since
     with contextlib.closing(images):  # stops the decoder processes
-        stylizer = load_stylizer(options, spec, events.on_message, images.calibration, expected)
+        stylizer = load_stylizer(options, spec, events.on_message, images.calibration, expected,
+                                 warmup)
         summary.engine = stylizer.description
         summary.startup_seconds = time.perf_counter() - started
         batcher = data.ShapeBatcher(options.batch_size)

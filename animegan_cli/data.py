@@ -117,6 +117,17 @@ def decode_with_size(
         return decode_opened(img, size, max_pixels)
 
 
+def header_upright_size(path: Path) -> tuple[int, int] | None:
+    """An image's (width, height) once upright, from its header alone; None if unreadable."""
+    try:
+        with own_pixel_limit(), Image.open(path) as img:
+            width, height = img.size
+            turned = img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    except DECODE_ERRORS:
+        return None
+    return (height, width) if turned else (width, height)
+
+
 def check_pixels(width: int, height: int, max_pixels: int) -> None:
     """InputImageError for an image over the --max-pixels limit (0 = no limit)."""
     if max_pixels and width * height > max_pixels:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
     from animegan_cli.model import Generator
+    from animegan_cli.ov_warmup import Warmup
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 DEVICES = ("cpu", "cuda")
@@ -258,6 +259,8 @@ class EngineContext:
     cache_dir: Path
     # INT8 calibration images, uint8 (3, H, W); asked for only when quantizing.
     calibration: Callable[[], Sequence[torch.Tensor]] | None = None
+    # OpenVINO models read and compiled ahead on a thread (ov_warmup), for the engine to adopt.
+    warmup: Warmup | None = None
 
 
 EngineFactory = Callable[["Generator", EngineSpec, EngineContext], Engine]
@@ -281,6 +284,7 @@ def _openvino_engine(generator: Generator, spec: EngineSpec, context: EngineCont
         calibration=context.calibration,
         streams=spec.streams,
         shapes=spec.shapes,
+        warmup=context.warmup,
     )
 
 

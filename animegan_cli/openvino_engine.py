@@ -1,7 +1,9 @@
 """The OpenVINO engine: the generator converted once to OpenVINO IR (cached), run on the CPU.
 
 openvino is a required dependency, imported inside the functions that use it: importing it
-costs over half a second, which commands that never run the model should not pay.
+costs over half a second, which commands that never run the model should not pay. torch too
+is imported only where a tensor is made: ov_warmup reads and compiles the IR on a thread
+while the main thread imports torch, and must not wait for that import.
 """
 
 from __future__ import annotations
@@ -12,19 +14,25 @@ import logging
 import math
 import shutil
 import tempfile
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from animegan_cli import signal_stack
 from animegan_cli.atomic import atomic_write
 from animegan_cli.engine import SHAPE_MODES, to_model_input, to_pixels
 from animegan_cli.errors import UsageError
-from animegan_cli.model import Generator
+
+if TYPE_CHECKING:
+    import torch
+
+    from animegan_cli.model import Generator
+    from animegan_cli.ov_warmup import Warmup
 
 # OpenVINO names for our precisions. bf16 is a hint: CPUs without bf16 units run f32.
 _INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
@@ -50,6 +58,16 @@ def ir_cache_key(checkpoint_id: str, align_corners: bool, int8: bool) -> str:
     return f"{checkpoint_id[:16]}-align{int(align_corners)}-{kind}-ov{version}"
 
 
+def ir_path(cache_dir: Path, checkpoint_id: str, align_corners: bool, int8: bool) -> Path:
+    """The .xml of a checkpoint's cached IR (its .bin beside it)."""
+    return cache_dir / f"{ir_cache_key(checkpoint_id, align_corners, int8)}.xml"
+
+
+def ir_is_cached(xml: Path) -> bool:
+    """Whether the IR pair is there: save_ir_atomic places the .xml last."""
+    return xml.exists() and xml.with_suffix(".bin").exists()
+
+
 class OpenVINOEngine:
     """Runs the generator through OpenVINO's CPU plugin, compiled per input shape by default.
 
@@ -71,16 +89,19 @@ class OpenVINOEngine:
         shapes: str = "static",
         max_shapes: int = MAX_COMPILED_SHAPES,
         max_pixels: int = MAX_COMPILED_PIXELS,
+        warmup: Warmup | None = None,
     ) -> None:
         if precision == "int8" and calibration is None:
             raise UsageError("--precision int8 needs calibration images")
         if shapes not in SHAPE_MODES:
             raise UsageError(f"unknown shapes {shapes!r}; choose from: {', '.join(SHAPE_MODES)}")
         started = time.perf_counter()
+        xml = ir_path(cache_dir, checkpoint_id, generator.align_corners, precision == "int8")
+        self.config = compile_config(precision, threads, streams)
+        # Taken (the warm-up thread joined) before this thread touches the shared Core.
+        ready = warmup.take(xml, self.config) if warmup is not None else None
         self.core = shared_core()
-        key = ir_cache_key(checkpoint_id, generator.align_corners, precision == "int8")
-        xml = cache_dir / f"{key}.xml"
-        self.from_cache = xml.exists() and xml.with_suffix(".bin").exists()
+        self.from_cache = ready is not None or ir_is_cached(xml)
         if not self.from_cache:
             model = convert_generator(generator)
             if precision == "int8":
@@ -88,15 +109,18 @@ class OpenVINOEngine:
                 model = quantize(model, calibration())
             save_ir_atomic(model, xml)
         # The saved IR, also on the first run: every run compiles the same model.
-        self.model = self.core.read_model(xml)
-        self.config = _compile_config(precision, threads, streams)
+        self.model = ready.model if ready is not None else self.core.read_model(xml)
         # With several streams, the images of a batch run side by side, one per stream.
         self.streams = streams
         self.shapes = shapes
         self.max_shapes = max_shapes
         self.max_pixels = max_pixels
-        self.compiled: OrderedDict[tuple[int, ...] | None, _Compiled] = OrderedDict()
+        self.compiled: OrderedDict[tuple[int, ...] | None, CompiledShape] = OrderedDict()
         self.compile_seconds = 0.0  # all compiles so far, for -v and benchmarks
+        if ready is not None:
+            for shape, entry in ready.compiled.items():
+                self._keep(shape, entry)
+            self.compile_seconds += ready.seconds
         if shapes == "dynamic":
             self._compile(None)
         self.precision = precision
@@ -111,7 +135,7 @@ class OpenVINOEngine:
         streams_text = f", {self.streams} streams" if self.streams > 1 else ""
         return f"openvino cpu {self.precision} (runs {runs}{streams_text}, {self.shapes} shapes)"
 
-    def _compiled_for(self, shape: tuple[int, ...]) -> _Compiled:
+    def _compiled_for(self, shape: tuple[int, ...]) -> CompiledShape:
         """The compiled model for ``shape`` (or the dynamic one), compiling it if new."""
         key = shape if self.shapes == "static" and static_is_safe(shape) else None
         found = self.compiled.get(key)
@@ -120,24 +144,18 @@ class OpenVINOEngine:
             return found
         return self._compile(key)
 
-    def _compile(self, shape: tuple[int, ...] | None) -> _Compiled:
-        started = time.perf_counter()
-        # A copy per shape, kept with its compiled model: no reshape ever touches a model
-        # that a live compiled one came from.
-        model = self.model.clone()
-        model.reshape(ov_shape(shape or DYNAMIC_SHAPE))
-        with signal_stack.kept():  # see signal_stack: else a later SIGCHLD can be a SIGSEGV
-            entry = _Compiled(self.core.compile_model(model, "CPU", self.config), self.streams)
-        entry.source = model
-        seconds = time.perf_counter() - started
+    def _compile(self, shape: tuple[int, ...] | None) -> CompiledShape:
+        entry, seconds = compile_shape(self.core, self.model, shape, self.config, self.streams)
         self.compile_seconds += seconds
+        log_compiled(shape, seconds)
+        return self._keep(shape, entry)
+
+    def _keep(self, shape: tuple[int, ...] | None, entry: CompiledShape) -> CompiledShape:
         self.compiled[shape] = entry
         while len(self.compiled) > 1 and (
             len(self.compiled) > self.max_shapes or self._compiled_pixels() > self.max_pixels
         ):
             self.compiled.popitem(last=False)  # least recently used: its memory goes
-        shown = "dynamic shapes" if shape is None else "x".join(map(str, shape))
-        log.info("openvino: compiled for %s in %.2f s", shown, seconds)
         return entry
 
     def _compiled_pixels(self) -> int:
@@ -146,6 +164,8 @@ class OpenVINOEngine:
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         """Style one uint8 batch (N, 3, H, W); returns uint8 (N, H, W, 3)."""
+        import torch
+
         x = to_model_input(batch, torch.float32).numpy()
         if self.streams > 1 and len(x) > 1:
             # Each stream runs one image, so the static model is the one for N = 1.
@@ -160,7 +180,7 @@ class OpenVINOEngine:
         return to_pixels(torch.from_numpy(np.asarray(y)))
 
 
-class _Compiled:
+class CompiledShape:
     """One compiled model with its infer request (and, with streams, its async queue)."""
 
     def __init__(self, compiled, streams: int) -> None:  # compiled: openvino.CompiledModel
@@ -186,7 +206,9 @@ class _Compiled:
         return np.concatenate(out)  # type: ignore[arg-type]
 
 
-@functools.lru_cache(maxsize=1)
+_core_lock = threading.Lock()  # the warm-up thread and the main thread may both ask first
+
+
 def shared_core():  # -> openvino.Core
     """The process's one OpenVINO Core, its CPU plugin loaded; it lives until exit.
 
@@ -194,6 +216,12 @@ def shared_core():  # -> openvino.Core
     whichever thread frees it (see signal_stack): one Core, made under ``kept``, never freed,
     keeps every thread's signal stack valid.
     """
+    with _core_lock:
+        return _new_core()
+
+
+@functools.lru_cache(maxsize=1)
+def _new_core():  # -> openvino.Core
     import openvino as ov
 
     with signal_stack.kept():
@@ -220,7 +248,30 @@ def static_is_safe(shape: tuple[int, ...]) -> bool:
     return h * w >= MIN_STATIC_PIXELS
 
 
-def _compile_config(precision: str, threads: int | None, streams: int) -> dict[str, object]:
+def compile_shape(
+    core, model, shape: tuple[int, ...] | None, config: dict[str, object], streams: int
+) -> tuple[CompiledShape, float]:
+    """``model`` (an openvino.Model) compiled for ``shape`` (None: dynamic), and the seconds
+    it took. Releases the GIL while it compiles."""
+    started = time.perf_counter()
+    # A copy per shape, kept with its compiled model: no reshape ever touches a model
+    # that a live compiled one came from.
+    shaped = model.clone()
+    shaped.reshape(ov_shape(shape or DYNAMIC_SHAPE))
+    with signal_stack.kept():  # see signal_stack: else a later SIGCHLD can be a SIGSEGV
+        entry = CompiledShape(core.compile_model(shaped, "CPU", config), streams)
+    entry.source = shaped
+    return entry, time.perf_counter() - started
+
+
+def log_compiled(shape: tuple[int, ...] | None, seconds: float, ahead: bool = False) -> None:
+    """The -v line for one compile."""
+    shown = "dynamic shapes" if shape is None else "x".join(map(str, shape))
+    when = ", ahead of its first image" if ahead else ""
+    log.info("openvino: compiled for %s in %.2f s%s", shown, seconds, when)
+
+
+def compile_config(precision: str, threads: int | None, streams: int) -> dict[str, object]:
     """The CPU plugin's properties for our precision, threads and streams."""
     config: dict[str, object] = {
         "INFERENCE_PRECISION_HINT": _INFERENCE_PRECISION[precision],
@@ -236,6 +287,7 @@ def _compile_config(precision: str, threads: int | None, streams: int) -> dict[s
 def convert_generator(generator: Generator):  # -> openvino.Model
     """Trace the generator into an OpenVINO model with dynamic batch, height and width."""
     import openvino as ov
+    import torch
 
     example = torch.zeros(1, 3, 64, 64)
     with torch.inference_mode(), warnings_silenced():
@@ -250,6 +302,8 @@ def quantize(model, images: Sequence[torch.Tensor]):  # -> openvino.Model
         raise UsageError(
             "--precision int8 needs NNCF: pip install 'animegan[int8]' (or pip install nncf)"
         ) from exc
+    import torch
+
     samples = [to_model_input(img[None], torch.float32).numpy() for img in images]
     with signal_stack.kept():  # NNCF runs the model on Cores of its own (see shared_core)
         return nncf.quantize(

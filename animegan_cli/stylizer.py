@@ -14,6 +14,7 @@ import io
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -30,6 +31,9 @@ from animegan_cli.weights import (
     load_generator,
     user_cache_dir,
 )
+
+if TYPE_CHECKING:
+    from animegan_cli.ov_warmup import Warmup
 
 # What stylize() and prepare() take: a PIL image (opened or decoded), a file, or its bytes.
 ImageSource = Image.Image | str | Path | bytes
@@ -105,13 +109,15 @@ class Stylizer:
         on_message: Callable[[str], None] = _ignore,
         calibration: Callable[[], Sequence[torch.Tensor]] | None = None,
         expected_checkpoint: str | None = None,
+        warmup: Warmup | None = None,
     ) -> Stylizer:
         """Find (or download) a style or checkpoint file and set up its engine.
 
         ``spec`` (an already resolved EngineSpec) replaces device/backend/precision/
         threads/streams/compile/shapes. ``calibration`` supplies images for an INT8 model.
         ``expected_checkpoint`` is an id the caller already recorded: a checkpoint file
-        replaced since is refused rather than run under the wrong id.
+        replaced since is refused rather than run under the wrong id. ``warmup`` holds
+        OpenVINO models compiled ahead (ov_warmup) for the engine to adopt.
         """
         pixels = PixelSettings(size, keep_size, align_corners, max_pixels)
         pixels.validate()
@@ -132,7 +138,9 @@ class Stylizer:
         generator = load_generator(resolved.state_dict, align_corners=align_corners)
         if spec.precision == "int8":
             on_message("quantizing the model to INT8 on the first images (cached afterwards)")
-        context = EngineContext(resolved.checkpoint_id, user_cache_dir() / "openvino", calibration)
+        context = EngineContext(
+            resolved.checkpoint_id, user_cache_dir() / "openvino", calibration, warmup
+        )
         return cls(create_engine(generator, spec, context), spec, resolved, pixels)
 
     @property
