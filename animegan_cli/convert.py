@@ -31,7 +31,7 @@ from animegan_cli.results import ConvertEvents, FileResult, Summary
 from animegan_cli.selection import Selection
 from animegan_cli.signals import Interrupted, as_interrupted
 from animegan_cli.similar import HASH_BITS, Borrowed, ReuseStage
-from animegan_cli.weights import DEFAULT_STYLE, user_cache_dir
+from animegan_cli.weights import DEFAULT_STYLE, ir_cache_dir
 from animegan_cli.writer import Lender, Target, Writer
 
 if TYPE_CHECKING:
@@ -350,8 +350,8 @@ def _warmed(
         spec,
         targets[0].lead.record.checkpoint or None,
         options.align_corners,
-        user_cache_dir() / "openvino",
-        [t.lead.item.path for t in targets[: ov_warmup.LOOKAHEAD]],
+        ir_cache_dir(),
+        [t.lead.item.path for t in targets],
         settings,
         options.batch_size,
     )

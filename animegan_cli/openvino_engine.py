@@ -27,6 +27,7 @@ from animegan_cli import signal_stack
 from animegan_cli.atomic import atomic_write
 from animegan_cli.engine import SHAPE_MODES, to_model_input, to_pixels
 from animegan_cli.errors import UsageError
+from animegan_cli.limits import MAX_COMPILED_PIXELS, MAX_COMPILED_SHAPES
 
 if TYPE_CHECKING:
     import torch
@@ -36,11 +37,6 @@ if TYPE_CHECKING:
 
 # OpenVINO names for our precisions. bf16 is a hint: CPUs without bf16 units run f32.
 _INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
-# Compiled static models kept at once: a run rarely has more shapes. Each holds its own
-# weights and buffers, ~100 MB at 1x3x384x512 in bf16 (8 such: +665 MB RSS), growing with
-# the pixels, so the pixels they are compiled for are bounded too (~0.8 GB in all).
-MAX_COMPILED_SHAPES = 8
-MAX_COMPILED_PIXELS = 8 * 384 * 512
 
 # Smaller images run on the dynamic model (see static_is_safe).
 MIN_STATIC_PIXELS = 64 * 64

@@ -21,16 +21,13 @@ from pathlib import Path
 
 from animegan_cli import data
 from animegan_cli.engine import EngineSpec
-from animegan_cli.limits import MIN_SIDE
+from animegan_cli.limits import MAX_COMPILED_PIXELS, MIN_SIDE
 
 # Headers read for the first shapes: enough for the first batches of a run of any length,
 # at ~0.3 ms each.
 LOOKAHEAD = 32
 # Shapes compiled ahead, each ~100 MB; the engine compiles later ones on first sight.
 MAX_AHEAD = 4
-# At most what the engine's LRU keeps (openvino_engine.MAX_COMPILED_PIXELS, not imported:
-# that module is loaded on the warm-up thread), so no model compiled ahead is evicted.
-MAX_AHEAD_PIXELS = 8 * 384 * 512
 
 Shape = tuple[int, int, int, int]  # (N, 3, H, W)
 
@@ -59,7 +56,7 @@ def first_shapes(
     for (height, width), count in list(counts.items())[:MAX_AHEAD]:
         n = min(batch, count) if whole_run else batch
         pixels += n * height * width
-        if pixels > MAX_AHEAD_PIXELS:
+        if pixels > MAX_COMPILED_PIXELS:  # the engine's LRU would evict what is compiled ahead
             break
         shapes.append((n, 3, height, width))
     return shapes

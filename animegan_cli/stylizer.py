@@ -28,8 +28,8 @@ from animegan_cli.weights import (
     DEFAULT_STYLE,
     ResolvedWeights,
     WeightsStore,
+    ir_cache_dir,
     load_generator,
-    user_cache_dir,
 )
 
 if TYPE_CHECKING:
@@ -138,9 +138,7 @@ class Stylizer:
         generator = load_generator(resolved.state_dict, align_corners=align_corners)
         if spec.precision == "int8":
             on_message("quantizing the model to INT8 on the first images (cached afterwards)")
-        context = EngineContext(
-            resolved.checkpoint_id, user_cache_dir() / "openvino", calibration, warmup
-        )
+        context = EngineContext(resolved.checkpoint_id, ir_cache_dir(), calibration, warmup)
         return cls(create_engine(generator, spec, context), spec, resolved, pixels)
 
     @property

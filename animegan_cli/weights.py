@@ -101,6 +101,11 @@ def user_cache_dir() -> Path:
     return base / "animegan"
 
 
+def ir_cache_dir() -> Path:
+    """Where the OpenVINO engine caches each checkpoint's converted IR."""
+    return user_cache_dir() / "openvino"
+
+
 def repo_weights_dir() -> Path:
     """Return the repository's weights/ folder, for checkpoints shipped beside a checkout."""
     return Path(__file__).resolve().parent.parent / "weights"
