@@ -95,6 +95,11 @@ class ConvertOptions:
     frames_per_batch: int = video.DEFAULT_FRAMES_PER_BATCH
     keep_partial_video: bool = False
 
+    @property
+    def preprocess(self) -> data.PreprocessSettings:
+        """How inputs are decoded and sized for the model."""
+        return data.PreprocessSettings(size=self.size, max_pixels=self.max_pixels)
+
 
 def validate(options: ConvertOptions) -> None:
     """Reject option values that cannot work, before anything is read or loaded.
@@ -345,14 +350,13 @@ def _warmed(
 ) -> contextlib.AbstractContextManager[Warmup | None]:
     """The OpenVINO warm-up for the run's first images (ov_warmup)."""
     assert targets[0].lead.record is not None
-    settings = data.PreprocessSettings(size=options.size, max_pixels=options.max_pixels)
     return ov_warmup.warmed(
         spec,
         targets[0].lead.record.checkpoint or None,
         options.align_corners,
         ir_cache_dir(),
         [t.lead.item.path for t in targets],
-        settings,
+        options.preprocess,
         options.batch_size,
     )
 
@@ -536,8 +540,7 @@ def _run(
     """Decode, style and write every target: the run's one loop; returns the Stylizer."""
     from animegan_cli import workers  # torch's DataLoader: only a run that styles needs it
 
-    settings = data.PreprocessSettings(size=options.size, max_pixels=options.max_pixels)
-    dataset = data.ImageDataset([t.lead.item.path for t in targets], settings)
+    dataset = data.ImageDataset([t.lead.item.path for t in targets], options.preprocess)
     if warmup is not None:
         warmup.before_fork()
     # Workers start before the model loads, so the first images decode while it loads.

@@ -118,7 +118,9 @@ class Warmup:
         config = ove.compile_config(spec.precision, spec.threads, spec.streams)
         ready = Ready(xml, config, core.read_model(xml))
         for shape in self.shapes:
-            if self._stop.is_set() or not ove.static_is_safe(shape):
+            if self._stop.is_set():
+                break
+            if not ove.static_is_safe(shape):
                 continue
             entry, seconds = ove.compile_shape(core, ready.model, shape, config, spec.streams)
             ready.compiled[shape] = entry

@@ -364,7 +364,7 @@ class StylizeActor:
         summary = Summary()
         events = ConvertEvents(on_result=results.append)
         options = self.config.options
-        preprocess = data.PreprocessSettings(size=options.size, max_pixels=options.max_pixels)
+        preprocess = options.preprocess
         written = lambda decision: self._written(decision, planned)  # noqa: E731
         stopped = None
         try:

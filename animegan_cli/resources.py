@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from animegan_cli import data
 from animegan_cli.engine import cpu_has_fast_bf16
 from animegan_cli.errors import UsageError
@@ -116,14 +114,13 @@ def largest_size_within(budget: int, precision: str = "fp32") -> int:
 
 def header_pixels(path: Path, max_pixels: int = 0) -> int | None:
     """Pixels of one image from its header only; None when unreadable or over max_pixels."""
-    try:
-        with data.own_pixel_limit(), Image.open(path) as img:
-            width, height = img.size
-    except (*data.DECODE_ERRORS, OSError):
+    size = data.header_upright_size(path)
+    if size is None:
         return None
-    if max_pixels and width * height > max_pixels:
+    pixels = size[0] * size[1]
+    if max_pixels and pixels > max_pixels:
         return None  # the decoder refuses it before any memory is spent
-    return width * height
+    return pixels
 
 
 @dataclass

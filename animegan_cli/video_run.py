@@ -59,7 +59,7 @@ def convert_videos(
     if stylizer is None:
         first = clips[0].lead
         assert first.record is not None
-        pixels = PreprocessSettings(size=options.size, max_pixels=options.max_pixels)
+        pixels = options.preprocess
         stylizer = load(calibration=lambda: calibration_pixels(first.item.path, pixels),
                         expected_checkpoint=first.record.checkpoint or None)
         summary.engine = stylizer.description
