@@ -42,6 +42,12 @@ from animegan_cli.provenance import find_provenance
 from animegan_cli.report import build_report, json_safe, one_line, write_report
 from animegan_cli.resources import DEFAULT_BUDGET_SHARE, parse_size
 from animegan_cli.selection import parse_shard, parse_since
+from animegan_cli.serve_access import (
+    CACHE_SCOPES,
+    DEFAULT_CACHE_SCOPE,
+    DEFAULT_LISTEN_HOST,
+    LOCAL_HOSTS,
+)
 from animegan_cli.signals import Interrupted, release_early, stop_on_signals
 from animegan_cli.system import describe_auto, describe_system, torch_details
 from animegan_cli.tune import Trial, TuneRequest, TuneResult, run_tune
@@ -831,8 +837,26 @@ _SERVE_EXTRA = frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client"
                           "python_multipart", "multipart"})
 
 
+def serve_access_options(command: Callable) -> Callable:
+    """--allowed-host, --allowed-origin, --cache-scope: who may use the server (issue 22)."""
+    return _apply(command, (
+        _env_option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+                    help="Also answer requests whose Host is NAME (e.g. the name a reverse "
+                         "proxy passes on); repeatable, * = any. Default: localhost, the "
+                         "--host address, and any IP address when --host is 0.0.0.0 or ::."),
+        _env_option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
+                    help="Accept POSTs from pages at ORIGIN (https://app.example.com) besides "
+                         "the server's own page, with CORS headers; repeatable, * = any."),
+        _env_option("--cache-scope", type=click.Choice(CACHE_SCOPES),
+                    default=DEFAULT_CACHE_SCOPE, show_default=True,
+                    help="Whose cached results a request may get: only its own client "
+                         "address's, or anyone's (shared: a hit tells one client what "
+                         "another uploaded)."),
+    ))
+
+
 @main.command("serve")
-@_env_option("--host", default="127.0.0.1",
+@_env_option("--host", default=DEFAULT_LISTEN_HOST,
              help="Address to listen on; another than 127.0.0.1 without --token warns.")
 @_env_option("--port", type=int, default=8000, help="Port to listen on.")
 @model_options
@@ -859,6 +883,7 @@ _SERVE_EXTRA = frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client"
                    "(and the page). Env: ANIMEGAN_TOKEN.")
 @_env_option("--grace", type=float, default=30.0, metavar="SECONDS",
              help="On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.")
+@serve_access_options
 def serve_command(host: str, port: int, style: str, weights: Path | None, size: int,
                   keep_size: bool, align_corners: bool, threads: int | None, streams: int,
                   device: str, backend: str, precision: str, compile_: bool, shapes: str,
@@ -884,7 +909,7 @@ def serve_command(host: str, port: int, style: str, weights: Path | None, size: 
         raise CommandError('serve needs FastAPI and uvicorn: pip install "animegan[serve]"',
                            EXIT_USAGE) from None
     max_pixels = limits.pop("max_pixels")
-    settings = ServeSettings(token=token or None, grace_s=grace, **limits)
+    settings = ServeSettings(token=token or None, grace_s=grace, listen_host=host, **limits)
     try:
         settings.validate()
         stylizer = Stylizer.load(
@@ -895,7 +920,7 @@ def serve_command(host: str, port: int, style: str, weights: Path | None, size: 
             on_message=lambda m: click.echo(f"animegan: {m}", err=True))
     except AnimeganError as exc:
         _raise_for(exc)
-    if host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
+    if host not in LOCAL_HOSTS and not settings.token:
         click.echo(f"animegan: warning: listening on {host} without --token: anyone who can "
                    "reach this port can use the model", err=True)
     click.echo(f"animegan: serving {stylizer.style} on {stylizer.description} at "

@@ -51,9 +51,14 @@ SERVE_KEYS: dict[str, type | tuple[type, ...]] = {
     "cache_mb": (int, float),
     "cache_similar": int,
     "grace": (int, float),
+    # Who may use it (serve_access.py): lists of names and origins, and the cache's scope.
+    "allowed_hosts": list,
+    "allowed_origins": list,
+    "cache_scope": str,
 }
 SECTIONS = {SECTION: CONFIG_KEYS, "serve": SERVE_KEYS}
 _TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false",
+               list: 'a list of strings such as ["a", "b"]',
                (int, float): "a number", (int, str): 'a number or a size such as "50M"'}
 
 
@@ -100,7 +105,8 @@ def load_config(path: Path | None = None, section: str = SECTION) -> dict[str, o
                              f"(known: {known})")
         # bool is an int in Python; a config saying batch_size = true is still wrong.
         wrong_bool = isinstance(value, bool) and expected is not bool
-        if wrong_bool or not isinstance(value, expected):
+        wrong_items = isinstance(value, list) and not all(isinstance(v, str) for v in value)
+        if wrong_bool or wrong_items or not isinstance(value, expected):
             name = _KEY_TYPE_NAMES.get(key) or _TYPE_NAMES.get(expected, "value")  # type: ignore[arg-type]
             raise UsageError(f"config file {path}, line {line}: {key} must be {name}, "
                              f"not {value!r}")
@@ -127,6 +133,8 @@ def _toml_value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

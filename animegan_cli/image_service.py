@@ -22,6 +22,12 @@ from animegan_cli.batcher import Batcher
 from animegan_cli.errors import InputImageError, UsageError
 from animegan_cli.formats import DEFAULT_PNG_LEVEL, FORMATS, OutputFormat
 from animegan_cli.result_cache import CachedResult, ResultCache, cache_key
+from animegan_cli.serve_access import (
+    CACHE_SCOPES,
+    DEFAULT_CACHE_SCOPE,
+    DEFAULT_LISTEN_HOST,
+    origin_problem,
+)
 from animegan_cli.stylizer import PixelSettings, Stylizer
 
 SERVED_FORMATS = tuple(key for key, fmt in FORMATS.items() if fmt.offered)
@@ -40,6 +46,12 @@ class ServeSettings:
     cache_similar: int | None = None
     token: str | None = None
     grace_s: float = 30.0
+    # Who may talk to it (serve_access.py): the names it answers, the origins it accepts,
+    # and whose cached results a request may get.
+    listen_host: str = DEFAULT_LISTEN_HOST
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    cache_scope: str = DEFAULT_CACHE_SCOPE
 
     def validate(self) -> None:
         """UsageError for values that cannot work."""
@@ -55,6 +67,15 @@ class ServeSettings:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        self._validate_access()
+
+    def _validate_access(self) -> None:
+        if self.cache_scope not in CACHE_SCOPES:
+            raise UsageError(f"--cache-scope must be one of: {', '.join(CACHE_SCOPES)}")
+        for origin in self.allowed_origins:
+            problem = origin_problem(origin)
+            if problem is not None:
+                raise UsageError(f"--allowed-origin: {problem}")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -78,12 +99,14 @@ class RequestSettings:
     output: OutputFormat
     quality: int
     stylizer: Stylizer  # the server's, or a view of it with this request's size/keep_size
+    scope: str = ""  # whose cached results it may get ("" = anyone's; see serve_access)
 
     @property
     def settings(self) -> dict[str, object]:
-        """Everything besides the upload's bytes that decides the answer (the cache key's)."""
+        """Everything besides the upload's bytes that decides the answer (the cache key's),
+        and whose cache entries it may see: one client never hits another's."""
         return {**self.stylizer.settings, "format": self.output.pil_name,
-                "quality": self.quality if self.output.lossy else None}
+                "quality": self.quality if self.output.lossy else None, "scope": self.scope}
 
 
 @dataclass
@@ -106,7 +129,7 @@ class ImageService:
                                settings.batch_wait_ms / 1000, settings.queue_size, on_batch)
 
     def request(self, format_: str = "png", quality: int = 95, size: int | None = None,
-                keep_size: bool | None = None) -> RequestSettings:
+                keep_size: bool | None = None, scope: str = "") -> RequestSettings:
         """The settings a form's fields ask for; ImageError (422) for values that cannot work."""
         if format_ not in SERVED_FORMATS:
             raise ImageError(422, f"unknown format {format_!r}; choose from: "
@@ -123,7 +146,7 @@ class ImageService:
             raise ImageError(422, str(exc).replace("--size", "size")) from None
         stylizer = base if pixels == base.pixels else Stylizer(
             base.engine, base.spec, base.checkpoint, pixels)
-        return RequestSettings(FORMATS[format_], quality, stylizer)
+        return RequestSettings(FORMATS[format_], quality, stylizer, scope)
 
     def key(self, request: RequestSettings, upload: bytes) -> str:
         """The cache key of an upload under a request's settings."""

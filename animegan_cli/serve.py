@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 import unicodedata
+import urllib.parse
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
@@ -26,6 +27,7 @@ from importlib import resources
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -34,6 +36,7 @@ from starlette.requests import Request as HTTPRequest
 from animegan_cli.batcher import Closed, QueueFull
 from animegan_cli.image_service import ImageError, ImageService, RequestSettings, ServeSettings
 from animegan_cli.result_cache import CachedResult
+from animegan_cli.serve_access import SAFE_METHODS, AccessPolicy
 from animegan_cli.serve_metrics import Metrics
 from animegan_cli.stylizer import Stylizer
 from animegan_cli.uploads import FormError, Upload, read_form
@@ -44,8 +47,16 @@ RETRY_AFTER_S = 1
 DISCONNECT_POLL_S = 0.1
 # Uploads decoded at once, beside the engine thread: as convert's one decoding worker.
 DECODE_SLOTS = 1
-PUBLIC_PATHS = frozenset({"/healthz", "/", "/app.js"})  # the page holds no data; see docs
-_ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
+# The page holds no data (its icon is inline; /favicon.ico, which browsers and tools ask for
+# anyway, answers 204): see docs/serve.md.
+PUBLIC_PATHS = frozenset({"/healthz", "/", "/app.js", "/favicon.ico"})
+# A liveness probe answers whatever Host a load balancer sends: it tells nothing.
+UNCHECKED_HOST_PATHS = frozenset({"/healthz"})
+# What a page at an --allowed-origin may send and read (CORS).
+CORS_HEADERS = {"allow_methods": ("GET", "POST"), "allow_headers": ("Authorization",),
+                "expose_headers": ("Content-Disposition", "Retry-After", "Server-Timing",
+                                   "X-Animegan-Cached")}
+_ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                 405: "method_not_allowed", 413: "too_large", 415: "not_an_image",
                 422: "invalid", 500: "failed", 503: "busy"}
 
@@ -105,10 +116,24 @@ def create_app(stylizer: Stylizer, settings: ServeSettings) -> FastAPI:
     app = FastAPI(title="animegan", summary="Anime-style images from photos (AnimeGANv2)",
                   lifespan=lifespan)
     _add_error_handlers(app)
-    if settings.token:
-        app.add_middleware(_TokenCheck, token=settings.token)
+    _add_middleware(app, settings)
     _add_routes(app, service, metrics, state)
     return app
+
+
+def _add_middleware(app: FastAPI, settings: ServeSettings) -> None:
+    """Host and Origin checks outermost, then CORS for allowed origins, then the token.
+
+    The last one added runs first: a refused Host or Origin never reaches the token check,
+    and a CORS preflight (which carries no token) is answered before it.
+    """
+    policy = AccessPolicy.build(settings.listen_host, settings.allowed_hosts,
+                                settings.allowed_origins)
+    if settings.token:
+        app.add_middleware(_TokenCheck, token=settings.token)
+    if policy.origins:
+        app.add_middleware(CORSMiddleware, allow_origins=sorted(policy.origins), **CORS_HEADERS)
+    app.add_middleware(_AccessCheck, policy=policy)
 
 
 def _warm_up(service: ImageService, state: _State) -> None:
@@ -150,6 +175,10 @@ def _add_routes(app: FastAPI, service: ImageService, metrics: Metrics, state: _S
     async def script() -> Response:
         return Response((page / "app.js").read_bytes(), media_type="text/javascript")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)  # the page's icon is inline: nothing to fetch
+
     @app.post("/animeify", summary="Style one or more photos", openapi_extra=_FORM_SCHEMA,
               responses={200: {"description": "One image, or a ZIP for several files"}})
     async def animeify(request: HTTPRequest) -> Response:
@@ -179,15 +208,25 @@ async def _animeify(request: HTTPRequest, service: ImageService, metrics: Metric
         settings.max_upload_bytes, settings.queue_size,
         settings.max_upload_bytes * settings.queue_size + 2**20,
     )
-    job = service.request(**_request_fields(form.fields))
+    job = service.request(**_request_fields(form.fields),
+                          scope=_CACHE_SCOPE_OF[settings.cache_scope](request))
     outcomes = await _start(form.files, job, service, metrics, decoding)
     if len(outcomes) == 1:
         return await _single(outcomes[0], job, service, metrics, request)
     names = unique_names([o.upload.filename for o in outcomes])
     return StreamingResponse(
         _zip_stream(outcomes, names, job, service, metrics), media_type="application/zip",
-        headers={"Content-Disposition": 'attachment; filename="animegan.zip"'},
+        headers={"Content-Disposition": content_disposition("attachment", "animegan.zip")},
     )
+
+
+# Whose cached results a request may be answered with (--cache-scope). "client": only those
+# its own address put there (uvicorn puts a local proxy's X-Forwarded-For address there), so
+# neither a hit nor its timing tells one client what another uploaded. "shared": anyone's.
+_CACHE_SCOPE_OF: dict[str, Callable[[HTTPRequest], str]] = {
+    "client": lambda request: f"client {request.client.host if request.client else '?'}",
+    "shared": lambda request: "",
+}
 
 
 def _request_fields(fields: dict[str, str]) -> dict[str, object]:
@@ -298,9 +337,9 @@ async def _single(outcome: Outcome, job: RequestSettings, service: ImageService,
     if outcome.error is not None:
         return error_response(outcome.error.status, outcome.error.reason)
     assert outcome.result is not None
-    stem = unique_names([outcome.upload.filename])[0]
+    filename = unique_names([outcome.upload.filename])[0] + outcome.result.extension
     headers = {"X-Animegan-Cached": "true" if outcome.cached else "false",
-               "Content-Disposition": f'inline; filename="{stem}{outcome.result.extension}"'}
+               "Content-Disposition": content_disposition("inline", filename)}
     return Response(outcome.result.data, media_type=outcome.result.media_type, headers=headers)
 
 
@@ -347,6 +386,9 @@ class _Sink:
         return data
 
 
+# Names: an upload's name becomes an output stem here and only here. Stems keep their
+# letters in any script (ZIP entries are UTF-8, flagged so by zipfile); a header gets them
+# through content_disposition, with an ASCII fallback for clients that predate RFC 6266.
 _UNSAFE = re.compile(r"[^\w.-]+")
 
 
@@ -365,6 +407,26 @@ def unique_names(filenames: list[str]) -> list[str]:
         seen.add(candidate.casefold())
         stems.append(candidate)
     return stems
+
+
+def content_disposition(kind: str, filename: str) -> str:
+    """``kind; filename="ascii"`` plus ``filename*=UTF-8''...`` when the name is not ASCII.
+
+    HTTP headers are Latin-1 at most: a name such as 照片.png goes percent-encoded in
+    ``filename*`` (RFC 6266 / 5987), which browsers and curl -J prefer.
+    """
+    fallback = ascii_name(filename)
+    header = f'{kind}; filename="{fallback}"'
+    if fallback != filename:
+        header += "; filename*=UTF-8''" + urllib.parse.quote(filename, safe="")
+    return header
+
+
+def ascii_name(filename: str) -> str:
+    """The name with accents dropped and other non-ASCII letters gone ("image" if none left)."""
+    stem, dot, extension = filename.rpartition(".") if "." in filename else (filename, "", "")
+    letters = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    return (_UNSAFE.sub("_", letters).strip("._") or "image") + dot + extension
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -396,13 +458,50 @@ class _TokenCheck:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(given, self.expected):  # constant time
+        given = dict(scope["headers"]).get(b"authorization")
+        if given is not None and hmac.compare_digest(given, self.expected):  # constant time
             await self.app(scope, receive, send)
             return
-        detail = "missing or wrong token: send 'Authorization: Bearer TOKEN'"
-        response = error_response(401, detail, {"WWW-Authenticate": "Bearer"})
+        response = error_response(401, _token_problem(given), {"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)
+
+
+def _token_problem(given: bytes | None) -> str:
+    """What is wrong with the Authorization header, in the words a person needs."""
+    if given is None:
+        return "this server needs a token: send 'Authorization: Bearer TOKEN'"
+    if not given.startswith(b"Bearer "):
+        return "send the token as 'Authorization: Bearer TOKEN'"
+    return "wrong token"
+
+
+class _AccessCheck:
+    """ASGI middleware: a Host the server does not go by gets 400 (DNS rebinding), a
+    browser's state-changing request from another origin 403 (a cross-site form POST)."""
+
+    def __init__(self, app: Callable, policy: AccessPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        problem = None
+        if scope["type"] == "http" and scope["path"] not in UNCHECKED_HOST_PATHS:
+            problem = self._problem(scope["method"], dict(scope["headers"]))
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        await error_response(*problem)(scope, receive, send)
+
+    def _problem(self, method: str, headers: dict[bytes, bytes]) -> tuple[int, str] | None:
+        host = headers[b"host"].decode("latin-1") if b"host" in headers else None
+        if not self.policy.host_allowed(host):
+            return 400, (f"this server does not answer to the host name in {host!r} "
+                         "(start it with --allowed-host NAME to add one)")
+        origin = headers[b"origin"].decode("latin-1") if b"origin" in headers else None
+        if method in SAFE_METHODS or self.policy.origin_allowed(origin, host):
+            return None
+        return 403, (f"a page at {origin} may not send requests here; start the server "
+                     f"with --allowed-origin {origin} to allow it")
 
 
 _FORM_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {

@@ -24,10 +24,24 @@ function addPair(file) {
   return { file, pair, result, status };
 }
 
+// The form's fields, each sent only when set: an empty choice leaves the server's default.
+const FIELDS = ["format", "size", "keep_size"];
+
+// What to tell a person for an answer that is not a result.
+function problem(response, error, token) {
+  if (response.status === 401) {
+    return token ? "wrong token" : "this server needs a token: type it in the Token box";
+  }
+  return error.detail || response.statusText || "HTTP " + response.status;
+}
+
 async function convert(job) {
   const body = new FormData();
   body.append("files", job.file, job.file.name);
-  body.append("format", document.getElementById("format").value);
+  for (const name of FIELDS) {
+    const value = document.getElementById(name).value;
+    if (value !== "") body.append(name, value);
+  }
   const headers = {};
   const token = document.getElementById("token").value;
   if (token) headers["Authorization"] = "Bearer " + token;
@@ -41,8 +55,8 @@ async function convert(job) {
       response = await fetch("animeify", { method: "POST", body, headers });
     }
     if (!response.ok) {
-      const error = await response.json().catch(() => ({ detail: response.statusText }));
-      throw new Error(response.status + ": " + error.detail);
+      const error = await response.json().catch(() => ({}));
+      throw new Error(problem(response, error, token));
     }
     const blob = await response.blob();
     const url = URL.createObjectURL(blob);
