@@ -190,6 +190,19 @@ def test_item9_the_access_policy_names_hosts_and_origins():
     assert not any(local.origin_allowed(o, h) for o, h in other)
 
 
+def test_item9_the_cache_scope_is_the_clients_address_unless_shared():
+    from starlette.requests import Request
+
+    from animegan_cli.serve import _CACHE_SCOPE_OF
+
+    def scope_of(mode: str, address: str) -> str:
+        return _CACHE_SCOPE_OF[mode](Request({"type": "http", "client": (address, 5000)}))
+
+    assert scope_of("client", "10.0.0.1") != scope_of("client", "10.0.0.2")
+    assert scope_of("client", "10.0.0.1") == scope_of("client", "10.0.0.1")
+    assert scope_of("shared", "10.0.0.1") == scope_of("shared", "10.0.0.2")
+
+
 # ---------------------------------------------------------------------- item 22: the page
 
 
