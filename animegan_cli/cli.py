@@ -37,6 +37,13 @@ from animegan_cli.faces import (
 )
 from animegan_cli.formats import DEFAULT_PNG_LEVEL, png_level_problem
 from animegan_cli.inputs import read_path_list
+from animegan_cli.limits import (
+    SERVE_BODY_IDLE_TIMEOUT_S,
+    SERVE_BODY_TIMEOUT_S,
+    SERVE_MAX_INFLIGHT_MB,
+    SERVE_MAX_OUTPUT_PIXELS,
+    SERVE_MAX_REQUEST_PIXELS,
+)
 from animegan_cli.outputs import FORMAT_CHOICES
 from animegan_cli.provenance import find_provenance
 from animegan_cli.report import build_report, json_safe, one_line, write_report
@@ -855,6 +862,42 @@ def serve_access_options(command: Callable) -> Callable:
     ))
 
 
+def serve_budget_options(command: Callable) -> Callable:
+    """What one request may cost (serve): size, memory, output, files, pixels, bytes, time."""
+    return _apply(command, (
+        _env_option("--max-size", type=int, default=None, metavar="N",
+                    help="Largest size a request may ask (422 above; size=0 only for images "
+                         "no longer than N). Default: --size; at --size 0, the largest square "
+                         "side --max-memory holds. 0 = no limit but --max-memory."),
+        _env_option("--max-memory", default=None, callback=_size_option(1024), metavar="SIZE",
+                    help="Memory the model may plan for (e.g. 4G): an image whose estimate "
+                         "is over it is refused before decoding (413). Default: "
+                         f"{DEFAULT_BUDGET_SHARE:.0%} of available memory."),
+        _env_option("--max-output-pixels", default=f"{SERVE_MAX_OUTPUT_PIXELS // 10**6}M",
+                    callback=_size_option(1000), metavar="N", show_default=True,
+                    help="Largest answer keep_size may ask (width x height; 413 above); "
+                         "0 = no limit."),
+        _env_option("--max-files", type=int, default=None, metavar="N",
+                    help="Files in one request (413 above). Default: half of --queue-size, "
+                         "so that one request never takes the whole queue."),
+        _env_option("--max-request-pixels", default=f"{SERVE_MAX_REQUEST_PIXELS // 10**6}M",
+                    callback=_size_option(1000), metavar="N", show_default=True,
+                    help="Pixels the images of one request may hold together, from their "
+                         "headers, before decoding (413 above); 0 = no limit."),
+        _env_option("--max-inflight-mb", type=float, default=SERVE_MAX_INFLIGHT_MB,
+                    metavar="N", show_default=True,
+                    help="Request bodies held in memory across all requests; a body read "
+                         "beyond it stops with 503 + Retry-After."),
+        _env_option("--body-timeout", type=float, default=SERVE_BODY_TIMEOUT_S,
+                    metavar="SECONDS", show_default=True,
+                    help="A request's whole body must arrive within it (408 after)."),
+        _env_option("--body-idle-timeout", type=float, default=SERVE_BODY_IDLE_TIMEOUT_S,
+                    metavar="SECONDS", show_default=True,
+                    help="Longest pause between two chunks of a body (408 after; its memory "
+                         "is freed)."),
+    ))
+
+
 @main.command("serve")
 @_env_option("--host", default=DEFAULT_LISTEN_HOST,
              help="Address to listen on; another than 127.0.0.1 without --token warns.")
@@ -867,8 +910,7 @@ def serve_access_options(command: Callable) -> Callable:
 @_env_option("--batch-wait-ms", type=float, default=SERVE_WAIT_MS, metavar="MS",
              help="How long the first image of a batch waits for others (the article: 200).")
 @_env_option("--queue-size", type=int, default=32,
-             help="Images waiting for the model; beyond it requests get 503 + Retry-After. "
-                  "Also the most files one request may send.")
+             help="Images waiting for the model; beyond it requests get 503 + Retry-After.")
 @_env_option("--max-upload-mb", type=float, default=20.0, metavar="N",
              help="Largest file accepted, counted while it is read (413 beyond).")
 @max_pixels_option
@@ -884,6 +926,7 @@ def serve_access_options(command: Callable) -> Callable:
 @_env_option("--grace", type=float, default=30.0, metavar="SECONDS",
              help="On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.")
 @serve_access_options
+@serve_budget_options
 def serve_command(host: str, port: int, style: str, weights: Path | None, size: int,
                   keep_size: bool, align_corners: bool, threads: int | None, streams: int,
                   device: str, backend: str, precision: str, compile_: bool, shapes: str,
@@ -918,6 +961,7 @@ def serve_command(host: str, port: int, style: str, weights: Path | None, size: 
             threads=threads, streams=streams, compile=compile_, shapes=shapes,
             progress=_stderr_is_terminal(),
             on_message=lambda m: click.echo(f"animegan: {m}", err=True))
+        settings = settings.for_model(size, stylizer.spec.precision)
     except AnimeganError as exc:
         _raise_for(exc)
     if host not in LOCAL_HOSTS and not settings.token:

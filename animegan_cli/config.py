@@ -55,6 +55,15 @@ SERVE_KEYS: dict[str, type | tuple[type, ...]] = {
     "allowed_hosts": list,
     "allowed_origins": list,
     "cache_scope": str,
+    # Budgets under hostile clients (issue 22, items 4-6).
+    "max_size": int,
+    "max_memory": (int, str),
+    "max_output_pixels": (int, str),
+    "max_files": int,
+    "max_request_pixels": (int, str),
+    "max_inflight_mb": (int, float),
+    "body_timeout": (int, float),
+    "body_idle_timeout": (int, float),
 }
 SECTIONS = {SECTION: CONFIG_KEYS, "serve": SERVE_KEYS}
 _TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false",

@@ -1,7 +1,8 @@
 """What ``animegan serve`` does with one uploaded image, without any web framework.
 
 ``ImageService`` owns the Stylizer, the Batcher (the one engine thread) and the result
-cache. ``lookup`` answers from the cache; ``prepare`` decodes and sizes an upload exactly
+cache. ``lookup`` answers from the cache; ``admit`` checks an upload's budgets from its
+header (serve_budgets); ``prepare`` decodes and sizes an upload exactly
 as ``convert`` decodes a file (Stylizer.prepare) and tells the HTTP status of a bad one;
 ``submit`` queues prepared images for the engine; ``encode`` finishes and encodes a result
 through the format table. serve.py calls these from request handlers; decoding and
@@ -10,6 +11,7 @@ encoding run in the server's thread pool, the model only in the engine thread.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -20,7 +22,16 @@ from PIL import Image
 from animegan_cli import data
 from animegan_cli.batcher import Batcher
 from animegan_cli.errors import InputImageError, UsageError
+from animegan_cli.failures import PER_ITEM_ERRORS
 from animegan_cli.formats import DEFAULT_PNG_LEVEL, FORMATS, OutputFormat
+from animegan_cli.limits import (
+    MIN_SIDE,
+    SERVE_BODY_IDLE_TIMEOUT_S,
+    SERVE_BODY_TIMEOUT_S,
+    SERVE_MAX_INFLIGHT_MB,
+    SERVE_MAX_OUTPUT_PIXELS,
+    SERVE_MAX_REQUEST_PIXELS,
+)
 from animegan_cli.result_cache import CachedResult, ResultCache, cache_key
 from animegan_cli.serve_access import (
     CACHE_SCOPES,
@@ -28,6 +39,7 @@ from animegan_cli.serve_access import (
     DEFAULT_LISTEN_HOST,
     origin_problem,
 )
+from animegan_cli.serve_budgets import InflightBytes, image_refusal, model_fits
 from animegan_cli.stylizer import PixelSettings, Stylizer
 
 SERVED_FORMATS = tuple(key for key, fmt in FORMATS.items() if fmt.offered)
@@ -52,6 +64,15 @@ class ServeSettings:
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     cache_scope: str = DEFAULT_CACHE_SCOPE
+    # Budgets under hostile clients (issue 22, items 4-6); None: derived by for_model().
+    max_size: int | None = None  # largest `size` a request may ask; None: --size (0: memory's)
+    max_memory: int | None = None  # bytes the model plans for; None: resources.default_budget()
+    max_output_pixels: int = SERVE_MAX_OUTPUT_PIXELS  # keep_size's largest answer; 0 = no limit
+    max_files: int | None = None  # files in one request; None: half of queue_size
+    max_request_pixels: int = SERVE_MAX_REQUEST_PIXELS  # decoded per request; 0 = no limit
+    max_inflight_mb: float = SERVE_MAX_INFLIGHT_MB  # request bodies in memory, all requests
+    body_timeout: float = SERVE_BODY_TIMEOUT_S  # seconds for a whole request body
+    body_idle_timeout: float = SERVE_BODY_IDLE_TIMEOUT_S  # seconds between two chunks of it
 
     def validate(self) -> None:
         """UsageError for values that cannot work."""
@@ -63,6 +84,7 @@ class ServeSettings:
             (self.cache_mb >= 0, "--cache-mb must be 0 (off) or more"),
             (self.cache_similar is None or 0 <= self.cache_similar <= 64,
              "--cache-similar must be between 0 and 64"),
+            *self._budget_checks(),
         )
         for ok, message in checks:
             if not ok:
@@ -77,10 +99,55 @@ class ServeSettings:
             if problem is not None:
                 raise UsageError(f"--allowed-origin: {problem}")
 
+    def _budget_checks(self) -> tuple[tuple[bool, str], ...]:
+        return (
+            (self.max_size is None or self.max_size == 0 or self.max_size >= MIN_SIDE,
+             f"--max-size must be 0 (no limit) or at least {MIN_SIDE}"),
+            (self.max_memory is None or self.max_memory > 0, "--max-memory must be more than 0"),
+            (self.max_output_pixels >= 0, "--max-output-pixels must be 0 (no limit) or more"),
+            (self.max_files is None or 1 <= self.max_files <= self.queue_size,
+             "--max-files must be between 1 and --queue-size"),
+            (self.max_request_pixels >= 0, "--max-request-pixels must be 0 (no limit) or more"),
+            (self.max_inflight_mb >= self.max_upload_mb,
+             "--max-inflight-mb must be at least --max-upload-mb (or no such file can come)"),
+            (self.body_timeout > 0 and self.body_idle_timeout > 0,
+             "--body-timeout and --body-idle-timeout must be more than 0"),
+        )
+
+    def for_model(self, size: int, precision: str) -> ServeSettings:
+        """These settings with the derived limits filled in, for a model at ``size``.
+
+        UsageError when --max-size is below --size (requests without a size would be
+        refused) or one batch at --size needs more than --max-memory.
+        """
+        from animegan_cli.resources import default_budget, largest_size_within
+
+        self.validate()
+        max_memory = default_budget() if self.max_memory is None else self.max_memory
+        if self.max_size is not None:
+            max_size = self.max_size
+        else:  # a native-size server: the largest square the budget holds
+            max_size = size or largest_size_within(max_memory, precision)
+        resolved = dataclasses.replace(
+            self, max_size=max_size, max_memory=max_memory,
+            max_files=self.max_files or max(1, self.queue_size // 2))
+        if max_size and size > max_size:
+            raise UsageError(f"--max-size {max_size} is below --size {size}: requests "
+                             "without a size would all be refused")
+        problem = model_fits(size, self.max_batch_size, precision, max_memory)
+        if problem:
+            raise UsageError(problem)
+        return resolved
+
     @property
     def max_upload_bytes(self) -> int:
         """The per-file upload limit in bytes."""
         return int(self.max_upload_mb * 2**20)
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The per-request body limit: every file at its limit, plus the form's fields."""
+        return self.max_upload_bytes * (self.max_files or self.queue_size) + 2**20
 
 
 class ImageError(Exception):
@@ -123,7 +190,8 @@ class ImageService:
     def __init__(self, stylizer: Stylizer, settings: ServeSettings,
                  on_batch: Callable[[int, float], None]) -> None:
         self.stylizer = stylizer
-        self.settings = settings
+        self.settings = settings = settings.for_model(stylizer.pixels.size, stylizer.spec.precision)
+        self.inflight = InflightBytes(int(settings.max_inflight_mb * 2**20))
         self.cache = ResultCache(int(settings.cache_mb * 2**20), settings.cache_similar)
         self.batcher = Batcher(self._run_batch, settings.max_batch_size,
                                settings.batch_wait_ms / 1000, settings.queue_size, on_batch)
@@ -136,6 +204,10 @@ class ImageService:
                                   + ", ".join(SERVED_FORMATS))
         if not 1 <= quality <= 100:
             raise ImageError(422, "quality must be between 1 and 100")
+        if size and self.settings.max_size and size > self.settings.max_size:
+            raise ImageError(422, f"size {size} is over this server's --max-size of "
+                                  f"{self.settings.max_size}; ask for {self.settings.max_size} "
+                                  "or less")
         base = self.stylizer
         pixels = PixelSettings(base.pixels.size if size is None else size,
                                base.pixels.keep_size if keep_size is None else keep_size,
@@ -155,6 +227,28 @@ class ImageService:
     def lookup(self, key: str) -> CachedResult | None:
         """An exact cached result (BLAKE2b of the bytes), or None."""
         return self.cache.get(key)
+
+    def admit(self, request: RequestSettings, upload: bytes) -> int:
+        """An upload's pixels from its header; ImageError 413 when it is over a budget.
+
+        Checked before decoding: --max-pixels, --max-size for size 0, the memory estimate of
+        its model input against --max-memory, keep_size's --max-output-pixels. 0 for an
+        upload whose header cannot be read: ``prepare`` says why.
+        """
+        try:
+            with data.own_pixel_limit(), Image.open(io.BytesIO(upload)) as img:
+                width, height = img.size
+        except PER_ITEM_ERRORS:  # fails in prepare, behind the per-item boundary
+            return 0
+        try:
+            data.check_pixels(width, height, request.stylizer.pixels.max_pixels)
+        except InputImageError as exc:
+            raise ImageError(413, str(exc)) from None
+        refusal = image_refusal(self.settings, request.stylizer.pixels, width, height,
+                                self.stylizer.spec.precision)
+        if refusal:
+            raise ImageError(413, refusal)
+        return width * height
 
     def prepare(self, request: RequestSettings, upload: bytes) -> data.PreparedImage:
         """Decode and size an upload as convert would; ImageError with 415/413/422 if bad.

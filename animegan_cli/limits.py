@@ -11,3 +11,18 @@ MIN_SIDE = 8
 # that the warm-up (ov_warmup) plans within them without importing the engine.
 MAX_COMPILED_SHAPES = 8
 MAX_COMPILED_PIXELS = 8 * 384 * 512
+
+# serve's budgets under hostile or careless clients (ServeSettings takes its defaults from
+# here, and so do the serve command's flags: each written once). See docs/serve.md.
+SERVE_MAX_OUTPUT_PIXELS = 50_000_000
+"""keep_size's largest answer: a 50 MP camera's full size. Finishing costs ~5.5 bytes per
+output pixel (measured: 64 MP raised peak RSS by 350 MB) and the PNG can be as large."""
+SERVE_MAX_REQUEST_PIXELS = 400_000_000
+"""Pixels (from the headers) one request may have decoded: 16 photos of 24 MP. Decoding runs
+one upload at a time at ~70 MP/s for a flat PNG, so one request holds it ~6 s at most."""
+SERVE_MAX_INFLIGHT_MB = 256.0
+"""Request bodies held in memory across all requests: a dozen 20 MB files, ~100 photos."""
+SERVE_BODY_TIMEOUT_S = 120.0
+"""A request's whole body must arrive within it (about 150 MB at 10 Mbit/s)."""
+SERVE_BODY_IDLE_TIMEOUT_S = 15.0
+"""The longest pause between two chunks of a body: a stalled upload frees its memory."""

@@ -37,6 +37,7 @@ from animegan_cli.batcher import Closed, QueueFull
 from animegan_cli.image_service import ImageError, ImageService, RequestSettings, ServeSettings
 from animegan_cli.result_cache import CachedResult
 from animegan_cli.serve_access import SAFE_METHODS, AccessPolicy
+from animegan_cli.serve_budgets import metered, request_refusal
 from animegan_cli.serve_metrics import Metrics
 from animegan_cli.stylizer import Stylizer
 from animegan_cli.uploads import FormError, Upload, read_form
@@ -57,8 +58,11 @@ CORS_HEADERS = {"allow_methods": ("GET", "POST"), "allow_headers": ("Authorizati
                 "expose_headers": ("Content-Disposition", "Retry-After", "Server-Timing",
                                    "X-Animegan-Cached")}
 _ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                405: "method_not_allowed", 413: "too_large", 415: "not_an_image",
-                422: "invalid", 500: "failed", 503: "busy"}
+                405: "method_not_allowed", 408: "timeout", 413: "too_large",
+                415: "not_an_image", 422: "invalid", 500: "failed", 503: "busy"}
+# Headers every answer of a status carries: a client told "busy" learns when to come back;
+# a body that timed out is not read further, so its connection is not kept.
+_STATUS_HEADERS = {503: {"Retry-After": str(RETRY_AFTER_S)}, 408: {"Connection": "close"}}
 
 
 class Busy(Exception):
@@ -92,11 +96,12 @@ def error_response(status: int, detail: str, headers: dict[str, str] | None = No
                    ) -> JSONResponse:
     """The JSON every non-result answer has: {"error": short name, "detail": one line}."""
     body = {"error": _ERROR_NAMES.get(status, "error"), "detail": detail}
+    headers = {**_STATUS_HEADERS.get(status, {}), **(headers or {})}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _busy(detail: str) -> JSONResponse:
-    return error_response(503, detail, {"Retry-After": str(RETRY_AFTER_S)})
+    return error_response(503, detail)
 
 
 def create_app(stylizer: Stylizer, settings: ServeSettings) -> FastAPI:
@@ -203,14 +208,16 @@ async def _animeify(request: HTTPRequest, service: ImageService, metrics: Metric
     settings = service.settings
     if service.batcher.full:  # busy: not even the body is read
         raise Busy(f"the queue is full ({service.batcher.depth} image(s) waiting); try again")
-    form = await read_form(
-        request.headers.get("content-type", ""), request.stream(),
-        settings.max_upload_bytes, settings.queue_size,
-        settings.max_upload_bytes * settings.queue_size + 2**20,
-    )
-    job = service.request(**_request_fields(form.fields),
-                          scope=_CACHE_SCOPE_OF[settings.cache_scope](request))
-    outcomes = await _start(form.files, job, service, metrics, decoding)
+    with service.inflight.hold() as held:  # bodies in memory, within --max-inflight-mb
+        body = metered(request.stream(), held, settings.body_timeout, settings.body_idle_timeout)
+        form = await read_form(request.headers.get("content-type", ""), body,
+                               settings.max_upload_bytes, settings.max_files,
+                               settings.max_body_bytes)
+        job = service.request(**_request_fields(form.fields),
+                              scope=_CACHE_SCOPE_OF[settings.cache_scope](request))
+        outcomes = await _start(form.files, job, service, metrics, decoding)
+        for outcome in outcomes:  # decoded or answered: the uploaded bytes are not needed
+            outcome.upload.data = b""
     if len(outcomes) == 1:
         return await _single(outcomes[0], job, service, metrics, request)
     names = unique_names([o.upload.filename for o in outcomes])
@@ -263,7 +270,8 @@ async def _start(uploads: list[Upload], job: RequestSettings, service: ImageServ
         outcome.key = await run_in_threadpool(service.key, job, outcome.upload.data)
         outcome.result = service.lookup(outcome.key)
         outcome.cached = outcome.result is not None
-    misses = [o for o in outcomes if o.error is None and o.result is None]
+    misses = await _admit([o for o in outcomes if o.error is None and o.result is None],
+                          job, service)
     try:
         service.batcher.reserve(len(misses))
     except (QueueFull, Closed) as exc:
@@ -284,6 +292,22 @@ async def _start(uploads: list[Upload], job: RequestSettings, service: ImageServ
         outcome.future = future
     metrics.count_cached(sum(o.cached for o in outcomes))
     return outcomes
+
+
+async def _admit(misses: list[Outcome], job: RequestSettings, service: ImageService
+                 ) -> list[Outcome]:
+    """The uploads to decode, each within the per-image budgets (one over fails alone), and
+    together within --max-request-pixels (or the request is refused), told from headers."""
+    total = 0
+    for outcome in misses:
+        try:
+            total += await run_in_threadpool(service.admit, job, outcome.upload.data)
+        except ImageError as exc:
+            outcome.error = exc
+    refusal = request_refusal(service.settings, total)
+    if refusal:
+        raise ImageError(413, refusal)
+    return [o for o in misses if o.error is None]
 
 
 async def _prepare(outcome: Outcome, job: RequestSettings, service: ImageService,

@@ -48,11 +48,14 @@ class Metrics:
                                  registry=r)
         self.cache_bytes = Gauge("animegan_cache_bytes", "Bytes of results in the cache",
                                  registry=r)
+        self.inflight_bytes = Gauge("animegan_inflight_bytes", "Bytes of request bodies held "
+                                    "in memory, all requests (--max-inflight-mb)", registry=r)
 
     def watch(self, service: ImageService) -> None:
         """Read the queue depth and cache size from the service at each scrape."""
         self.queue_depth.set_function(lambda: service.batcher.depth)
         self.cache_bytes.set_function(lambda: service.cache.bytes)
+        self.inflight_bytes.set_function(lambda: service.inflight.used)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         """One batch ran on the model (called from the engine thread)."""

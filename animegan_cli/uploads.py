@@ -98,7 +98,8 @@ class _FormBuilder:
         self.part.filename = filename.decode("utf-8", "replace") if filename is not None else None
         self.part.content_type = self.headers.get(b"content-type", b"").decode("latin-1")
         if self.part.filename is not None and len(self.form.files) >= self.max_files:
-            raise FormError(413, f"more than {self.max_files} files in one request")
+            raise FormError(413, f"more than {self.max_files} files in one request "
+                                 "(--max-files); send the others in another request")
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self.part

@@ -43,7 +43,7 @@ def test_request_settings_are_checked_and_change_the_cache_key(service):
     upload = encoded(40, 30)
     png, jpg = service.request(), service.request("jpg", 90)
     assert service.key(png, upload) != service.key(jpg, upload)
-    assert service.key(png, upload) != service.key(service.request(size=64), upload)
+    assert service.key(png, upload) != service.key(service.request(size=16), upload)
     assert service.request(size=32).stylizer is service.stylizer  # no copy when unchanged
     for bad in ({"format_": "gif"}, {"quality": 101}, {"size": 6}):
         with pytest.raises(ImageError) as caught:

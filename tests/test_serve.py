@@ -100,8 +100,9 @@ def module_checkpoint(tmp_path_factory) -> Path:
 def server(module_checkpoint, tmp_path_factory):
     home = tmp_path_factory.mktemp("serve-home")
     env = {"XDG_CACHE_HOME": str(home / "cache"), "XDG_CONFIG_HOME": str(home / "config")}
+    # --max-size 512: a request asks size 512 to make its images slow (see below).
     running = Server(module_checkpoint, "--max-upload-mb", "0.2", "--max-pixels", "1M",
-                     env=env)
+                     "--max-size", "512", env=env)
     yield running
     running.stop()
 
