@@ -35,8 +35,9 @@ def guarded(tmp_path_factory):
     checkpoint = write_random_checkpoint(home / "random.pt")
     env = {"XDG_CACHE_HOME": str(home / "cache"), "XDG_CONFIG_HOME": str(home / "config"),
            "ANIMEGAN_TOKEN": TOKEN}
+    # --max-size 512: the page's test asks size 256 of a server at --size 128.
     running = Server(checkpoint, "--allowed-host", "photos.example",
-                     "--allowed-origin", "https://app.example", env=env)
+                     "--allowed-origin", "https://app.example", "--max-size", "512", env=env)
     yield running
     running.stop()
 
