@@ -183,6 +183,38 @@ def test_item5_a_trickling_body_meets_the_whole_body_deadline(server):
         "files per request")
 
 
+def test_item5_the_budget_is_shared_and_freed_and_a_stalled_body_times_out():
+    import asyncio
+
+    from animegan_cli.serve_budgets import InflightBytes, metered
+    from animegan_cli.uploads import FormError
+
+    async def body(chunks: int, pause: float, gap: float = 0.0):
+        for _ in range(chunks):
+            await asyncio.sleep(gap)
+            yield b"x" * 100
+        await asyncio.sleep(pause)
+        yield b"late"
+
+    async def read(held, chunks: int, pause: float, gap: float = 0.0, total: float = 5.0):
+        return sum([len(c) async for c in metered(body(chunks, pause, gap), held, total, 0.05)])
+
+    pool = InflightBytes(250)
+    with pool.hold() as first:
+        assert asyncio.run(read(first, 2, 0)) == 204 and pool.used == 204
+        with pytest.raises(FormError) as caught, pool.hold() as second:
+            asyncio.run(read(second, 1, 0))  # 204 + 100 > 250
+        assert caught.value.status == 503 and pool.used == 204
+    assert pool.used == 0  # given back when the request is over
+    with pytest.raises(FormError) as caught, pool.hold() as held:
+        asyncio.run(read(held, 1, pause=1.0))  # stalls
+    assert caught.value.status == 408 and "--body-idle-timeout" in caught.value.reason
+    with pytest.raises(FormError) as caught, pool.hold() as held:
+        asyncio.run(read(held, 2, pause=0, gap=0.03, total=0.04))  # never idle, too slow
+    assert caught.value.status == 408 and "--body-timeout" in caught.value.reason
+    assert pool.used == 0
+
+
 # --------------------------------------- item 6: files and pixels per request, keep_size output
 
 
