@@ -22,7 +22,8 @@ from animegan_cli import data, incremental, outputs, ov_warmup, resources, video
 from animegan_cli.engine import NON_FINITE_REASON, EngineSpec, NonFiniteOutput, torch_threads
 from animegan_cli.errors import RunStopped, UsageError, WeightsError
 from animegan_cli.faces import FaceSettings
-from animegan_cli.formats import DEFAULT_PNG_LEVEL, PngLevel, png_level_problem
+from animegan_cli.failures import PER_ITEM_ERRORS, item_failure_reason
+from animegan_cli.formats import DEFAULT_PNG_LEVEL, PngLevel, png_level_problem, size_problem
 from animegan_cli.inputs import ListedPath, find_inputs
 from animegan_cli.limits import MIN_SIDE
 from animegan_cli.lock import HeldLock, output_lock, remove_stale_temp_files
@@ -97,8 +98,9 @@ class ConvertOptions:
 
     @property
     def preprocess(self) -> data.PreprocessSettings:
-        """How inputs are decoded and sized for the model."""
-        return data.PreprocessSettings(size=self.size, max_pixels=self.max_pixels)
+        """How inputs are decoded and sized for the model, and the largest file read."""
+        return data.PreprocessSettings(size=self.size, max_pixels=self.max_pixels,
+                                       max_file_bytes=resources.max_file_bytes(self.max_memory))
 
 
 def validate(options: ConvertOptions) -> None:
@@ -316,6 +318,7 @@ def _convert_locked(
     targets = _settle(plan, manifest, held, summary, events)
     clips = [t for t in targets if t.lead.item.video]  # to video_run.py, after the images
     targets = [t for t in targets if not t.lead.item.video]
+    targets = _fail_unwritable(options, targets, summary, events)
     stylizer = None
     if targets:
         targets, batch_size = _fit_in_memory(options, spec, targets, summary, events)
@@ -440,6 +443,39 @@ def _fit_in_memory(
         for result in targets[j].failed(reason):
             _report(result, summary, events)
     return [t for j, t in enumerate(targets) if j not in too_big], plan.batch_size
+
+
+def _fail_unwritable(
+    options: ConvertOptions, targets: list[Target], summary: Summary, events: ConvertEvents
+) -> list[Target]:
+    """Fail, from their headers, the images whose output format cannot hold them (WebP's
+    16383 px a side) before any is decoded; returns the others."""
+    kept = []
+    for target in targets:
+        problems = [_output_size_problem(options, d) for d in target.decisions]
+        if None in problems:  # a duplicate in another format: the writer fails each alone
+            kept.append(target)
+            continue
+        for result in target.failed(problems[0]):  # type: ignore[arg-type]
+            _report(result, summary, events)
+    return kept
+
+
+def _output_size_problem(options: ConvertOptions, decision: incremental.Decision) -> str | None:
+    """Why the output format cannot hold this input's output, told from its header; or None."""
+    fmt = outputs.format_of(decision.output)
+    bounded = options.size and not options.keep_size and options.size <= fmt.max_side
+    if not fmt.max_side or bounded or options.faces.mode == "crop":
+        return None  # no limit, or no output side can exceed it (crops: the faces' size)
+    upright = data.header_upright_size(decision.item.path)
+    if upright is None:
+        return None  # decoding will say what is wrong with it
+    width, height = upright if options.keep_size else data.target_size(*upright, options.size)
+    problem = size_problem(fmt, width, height)
+    if problem is None:
+        return None
+    fix = "drop --keep-size" if options.keep_size else f"use --size {fmt.max_side} or less"
+    return f"{problem}; use another --format or {fix}"
 
 
 def _rules(
@@ -655,7 +691,10 @@ class _Styling:
             )
 
     def style(self, batch: list[data.PreparedImage]) -> None:
-        """Run one batch on the model and queue its results; only non-finite ones fail."""
+        """Run one batch on the model and queue its results; only non-finite ones fail.
+
+        A batch the engine raises on fails its inputs alone; the run goes on.
+        """
         if self.writer.stopped:
             return
         start = time.perf_counter()
@@ -664,6 +703,10 @@ class _Styling:
             styled = self.stylizer.run(batch)
         except NonFiniteOutput as exc:
             styled, bad = exc.pixels, set(exc.bad)
+        except PER_ITEM_ERRORS as exc:
+            self._fail_batch(batch, f"the model failed on it: {item_failure_reason(exc)}",
+                             time.perf_counter() - start)
+            return
         spent = time.perf_counter() - start
         self.summary.engine_seconds += spent
         share = spent / len(batch)
@@ -681,3 +724,13 @@ class _Styling:
                 continue
             self.writer.submit(target, item, pixels, item.seconds + share)
             self.lend(self.reuse.styled(item, pixels))
+
+    def _fail_batch(self, batch: list[data.PreparedImage], reason: str, spent: float) -> None:
+        """Fail every input of a batch the engine could not run (a face's: its whole image)."""
+        self.summary.engine_seconds += spent
+        for item in batch:
+            if self.faces is not None and self.faces.take(item, None, reason):
+                continue
+            self.writer.fail(self.targets[item.index], reason, item.seconds)
+            for follower in self.reuse.failed(item):  # look-alikes that waited for it
+                self.writer.fail(self.targets[follower.index], reason, follower.seconds)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import struct
 import time
 from collections import defaultdict
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from PIL import Image, ImageOps
 
 from animegan_cli.errors import InputImageError
+from animegan_cli.failures import PER_ITEM_ERRORS, item_failure_reason
 from animegan_cli.limits import MIN_SIDE
 from animegan_cli.orphans import end_with_parent
 from animegan_cli.priority import lower_this_thread
@@ -37,9 +39,10 @@ if TYPE_CHECKING:
 
 _EXIF_ORIENTATION = 0x0112
 
-# Errors a decoder raises on a bad file. Pillow's plugins raise more than OSError on
-# malformed data (struct.error, SyntaxError, ValueError ...), and one bad file must never
-# end a run, so the per-file boundary names them all.
+# Errors a decoder raises on a bad file that read as they are ("cannot decode: <message>").
+# Anything else a decoder raises (pillow-heif's RuntimeError, DDS's NotImplementedError,
+# SPIDER's AttributeError) still fails only its file, through failures.PER_ITEM_ERRORS, and
+# its reason names the exception's type.
 DECODE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     ValueError,
@@ -55,6 +58,13 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
 # most panoramas; a decompression bomb claims far more (50000x50000 is 2500 MP).
 DEFAULT_MAX_PIXELS = 200_000_000
 
+# The most bytes a file of W x H pixels can honestly take: every pixel stored raw at four
+# 32-bit channels (more than any format Pillow reads stores), plus room for what is not
+# pixels (metadata, thumbnails, a phone's depth map, an animation's further frames). A
+# bigger file is not read: a 6 GB "photo.jpg" with a 40x28 header is not a photo.
+MAX_FILE_BYTES_PER_PIXEL = 16
+FILE_BYTES_BESIDE_PIXELS = 256 << 20
+
 
 @dataclass(frozen=True)
 class PreprocessSettings:
@@ -63,6 +73,7 @@ class PreprocessSettings:
     size: int = 512
     multiple: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS  # 0 = no limit
+    max_file_bytes: int = 0  # the largest file one decoder may read (the memory budget's); 0 = any
 
 
 @dataclass
@@ -123,7 +134,7 @@ def header_upright_size(path: Path) -> tuple[int, int] | None:
         with own_pixel_limit(), Image.open(path) as img:
             width, height = img.size
             turned = img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
-    except DECODE_ERRORS:
+    except PER_ITEM_ERRORS:  # whatever a damaged header raises, decoding will say why
         return None
     return (height, width) if turned else (width, height)
 
@@ -173,27 +184,64 @@ def to_rgb_or_rgba(img: Image.Image) -> Image.Image:
 
 
 def prepare_image(index: int, path: Path, settings: PreprocessSettings) -> PreparedImage:
-    """Decode and resize one file for the model; a bad file yields an error, not an exception."""
+    """Decode and resize one file for the model; a bad file yields an error, never an exception.
+
+    Whatever decoding raises (failures.PER_ITEM_ERRORS) fails this file alone; Ctrl-C and
+    SIGTERM (not Exceptions) still end the run.
+    """
     start = time.perf_counter()
     digest = None
     try:
         # Read once, hash what is decoded: a file replaced after planning cannot give its
         # new pixels an output whose record names the old bytes' hash.
-        with open_regular(path) as handle:
-            data = handle.read()
+        data = read_within_limits(path, settings)
         digest = hash_bytes(data)
         img, original_size = decode_with_size(
             io.BytesIO(data), settings.size, settings.max_pixels
         )
         del data
         item = prepare_decoded(index, img, original_size, settings)
-    except (*DECODE_ERRORS, InputImageError) as exc:
-        return PreparedImage(index, error=describe_error(exc), seconds=time.perf_counter() - start)
     except MemoryError:
         reason = "not enough memory to decode it; try --max-pixels or fewer --num-workers"
         return PreparedImage(index, error=reason, seconds=time.perf_counter() - start)
+    except PER_ITEM_ERRORS as exc:
+        return PreparedImage(index, error=describe_error(exc), seconds=time.perf_counter() - start)
     item.seconds, item.blake2b = time.perf_counter() - start, digest
     return item
+
+
+def read_within_limits(path: Path, settings: PreprocessSettings) -> bytes:
+    """A file's bytes, read whole only once its header and its size fit the limits.
+
+    The header (a few kB) is read first: an image over --max-pixels, or a file bigger than
+    its header's pixels can take or than one decoder may hold, fails before the rest is
+    read into memory (InputImageError).
+    """
+    with open_regular(path) as handle:
+        on_disk = os.fstat(handle.fileno()).st_size
+        with Image.open(handle) as img:
+            width, height = img.size
+        check_pixels(width, height, settings.max_pixels)
+        check_file_bytes(on_disk, width, height, settings.max_file_bytes)
+        handle.seek(0)
+        return handle.read()
+
+
+def check_file_bytes(on_disk: int, width: int, height: int, max_file_bytes: int = 0) -> None:
+    """InputImageError for a file too big to read: for its header's pixels, or for the budget."""
+    from animegan_cli.resources import format_bytes
+
+    could_take = width * height * MAX_FILE_BYTES_PER_PIXEL + FILE_BYTES_BESIDE_PIXELS
+    if on_disk > could_take:
+        raise InputImageError(
+            f"file is {format_bytes(on_disk)}, more than a {width}x{height} image can take "
+            f"(at most {format_bytes(could_take)}); not read"
+        )
+    if max_file_bytes and on_disk > max_file_bytes:
+        raise InputImageError(
+            f"file is {format_bytes(on_disk)}, more than one decoder may read within the "
+            f"memory budget ({format_bytes(max_file_bytes)}, see --max-memory); not read"
+        )
 
 
 def prepare_decoded(
@@ -234,6 +282,8 @@ def describe_error(exc: BaseException) -> str:
         return "file not found (or a broken link)"
     if isinstance(exc, PermissionError):
         return "permission denied"
+    if not isinstance(exc, (*DECODE_ERRORS, InputImageError)):
+        return f"cannot decode: {item_failure_reason(exc)}"  # the type says what went wrong
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     text = " ".join(str(text).split()) or type(exc).__name__
     if isinstance(exc, (InputImageError, Image.DecompressionBombError)):

@@ -173,8 +173,10 @@ class FaceStage:
             self._owner[id(part)] = job
         return parts
 
-    def take(self, item: data.PreparedImage, pixels: torch.Tensor | None) -> bool:
-        """Keep one styled part (None: it failed); False when ``item`` is not the stage's."""
+    def take(self, item: data.PreparedImage, pixels: torch.Tensor | None,
+             reason: str = NON_FINITE_REASON) -> bool:
+        """Keep one styled part (None: it failed, for ``reason``); False when ``item`` is not
+        the stage's."""
         job = self._owner.pop(id(item), None)
         if job is None:
             return False
@@ -183,7 +185,7 @@ class FaceStage:
         if pixels is None:  # one bad part fails the input; its other parts are dropped
             job.failed = True
             job.results.clear()
-            self.writer.fail(job.target, NON_FINITE_REASON, job.spent)
+            self.writer.fail(job.target, reason, job.spent)
             return True
         job.results[id(item)] = pixels
         if job.complete:

@@ -105,6 +105,9 @@ class OutputFormat:
     # The Pillow save option that takes a zlib level (--png-level); lossless, so the pixels
     # and the record do not depend on it and it never makes an output stale.
     level_option: str | None = None
+    # The longest side the format can store (0: no limit of its own); the name it is told by.
+    max_side: int = 0
+    label: str = ""
 
     @property
     def extension(self) -> str:
@@ -143,7 +146,7 @@ FORMATS: dict[str, OutputFormat] = {
                         embed=_embed_png_text, read=_read_png_text,
                         level_option="compress_level"),
     "webp": OutputFormat("WEBP", (".webp",), holds_alpha=True, lossy=True, offered=True,
-                         embed=_embed_xmp, read=_read_xmp),
+                         embed=_embed_xmp, read=_read_xmp, max_side=16383, label="WebP"),
     "bmp": OutputFormat("BMP", (".bmp",), holds_alpha=False),
     "tiff": OutputFormat("TIFF", (".tif", ".tiff"), holds_alpha=True,
                          embed=_embed_tiff_description, read=_read_tiff_description),
@@ -152,6 +155,14 @@ FORMATS: dict[str, OutputFormat] = {
 _BY_PIL_NAME = {fmt.pil_name: fmt for fmt in FORMATS.values()}
 # Extension -> format key, from the table: every extension a format's files may have.
 BY_EXTENSION = {ext: key for key, fmt in FORMATS.items() for ext in fmt.extensions}
+
+
+def size_problem(fmt: OutputFormat, width: int, height: int) -> str | None:
+    """Why ``fmt`` cannot hold an output of ``width`` x ``height``, or None when it can."""
+    if not fmt.max_side or max(width, height) <= fmt.max_side:
+        return None
+    return (f"output would be {width}x{height}, over {fmt.label or fmt.pil_name}'s limit of "
+            f"{fmt.max_side} px per side")
 
 
 def format_named(pil_name: str | None) -> OutputFormat | None:

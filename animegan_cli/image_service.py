@@ -22,8 +22,8 @@ from PIL import Image
 from animegan_cli import data
 from animegan_cli.batcher import Batcher
 from animegan_cli.errors import InputImageError, UsageError
-from animegan_cli.failures import PER_ITEM_ERRORS
-from animegan_cli.formats import DEFAULT_PNG_LEVEL, FORMATS, OutputFormat
+from animegan_cli.failures import PER_ITEM_ERRORS, item_failure_reason
+from animegan_cli.formats import DEFAULT_PNG_LEVEL, FORMATS, OutputFormat, size_problem
 from animegan_cli.limits import (
     MIN_SIDE,
     SERVE_BODY_IDLE_TIMEOUT_S,
@@ -254,19 +254,31 @@ class ImageService:
         """Decode and size an upload as convert would; ImageError with 415/413/422 if bad.
 
         415: not an image; 413: over --max-pixels, told from the header before decoding;
-        422: too small, or a broken image.
+        422: too small, a broken image (whatever its decoder raised), or a result the
+        output format cannot hold (WebP's 16383 px a side), told from the header.
         """
         try:
             with data.own_pixel_limit(), Image.open(io.BytesIO(upload)) as img:
                 width, height = img.size
-        except data.DECODE_ERRORS as exc:
+        except PER_ITEM_ERRORS as exc:
             raise ImageError(415, data.describe_error(exc)) from None
         max_pixels = request.stylizer.pixels.max_pixels
         try:
-            return request.stylizer.prepare(upload)
+            item = request.stylizer.prepare(upload)
         except InputImageError as exc:
             status = 413 if max_pixels and width * height > max_pixels else 422
             raise ImageError(status, str(exc)) from None
+        self._check_output_size(request, item)
+        return item
+
+    def _check_output_size(self, request: RequestSettings, item: data.PreparedImage) -> None:
+        """ImageError (422) for a result the output format cannot hold, before the model runs."""
+        keep_size = request.stylizer.pixels.keep_size
+        width, height = item.original_size if keep_size else (item.shape[1], item.shape[0])
+        problem = size_problem(self._output_format(request, item), width, height)
+        if problem is not None:
+            fix = "drop keep_size" if keep_size else "use a smaller size"
+            raise ImageError(422, f"{problem}; use another format or {fix}")
 
     def similar(self, request: RequestSettings, item: data.PreparedImage) -> CachedResult | None:
         """With --cache-similar: a cached look-alike's result (dHash), or None."""
@@ -286,12 +298,16 @@ class ImageService:
         """Finish, encode through the format table and cache one styled result."""
         from animegan_cli.outputs import encode_image
 
-        image = request.stylizer.finish(item, pixels)  # type: ignore[arg-type]
-        fmt = request.output
-        if item.alpha is not None and not fmt.holds_alpha:
-            fmt = FORMATS["png"]  # as convert does: transparency is never flattened away
+        fmt = self._output_format(request, item)
         buffer = io.BytesIO()
-        encode_image(image, buffer, fmt, request.quality, png_level=DEFAULT_PNG_LEVEL)
+        try:
+            image = request.stylizer.finish(item, pixels)  # type: ignore[arg-type]
+            encode_image(image, buffer, fmt, request.quality, png_level=DEFAULT_PNG_LEVEL)
+        except InputImageError as exc:  # the format cannot hold it
+            raise ImageError(422, str(exc)) from None
+        except PER_ITEM_ERRORS as exc:  # this result alone fails; the request goes on
+            raise ImageError(500, f"cannot encode the result: {item_failure_reason(exc)}"
+                             ) from None
         result = CachedResult(buffer.getvalue(), MEDIA_TYPES[fmt.pil_name], fmt.extension)
         dhash_value = None
         if self.cache.similar is not None:
@@ -300,6 +316,12 @@ class ImageService:
             dhash_value = dhash(item.pixels)
         self.cache.put(key, result, self._group(request, item), dhash_value)
         return result
+
+    @staticmethod
+    def _output_format(request: RequestSettings, item: data.PreparedImage) -> OutputFormat:
+        if item.alpha is not None and not request.output.holds_alpha:
+            return FORMATS["png"]  # as convert does: transparency is never flattened away
+        return request.output
 
     def warm_up(self) -> None:
         """Run the model once, so that the first request does not pay for its start."""
@@ -321,3 +343,6 @@ class ImageService:
             bad = set(exc.bad)
             return [ImageError(500, NON_FINITE_REASON) if i in bad else pixels
                     for i, pixels in enumerate(exc.pixels)]
+        except PER_ITEM_ERRORS as exc:  # the batch's images fail; the engine thread goes on
+            reason = f"the model failed on it: {item_failure_reason(exc)}"
+            return [ImageError(500, reason) for _ in items]

@@ -13,8 +13,9 @@ from PIL import Image
 
 from animegan_cli.atomic import TEMP_PREFIX as TEMP_PREFIX  # re-exported for older importers
 from animegan_cli.atomic import atomic_write
-from animegan_cli.errors import UsageError
-from animegan_cli.formats import BY_EXTENSION, FORMATS, OutputFormat, PngLevel
+from animegan_cli.errors import InputImageError, UsageError
+from animegan_cli.failures import PER_ITEM_ERRORS
+from animegan_cli.formats import BY_EXTENSION, FORMATS, OutputFormat, PngLevel, size_problem
 from animegan_cli.inputs import InputFile
 from animegan_cli.video import output_extension
 
@@ -40,7 +41,7 @@ def image_has_alpha(path: Path) -> bool:
     try:
         with Image.open(path) as img:
             return "A" in img.getbands() or "transparency" in img.info
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except PER_ITEM_ERRORS:  # a damaged header: decoding will fail it with the reason
         return False
 
 
@@ -161,7 +162,13 @@ def encode_image(
     metadata: str | None = None,
     png_level: PngLevel | None = None,
 ) -> None:
-    """Encode ``image`` into an open file as ``fmt``: the one encoder convert and serve share."""
+    """Encode ``image`` into an open file as ``fmt``: the one encoder convert and serve share.
+
+    InputImageError, before anything is written, for an image the format cannot hold.
+    """
+    problem = size_problem(fmt, *image.size)
+    if problem is not None:
+        raise InputImageError(problem)
     if image.mode == "RGBA" and not fmt.holds_alpha:
         image = image.convert("RGB")
     image.save(handle, format=fmt.pil_name, **fmt.save_kwargs(quality, metadata, png_level))

@@ -24,6 +24,7 @@ from PIL import Image
 from animegan_cli import __version__
 from animegan_cli.atomic import atomic_write
 from animegan_cli.errors import WeightsError
+from animegan_cli.failures import PER_ITEM_ERRORS
 from animegan_cli.formats import format_by_extension, format_named, read_record_text
 from animegan_cli.video import is_video, read_record
 from animegan_cli.weights import STYLES, WeightsStore, file_style_name, git_blob_id
@@ -406,7 +407,7 @@ def _embedded_text(path: Path) -> str | bytes | None:
     try:
         with Image.open(path) as img:
             return read_record_text(img)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except PER_ITEM_ERRORS:  # a damaged file in OUT is an output without a record
         return None
 
 

@@ -320,8 +320,7 @@ class StylizeActor:
 
     def _calibration(self) -> list[Any]:
         """INT8 calibration on the run's first good images, as a local run takes them."""
-        settings = self.config.options
-        preprocess = data.PreprocessSettings(size=settings.size, max_pixels=settings.max_pixels)
+        preprocess = self.config.options.preprocess
         found = []
         for i, path in enumerate(self.config.calibration):
             item = data.prepare_image(i, path, preprocess)

@@ -32,6 +32,9 @@ EMULATED_BF16_BYTES_PER_PIXEL = 6700 * MIB / 1e6
 # Share of the available memory a run plans to use by default (--max-memory overrides):
 # the rest is for decoder workers, the page cache and everything else on the machine.
 DEFAULT_BUDGET_SHARE = 0.75
+# Share of the budget one decoder may read a file into: it holds the file's bytes and their
+# decoded pixels beside the model, so a file over a quarter of the budget is not read.
+FILE_SHARE_OF_BUDGET = 0.25
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
@@ -91,6 +94,11 @@ def _cgroup_room() -> int | None:
 def default_budget() -> int:
     """The memory a run plans for when --max-memory is not given."""
     return int(available_memory() * DEFAULT_BUDGET_SHARE)
+
+
+def max_file_bytes(max_memory: int | None) -> int:
+    """The largest input file one decoder may read within ``max_memory`` (None: the default)."""
+    return int((max_memory or default_budget()) * FILE_SHARE_OF_BUDGET)
 
 
 def bytes_per_pixel(precision: str) -> float:

@@ -334,13 +334,12 @@ async def _finish(outcome: Outcome, job: RequestSettings, service: ImageService,
         await asyncio.wait({wrapped}, timeout=DISCONNECT_POLL_S)
         if not wrapped.done() and request is not None and await request.is_disconnected():
             raise ClientGone
-    try:
+    try:  # a failed image (its pixels or its encoding) fails its entry, not the request
         pixels = wrapped.result()
-    except ImageError as exc:
-        outcome.error = exc
-    else:
         outcome.result = await run_in_threadpool(service.encode, job, outcome.item, pixels,
                                                  outcome.key)
+    except ImageError as exc:
+        outcome.error = exc
     outcome.future = None
     metrics.count_image("failed" if outcome.error else "converted")
 

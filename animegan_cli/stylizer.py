@@ -22,6 +22,7 @@ from PIL import Image
 from animegan_cli import data
 from animegan_cli.engine import Engine, EngineContext, EngineSpec, create_engine
 from animegan_cli.errors import InputImageError, UsageError, WeightsError
+from animegan_cli.failures import PER_ITEM_ERRORS
 from animegan_cli.model import MIN_SIDE
 from animegan_cli.provenance import pixel_settings
 from animegan_cli.weights import (
@@ -182,7 +183,7 @@ class Stylizer:
                 return data.prepare_decoded(index, decoded, original_size, self.pixels.preprocess)
         except InputImageError:
             raise
-        except data.DECODE_ERRORS as exc:
+        except PER_ITEM_ERRORS as exc:  # whatever a damaged image makes a decoder raise
             raise InputImageError(data.describe_error(exc)) from exc
 
     def input_size(self, width: int, height: int) -> tuple[int, int]:

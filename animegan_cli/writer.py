@@ -6,7 +6,8 @@ its manifest line before the rename, and writes the same pixels for the input's 
 duplicates. Results are reported from the caller's thread, in the order they were queued,
 as soon as they are finished. A write error about the output file system (disk full,
 read-only, OUT moved) stops the writer: nothing further is written, and leaving the
-``with`` block raises RunStopped.
+``with`` block raises RunStopped. Any other error while one result is encoded or written
+fails that output alone (failures.PER_ITEM_ERRORS); its temp file is removed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from animegan_cli import data, incremental, outputs
-from animegan_cli.errors import RunStopped
+from animegan_cli.errors import InputImageError, RunStopped
+from animegan_cli.failures import PER_ITEM_ERRORS, item_failure_reason
 from animegan_cli.formats import PngLevel
 from animegan_cli.lock import HeldLock
 from animegan_cli.priority import lower_this_thread
@@ -265,6 +267,10 @@ class Writer:
                     "are skipped)"
                 )
             return _failed(decision, reason, spent)
+        except InputImageError as exc:  # the format cannot hold this image (WebP's sides)
+            return _failed(decision, str(exc), spent)
+        except PER_ITEM_ERRORS as exc:  # an encoder's own error: this output fails alone
+            return _failed(decision, f"cannot write {out}: {item_failure_reason(exc)}", spent)
         written = time.perf_counter() - start
         result = FileResult(
             decision.item.path, out, "converted", None, spent + written, decision.reason,
