@@ -228,11 +228,12 @@ def app_client(checkpoint):
 
     stylizer = Stylizer.load(weights=checkpoint, size=32, backend="torch", precision="fp32")
     app = create_app(stylizer, ServeSettings())
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
         for _ in range(600):
             if client.get("/readyz").status_code == 200:
                 break
             time.sleep(0.05)
+        assert client.get("/readyz").status_code == 200
         yield client
 
 
