@@ -474,7 +474,7 @@ def _output_size_problem(options: ConvertOptions, decision: incremental.Decision
     problem = size_problem(fmt, width, height)
     if problem is None:
         return None
-    fix = "drop --keep-size" if options.keep_size else f"use --size {fmt.max_side} or less"
+    fix = "drop --keep-size" if options.keep_size else f"a --size of {fmt.max_side} or less"
     return f"{problem}; use another --format or {fix}"
 
 
