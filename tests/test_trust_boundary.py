@@ -227,7 +227,7 @@ def app_client(checkpoint):
     from animegan_cli.stylizer import Stylizer
 
     stylizer = Stylizer.load(weights=checkpoint, size=32, backend="torch", precision="fp32")
-    app = create_app(stylizer, ServeSettings())
+    app = create_app(stylizer, ServeSettings(max_size=256))  # item 3 asks for size 256
     with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
         for _ in range(600):
             if client.get("/readyz").status_code == 200:
