@@ -648,8 +648,8 @@ def _print_ending(ending: _Ending, quiet: bool, verbose: bool, dry_run: bool) ->
     if ending.interrupted_by and summary is None:
         click.echo(f"animegan: stopped by {ending.interrupted_by} while starting", err=True)
     elif ending.interrupted_by and summary is not None:
-        left = summary.found - summary.converted - summary.skipped - summary.failed
-        rest = (f"{left} image(s) not converted (run again to convert them)" if left > 0
+        left = _counted(*summary.not_done(), plural="(s)")
+        rest = (f"{left} not converted (run again to convert them)" if left
                 else "nothing left unconverted" if summary.found else "before any image")
         click.echo(f"animegan: stopped by {ending.interrupted_by}; {rest}", err=True)
     if summary is not None and not quiet:
@@ -691,15 +691,28 @@ def _stdin_paths(null: bool) -> list[str]:
 def _summary_line(summary: Summary, dry_run: bool = False) -> str:
     reused = f" ({summary.reused} reused)" if summary.reused else ""
     excluded = f", excluded {summary.excluded}" if summary.excluded else ""
+    # Images alone keep the plain count; clips are named, with frames/s (not img/s).
+    converted = _counted(summary.images, summary.clips) if summary.clips else summary.converted
     if dry_run:
         failed = f", would fail {summary.failed}" if summary.failed else ""
-        return (f"dry run: would convert {summary.converted}{reused}, "
+        return (f"dry run: would convert {converted}{reused}, "
                 f"would skip {summary.skipped}{failed}{excluded}")
-    rate = f" ({summary.images_per_second:.2f} img/s)" if summary.converted else ""
+    rates = [f"{summary.images_per_second:.2f} img/s"] if summary.images else []
+    if summary.frames:
+        rates.append(f"{summary.frames} frames, {summary.frames_per_second:.2f} frames/s")
+    rate = f" ({'; '.join(rates)})" if rates else ""
     return (
-        f"converted {summary.converted}{reused}, skipped {summary.skipped}, "
+        f"converted {converted}{reused}, skipped {summary.skipped}, "
         f"failed {summary.failed}{excluded} "
         f"in {summary.seconds:.1f} s{rate}"
+    )
+
+
+def _counted(images: int, clips: int, plural: str = "") -> str:
+    """'3 images and 2 clips', '1 clip', '2 image(s)' (``plural`` "(s)"): clips named apart."""
+    named = [(images, "image"), (clips, "clip")]
+    return " and ".join(
+        f"{count} {noun}{plural or ('s' if count != 1 else '')}" for count, noun in named if count
     )
 
 

@@ -285,6 +285,7 @@ def _plan(
                                    video_format=options.video_format)
     inputs = outputs.fail_collisions(found.files, planned, options.format)
     summary.found = len(inputs)
+    summary.clip_inputs = frozenset(item.path for item in inputs if item.video)
     manifest = Manifest.load(options.output)
     if manifest.warning:
         events.on_message(manifest.warning)

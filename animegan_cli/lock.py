@@ -211,8 +211,34 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except (PermissionError, OverflowError):
-        return True  # exists, owned by someone else (or a number no pid can be)
-    return True
+        return not _exiting(pid)  # exists, owned by someone else (or a number no pid can be)
+    return not _exiting(pid)
+
+
+# A run killed with SIGKILL stays in the process table, as a zombie, until its parent reaps
+# it; kill(pid, 0) still succeeds on it. Its lock is released at once (its files are
+# closed), so the next run got in, took the zombie for a live run and kept its temp file:
+# a clip's .part (there for the whole clip, unlike an image's) lasted until a later rerun.
+_EXITED_STATES = frozenset({"Z", "X"})  # zombie, dead
+_SIGKILL_BIT = 1 << (9 - 1)  # SIGKILL in /proc's pending-signal masks
+
+
+def _exiting(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie) or is being killed (SIGKILL pending): Linux's
+    /proc; False where it cannot tell."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            fields = dict(line.split(":", 1) for line in handle if ":" in line)
+    except (OSError, ValueError):
+        return False
+    state = fields.get("State", "").split()
+    if state and state[0] in _EXITED_STATES:
+        return True
+    try:
+        pending = int(fields.get("ShdPnd", "0"), 16) | int(fields.get("SigPnd", "0"), 16)
+    except ValueError:
+        return False
+    return bool(pending & _SIGKILL_BIT)
 
 
 def remove_stale_temp_files(out_dir: Path) -> list[Path]:

@@ -191,3 +191,27 @@ def plan_memory(
             f"{format_bytes(budget)} (see --max-memory)"
         )
     return MemoryPlan(fits, too_big, message)
+
+
+def _size_hint(budget: int, precision: str) -> str:
+    side = largest_size_within(budget, precision)
+    return f"use --size {side} or raise --max-memory" if side >= 64 else "raise --max-memory"
+
+
+def frame_refusal(pixels: int, precision: str, budget: int) -> str | None:
+    """Why one clip frame of ``pixels`` model-input pixels cannot run within ``budget``
+    (worded as an image's refusal in plan_memory); None when it fits."""
+    need = estimate_peak(pixels, 1, precision)
+    if need <= budget:
+        return None
+    return (
+        f"needs about {format_bytes(need)} of memory per frame ({pixels / 1e6:.1f} MP at the "
+        f"model's size), more than the budget of {format_bytes(budget)}; "
+        f"{_size_hint(budget, precision)}"
+    )
+
+
+def frames_within(pixels: int, precision: str, budget: int, frames: int) -> int:
+    """How many frames of ``pixels`` (up to ``frames``, at least 1) one batch fits in ``budget``."""
+    per_frame = bytes_per_pixel(precision) * max(pixels, 1)
+    return max(1, min(frames, int((budget - BASE_BYTES) // per_frame)))

@@ -65,14 +65,39 @@ class Summary:
     notes: list[str] = field(default_factory=list)  # said once: files left out, nothing to do
     faces: list[dict[str, object]] = field(default_factory=list)  # --faces: per output written
     videos: list[FileResult] = field(default_factory=list)  # converted videos (frame counts)
+    # Clips are counted apart from images (a run says "2 clips ... frames/s", not "img/s"):
+    clip_inputs: frozenset[Path] = frozenset()  # the inputs that are clips
+    clips: int = 0  # of the converted: clips
+    clips_done: int = 0  # clip results of any status (converted, skipped, failed)
+    frames: int = 0  # frames styled by the clips converted (copies of a clip not counted)
+    clip_seconds: float = 0.0  # time spent styling those clips
+
+    @property
+    def images(self) -> int:
+        """Of the converted: images."""
+        return self.converted - self.clips
 
     @property
     def images_per_second(self) -> float:
-        """Converted images per wall-clock second."""
-        return self.converted / self.seconds if self.seconds > 0 else 0.0
+        """Converted images per wall-clock second (the clips' time left out)."""
+        seconds = self.seconds - self.clip_seconds
+        return self.images / seconds if seconds > 0 else 0.0
+
+    @property
+    def frames_per_second(self) -> float:
+        """Clip frames styled per second of the clips' conversion."""
+        return self.frames / self.clip_seconds if self.clip_seconds > 0 else 0.0
+
+    def not_done(self) -> tuple[int, int]:
+        """(images, clips) found and not yet converted, skipped or failed."""
+        left = self.found - self.converted - self.skipped - self.failed
+        clips = max(0, len(self.clip_inputs) - self.clips_done)
+        return max(0, left - clips), clips
 
     def add(self, result: FileResult) -> None:
         """Count one result."""
+        if result.input in self.clip_inputs:
+            self._add_clip(result)
         if result.faces is not None:
             self.faces.append({"input": str(result.input), "output": str(result.output),
                                **result.faces})
@@ -84,6 +109,15 @@ class Summary:
         else:
             self.failed += 1
             self.failures.append(result)
+
+    def _add_clip(self, result: FileResult) -> None:
+        self.clips_done += 1
+        if result.status not in ("converted", "would-convert"):
+            return
+        self.clips += 1
+        if result.reused_from is None:
+            self.frames += result.frames or 0
+            self.clip_seconds += result.seconds
 
 
 @dataclass

@@ -4,8 +4,10 @@ PyAV (the ``video`` extra, which bundles FFmpeg's libraries) is imported inside 
 functions: the CLI starts without it, and a video input then fails alone with one line.
 Frames stream through: one batch of frames (and the encoder's own look-ahead) is all that
 is held, whatever the clip's length. Audio and subtitle packets are copied untouched with
-their timestamps; each video frame is encoded with its own pts in the input stream's time
-base, so a variable frame rate (a phone clip) is kept.
+their timestamps where the output container takes their codec (``Container.copies``), audio
+it does not take is re-encoded, and what cannot be kept is left out with one line; each video
+frame is encoded with its own pts in the input stream's time base, so a variable frame rate
+(a phone clip) is kept.
 """
 
 from __future__ import annotations
@@ -43,23 +45,33 @@ class VideoError(InputImageError):
 
 @dataclass(frozen=True)
 class Container:
-    """An output container: its muxer, video codec, and what audio it cannot hold becomes."""
+    """An output container: its muxer, video codec, the audio and subtitle codecs it takes
+    as copied packets, and what audio it cannot hold becomes."""
 
     muxer: str
     video_codec: str
     audio_fallback: str  # audio in a codec the muxer refuses is re-encoded to this
     options: dict[str, str] = field(default_factory=dict)
+    copies: frozenset[str] | None = None  # codecs copied untouched; None: any the muxer lists
 
 
 # movflags=use_metadata_tags: without it the MP4 muxer drops tags it does not know.
 _MP4_OPTIONS = {"movflags": "use_metadata_tags"}
+# What MP4/MOV take copied. FFmpeg's list for the muxer (supported_codecs) is wider than what
+# it can finish: it names PCM, but the MP4 muxer then refuses the unnamed channel layout a
+# Matroska PCM stream has, and only at close() (EINVAL, after the whole clip was styled). So
+# copies are limited to codecs every player reads from MP4; other audio becomes AAC, which
+# keeps the sound (what a user converting a clip expects) at AAC's transparent bitrates.
+_MP4_COPIES = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "mov_text"})
 # VP9 for WebM: the bundled FFmpeg has libvpx-vp9 and SVT-AV1; VP9 encodes several times
-# faster on a CPU at the same quality setting, and every browser plays it.
+# faster on a CPU at the same quality setting, and every browser plays it. WebM's own
+# specification allows Opus and Vorbis audio and WebVTT text only.
 CONTAINERS = {
-    "mp4": Container("mp4", "libx264", "aac", _MP4_OPTIONS),
-    "mov": Container("mov", "libx264", "aac", _MP4_OPTIONS),
+    "mp4": Container("mp4", "libx264", "aac", _MP4_OPTIONS, _MP4_COPIES),
+    "mov": Container("mov", "libx264", "aac", _MP4_OPTIONS, _MP4_COPIES),
     "mkv": Container("matroska", "libx264", "libopus"),
-    "webm": Container("webm", "libvpx-vp9", "libopus"),
+    "webm": Container("webm", "libvpx-vp9", "libopus", copies=frozenset({"opus", "vorbis",
+                                                                           "webvtt"})),
 }
 # --video-format same: the input's container; AVI cannot carry a record tag nor a
 # variable frame rate, so an AVI comes out as Matroska.
@@ -181,11 +193,15 @@ class Probe:
     rotation: int
 
 
-def probe(path: Path) -> Probe:
-    """Frame count, duration and size from the header; VideoError for what is no clip."""
+def probe(path: Path, max_pixels: int = 0) -> Probe:
+    """Frame count, duration and size from the header; VideoError for what is no clip.
+
+    The first frame is decoded for its rotation, with the decoder held to ``max_pixels``.
+    """
     av = import_av()
     with _opened(av, path) as container:
         stream = container.streams.video[0]
+        limit_decoder(stream, max_pixels)
         seconds = _stream_seconds(stream) or (container.duration or 0) / 1_000_000
         rate = stream.average_rate or stream.guessed_rate or 0
         frames = stream.frames or round(seconds * float(rate))
@@ -194,6 +210,15 @@ def probe(path: Path) -> Probe:
         if rotation in (90, 270):
             width, height = height, width
         return Probe(frames, seconds, width, height, rotation)
+
+
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """VideoError for a clip whose header gives frames over --max-pixels (0 = no limit)."""
+    if max_pixels and width * height > max_pixels:
+        raise VideoError(
+            f"frames are {width}x{height} ({width * height / 1e6:.1f} MP), over the "
+            f"--max-pixels limit of {max_pixels / 1e6:g} MP; not decoded"
+        )
 
 
 def _rotation_of_stream(av: Any, container: Any) -> int:
@@ -226,11 +251,23 @@ def _opened(av: Any, path: Path) -> Iterator[Any]:
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise VideoError(f"not a video PyAV can read ({_reason(exc)})") from None
     try:
+        if container.format.name in _IMAGE_DEMUXERS:
+            raise VideoError(_still_image(container.format.name))
         if not container.streams.video:
             raise VideoError("no video stream")
         yield container
     finally:
         container.close()
+
+
+def _still_image(demuxer: str) -> str:
+    """The line for an image under a video name (a PNG saved as .mp4).
+
+    Failing it, rather than styling it as a photo, is what its name asks for: its output
+    is planned as a clip (OUT/name.mp4), and a photo written there would be no video.
+    """
+    kind = demuxer.removesuffix("_pipe").upper()
+    return f"a {kind} image, not a video; give it its image extension to convert it as a photo"
 
 
 def _reason(exc: BaseException) -> str:
@@ -260,6 +297,7 @@ class EncodeSettings:
     crf: int = DEFAULT_CRF
     frames_per_batch: int = DEFAULT_FRAMES_PER_BATCH
     keep_partial: bool = False
+    max_pixels: int = 0  # --max-pixels: every decoded frame is checked; 0 = no limit
 
 
 @dataclass
@@ -313,6 +351,7 @@ class _Job:
         self.style, self.frame_size = styling
         self.on_frames = on_frames
         self.video = inp.streams.video[0]
+        limit_decoder(self.video, settings.max_pixels)
         self.expected = _stream_seconds(self.video) or (inp.duration or 0) / 1_000_000
         rate = self.video.average_rate or self.video.guessed_rate or Fraction(30)
         self.rate = Fraction(rate)
@@ -322,6 +361,7 @@ class _Job:
         self.pending: list[tuple[int, Frame]] = []
         self.held: list[Any] = []  # packets demuxed before the encoder (and header) exist
         self.last_pts: int | None = None
+        self.retimed = 0  # frames whose pts was not after the one before
         self.copied: dict[int, Any] = {}  # input stream index -> output stream (copied)
         self.reencoded: dict[int, Any] = {}  # input stream index -> output stream (re-encoded)
         output.metadata[METADATA_KEY] = settings.record
@@ -339,41 +379,35 @@ class _Job:
                 else:
                     self._pass_on(packet)
         except self.av.error.FFmpegError as exc:
-            damaged = _reason(exc)
+            damaged = self._decode_failure(exc)
         self._flush()
+        if self.retimed:
+            self.result.notes.append(
+                f"{self.retimed} frame(s) had a timestamp not after the frame before; "
+                "each was re-timed to follow it"
+            )
         self._check_complete(damaged)
         return self.result
 
+    def _decode_failure(self, exc: BaseException) -> str:
+        """The reason a decode stopped; the decoder's own --max-pixels refusal is EINVAL."""
+        limit = self.settings.max_pixels
+        if limit and isinstance(exc, self.av.error.ArgumentError):
+            return (f"the decoder refused a frame over the --max-pixels limit of "
+                    f"{limit / 1e6:g} MP, or a damaged one: {_reason(exc)}")
+        return _reason(exc)
+
     def _add_other_streams(self) -> None:
+        plan = StreamPlan(self.av, self.output, self.container)
         for stream in self.inp.streams:
-            if stream.type == "audio":
-                self._add_audio(stream)
-            elif stream.type == "subtitle":
-                self._add_subtitle(stream)
-
-    def _add_audio(self, stream: Any) -> None:
-        name = stream.codec_context.name
-        if name in self.output.supported_codecs:
-            self.copied[stream.index] = self.output.add_stream_from_template(stream)
-            return
-        fallback = self.container.audio_fallback
-        out = self.output.add_stream(fallback, rate=48000 if "opus" in fallback else stream.rate)
-        out.layout = stream.layout
-        self.reencoded[stream.index] = out
-        self.result.notes.append(
-            f"audio {name} re-encoded to {out.codec_context.name}: "
-            f"{self.container.muxer} cannot hold {name}"
-        )
-
-    def _add_subtitle(self, stream: Any) -> None:
-        name = stream.codec_context.name
-        if name in self.output.supported_codecs:
-            self.copied[stream.index] = self.output.add_stream_from_template(stream)
-        else:
-            self.result.notes.append(
-                f"subtitle stream {stream.index} ({name}) left out: "
-                f"{self.container.muxer} cannot hold it (try --video-format mkv)"
-            )
+            if stream.index == self.video.index:
+                continue
+            kept = plan.add(stream)
+            if kept is None:
+                continue
+            out, copied = kept
+            (self.copied if copied else self.reencoded)[stream.index] = out
+        self.result.notes.extend(plan.notes)
 
     def _pass_on(self, packet: Any) -> None:
         """Copy a packet untouched, or decode and re-encode audio the container cannot hold."""
@@ -393,9 +427,18 @@ class _Job:
             self.output.mux(out.encode(frame))
 
     def _add_frame(self, frame: Any) -> None:
+        # The real size of every decoded frame, whatever the header said, before any scaling.
+        _check_frame_pixels(frame, self.settings.max_pixels, self.result.frames + 1)
         # The model sees the clip upright; no rotation is written.
         scaled = scaled_upright(frame, self.frame_size)
         pts = frame.pts if frame.pts is not None else self._next_pts()
+        if self.last_pts is not None and pts <= self.last_pts:
+            # The encoder refuses a timestamp that does not increase (at its flush, after the
+            # whole clip). Re-timing such a frame to one frame after the last keeps every
+            # picture, and a clip whose times start again (two clips joined) plays on in
+            # order; dropping would lose the rest of such a clip.
+            pts = self._next_pts()
+            self.retimed += 1
         self.last_pts = pts
         self.pending.append((pts, scaled))
         if len(self.pending) >= self.settings.frames_per_batch:
@@ -473,3 +516,106 @@ class _Job:
             f"kept only the first {self.result.frames} frames "
             f"({self.result.seconds:.2f} s of {self.expected:.2f} s): {why}"
         )
+
+
+def limit_decoder(stream: Any, max_pixels: int) -> None:
+    """Make FFmpeg's decoder refuse a frame over ``max_pixels`` before it allocates it.
+
+    A header can lie (it says 64x48, the frames are 16000x16000): only the decoder sees a
+    frame's real size in time to refuse it without spending its memory.
+    """
+    if max_pixels:
+        stream.codec_context.options = {**stream.codec_context.options,
+                                        "max_pixels": str(max_pixels)}
+
+
+def _check_frame_pixels(frame: Any, max_pixels: int, number: int) -> None:
+    """VideoError for a decoded frame over --max-pixels (a decoder without FFmpeg's check)."""
+    if max_pixels and frame.width * frame.height > max_pixels:
+        raise VideoError(
+            f"frame {number} is {frame.width}x{frame.height} "
+            f"({frame.width * frame.height / 1e6:.1f} MP), over the --max-pixels limit of "
+            f"{max_pixels / 1e6:g} MP"
+        )
+
+
+class StreamPlan:
+    """What becomes of a clip's streams besides the styled one: copied, re-encoded, or left
+    out with one line each (never the end of the clip)."""
+
+    def __init__(self, av: Any, output: Any, container: Container) -> None:
+        self.av, self.output, self.container = av, output, container
+        self.notes: list[str] = []
+        self._by_type = {"audio": self._audio, "subtitle": self._subtitle}
+
+    def add(self, stream: Any) -> tuple[Any, bool] | None:
+        """(output stream, copied?) for a stream that is kept; None when it is left out."""
+        handle = self._by_type.get(stream.type)
+        if handle is not None:
+            return handle(stream)
+        # A second video stream (a camera's other angle, a cover picture) would need its
+        # own styling pass, doubling the clip's time; data streams are the camera's own.
+        what = "only the first video stream is styled" if stream.type == "video" else (
+            f"{self.container.muxer} output keeps video, audio and subtitles only")
+        self.notes.append(f"{stream.type} stream {stream.index} ({_codec_name(stream)}) "
+                          f"left out: {what}")
+        return None
+
+    def _copyable(self, name: str) -> bool:
+        allowed = self.container.copies
+        return name in self.output.supported_codecs and (allowed is None or name in allowed)
+
+    def _audio(self, stream: Any) -> tuple[Any, bool] | None:
+        name = _codec_name(stream)
+        if self._copyable(name):
+            return self.output.add_stream_from_template(stream), True
+        fallback = self.container.audio_fallback
+        shape = audio_encoding(self.av, fallback, stream)
+        if shape is None:
+            self.notes.append(
+                f"audio stream {stream.index} ({name}, {stream.channels} channels, "
+                f"{stream.rate} Hz) left out: {self.container.muxer} cannot hold {name} and "
+                f"{fallback} cannot encode it (try --video-format mkv)"
+            )
+            return None
+        rate, layout = shape
+        out = self.output.add_stream(fallback, rate=rate)
+        out.layout = layout
+        self.notes.append(f"audio {name} re-encoded to {out.codec_context.name}: "
+                          f"{self.container.muxer} cannot hold {name}")
+        return out, False
+
+    def _subtitle(self, stream: Any) -> tuple[Any, bool] | None:
+        name = _codec_name(stream)
+        if self._copyable(name):
+            return self.output.add_stream_from_template(stream), True
+        self.notes.append(
+            f"subtitle stream {stream.index} ({name}) left out: "
+            f"{self.container.muxer} cannot hold it (try --video-format mkv)"
+        )
+        return None
+
+
+def _codec_name(stream: Any) -> str:
+    context = stream.codec_context
+    return context.name if context is not None else "unknown codec"
+
+
+def audio_encoding(av: Any, codec: str, stream: Any) -> tuple[int, Any] | None:
+    """(sample rate, channel layout) ``codec`` encodes ``stream``'s audio at; None when it
+    cannot (16 channels for Opus), found by opening a throwaway encoder, so that the output
+    never gets a stream its encoder then refuses mid-clip."""
+    layout = stream.layout
+    if layout.name.endswith(" channels"):  # Matroska PCM: a count, no named layout
+        layout = av.AudioLayout(f"{layout.nb_channels}c")  # FFmpeg's default for the count
+    context = av.CodecContext.create(codec, "w")
+    rates = context.codec.audio_rates or ()
+    rate = stream.rate if not rates or stream.rate in rates else (
+        48000 if 48000 in rates else max(rates))
+    context.sample_rate, context.layout = rate, layout
+    context.format = context.codec.audio_formats[0]
+    try:
+        context.open()
+    except av.error.FFmpegError:
+        return None
+    return rate, layout

@@ -7,6 +7,7 @@ rename, and gives identical inputs a copy.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,11 +16,12 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from PIL import Image
 
-from animegan_cli import video
+from animegan_cli import resources, video
 from animegan_cli.atomic import atomic_write
 from animegan_cli.data import PreprocessSettings, prepare_decoded
 from animegan_cli.engine import NON_FINITE_REASON, NonFiniteOutput
-from animegan_cli.errors import InputImageError, RunStopped
+from animegan_cli.errors import RunStopped
+from animegan_cli.failures import PER_ITEM_ERRORS, item_failure_reason
 from animegan_cli.incremental import Decision, copy_output, record_before_rename
 from animegan_cli.lock import HeldLock
 from animegan_cli.provenance import Manifest, hash_file
@@ -65,9 +67,13 @@ def convert_videos(
         summary.engine = stylizer.description
         summary.startup_seconds = time.perf_counter() - started
     settings = video.EncodeSettings(
-        "", options.video_crf, options.frames_per_batch, options.keep_partial_video
+        "", options.video_crf, options.frames_per_batch, options.keep_partial_video,
+        options.max_pixels,
     )
-    VideoRun(stylizer, settings, manifest, held, summary, events).convert_all(clips)
+    # The estimate is of host memory for the CPU engine, as for images (convert._fit_in_memory).
+    budget = None if stylizer.spec.device != "cpu" else (
+        options.max_memory or resources.default_budget())
+    VideoRun(stylizer, settings, manifest, held, summary, events, budget).convert_all(clips)
 
 
 def calibration_pixels(path: Path, settings: PreprocessSettings) -> list[torch.Tensor]:
@@ -99,6 +105,7 @@ class VideoRun:
     held: HeldLock
     summary: Summary
     events: ConvertEvents
+    budget: int | None = None  # bytes of memory a clip may plan for; None: not checked
 
     def convert_all(self, targets: Sequence[Target]) -> None:
         """Convert each clip in turn; a bad clip fails alone."""
@@ -120,10 +127,11 @@ class VideoRun:
         source, out, record = decision.item.path, decision.output, decision.record
         assert record is not None
         start = time.perf_counter()
-        settings = video.EncodeSettings(
-            record.to_json(), self.settings.crf, self.settings.frames_per_batch,
-            self.settings.keep_partial,
-        )
+        try:
+            settings = self._clip_settings(source, record.to_json())
+        except video.VideoError as exc:  # refused from its header: no temp file, no decode
+            return FileResult(source, None, "failed", str(exc), time.perf_counter() - start,
+                              decision.reason)
         done: list[video.Transcoded] = []
 
         def write(handle: BinaryIO) -> None:
@@ -136,22 +144,53 @@ class VideoRun:
             if record.input_blake2b and hash_file(source) != record.input_blake2b:
                 raise video.VideoError(CHANGED_WHILE_READING)
 
+        # The per-item boundary: whatever decoding, styling, encoding or muxing this clip
+        # raises (PyAV's EINVAL at close, an encoder's refusal) fails this clip alone; the
+        # temp file is gone (atomic_write), and the next clip is converted.
         try:
             atomic_write(out, write, root=self.manifest.out_dir,
                          before_rename=record_before_rename(self.manifest, out, record))
-        except InputImageError as exc:
-            return FileResult(source, None, "failed", str(exc), time.perf_counter() - start,
-                              decision.reason)
+        except RunStopped:
+            raise
         except OSError as exc:
             reason = f"cannot write {out}: {exc.strerror or exc}"
             if exc.errno in STOP_ERRNOS:
                 raise RunStopped(reason) from exc
             return FileResult(source, None, "failed", reason, time.perf_counter() - start,
                               decision.reason)
+        except PER_ITEM_ERRORS as exc:
+            return FileResult(source, None, "failed", item_failure_reason(exc),
+                              time.perf_counter() - start, decision.reason)
         for note in done[0].notes:
             self.events.on_message(f"{source}: {note}")
         return FileResult(source, out, "converted", None, time.perf_counter() - start,
                           decision.reason, frames=done[0].frames, duration=done[0].seconds)
+
+    def _clip_settings(self, source: Path, record: str) -> video.EncodeSettings:
+        """The clip's encode settings, or VideoError when its header says it cannot fit.
+
+        Checked from the probe before any frame is styled: frames over --max-pixels, and a
+        frame at the model's size that needs more memory than the budget (as an image at
+        --size 0 is refused); frames per batch are lowered to what the budget holds.
+        """
+        found = video.probe(source, self.settings.max_pixels)
+        width, height = found.width, found.height
+        video.check_pixels(width, height, self.settings.max_pixels)
+        per_batch = self.settings.frames_per_batch
+        if self.budget is not None:
+            pixels = _pixels(self.stylizer.input_size(width, height))
+            precision = self.stylizer.spec.precision
+            refusal = resources.frame_refusal(pixels, precision, self.budget)
+            if refusal is not None:
+                raise video.VideoError(refusal)
+            fits = resources.frames_within(pixels, precision, self.budget, per_batch)
+            if fits < per_batch:
+                self.events.on_message(
+                    f"{source}: lowering frames per batch from {per_batch} to {fits} to fit "
+                    f"in {resources.format_bytes(self.budget)} (see --max-memory)"
+                )
+                per_batch = fits
+        return dataclasses.replace(self.settings, record=record, frames_per_batch=per_batch)
 
     def _copy_to(self, dup: Decision, lead: FileResult) -> FileResult:
         """An input identical to a clip just converted gets a copy of its output."""
@@ -178,3 +217,7 @@ class VideoRun:
             raise video.VideoError(NON_FINITE_REASON) from None
         self.summary.engine_seconds += time.perf_counter() - start
         return [self.stylizer.finish(item, p) for item, p in zip(prepared, pixels)]
+
+
+def _pixels(size: tuple[int, int]) -> int:
+    return size[0] * size[1]
