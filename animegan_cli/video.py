@@ -13,6 +13,7 @@ frame is encoded with its own pts in the input stream's time base, so a variable
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -162,6 +163,12 @@ def import_av() -> Any:
     except ImportError:
         raise VideoError(VIDEO_EXTRA) from None
     return av
+
+
+def is_ffmpeg_error(exc: BaseException) -> bool:
+    """Whether PyAV raised ``exc`` for FFmpeg (its OSErrors may be about the input)."""
+    av = sys.modules.get("av")
+    return av is not None and isinstance(exc, av.error.FFmpegError)
 
 
 def can_open(path: Path) -> bool:

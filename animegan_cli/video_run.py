@@ -156,6 +156,8 @@ class VideoRun:
             reason = f"cannot write {out}: {exc.strerror or exc}"
             if exc.errno in STOP_ERRNOS:
                 raise RunStopped(reason) from exc
+            if video.is_ffmpeg_error(exc):  # FFmpeg's EIO may be the input's: as any error
+                reason = item_failure_reason(exc)
             return FileResult(source, None, "failed", reason, time.perf_counter() - start,
                               decision.reason)
         except PER_ITEM_ERRORS as exc:
