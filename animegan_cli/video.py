@@ -258,8 +258,11 @@ def _opened(av: Any, path: Path) -> Iterator[Any]:
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise VideoError(f"not a video PyAV can read ({_reason(exc)})") from None
     try:
-        if container.format.name in _IMAGE_DEMUXERS:
-            raise VideoError(_still_image(container.format.name))
+        still = _still_image_kind(container)
+        if still is not None:
+            article = "an" if still[0] in "AEIOU" else "a"
+            raise VideoError(f"{article} {still} image, not a video; give it its image "
+                             "extension to convert it as a photo")
         if not container.streams.video:
             raise VideoError("no video stream")
         yield container
@@ -267,14 +270,21 @@ def _opened(av: Any, path: Path) -> Iterator[Any]:
         container.close()
 
 
-def _still_image(demuxer: str) -> str:
-    """The line for an image under a video name (a PNG saved as .mp4).
+# HEIF and AVIF photos open with FFmpeg's MP4 demuxer; their brand tells them from a clip.
+_STILL_BRANDS = {"heic": "HEIC", "heix": "HEIC", "mif1": "HEIF", "avif": "AVIF"}
 
-    Failing it, rather than styling it as a photo, is what its name asks for: its output
-    is planned as a clip (OUT/name.mp4), and a photo written there would be no video.
+
+def _still_image_kind(container: Any) -> str | None:
+    """What image format a file under a video name is (a PNG saved as .mp4); None for a clip.
+
+    Such a file fails with one line rather than being styled as a photo: its output is
+    planned as a clip (OUT/name.mp4), and a photo written there would be no video.
     """
-    kind = demuxer.removesuffix("_pipe").upper()
-    return f"a {kind} image, not a video; give it its image extension to convert it as a photo"
+    demuxer = container.format.name
+    if demuxer in _IMAGE_DEMUXERS:
+        return "still" if demuxer == "image2" else demuxer.removesuffix("_pipe").upper()
+    brand = str(container.metadata.get("major_brand", "")).strip().lower()
+    return _STILL_BRANDS.get(brand)
 
 
 def _reason(exc: BaseException) -> str:
