@@ -154,8 +154,7 @@ def plan_memory(
     a size that cannot fit even one image is a usage error. With --size 0 each image's
     header gives its size; an image that alone needs more than the budget fails.
     """
-    side = largest_size_within(budget, precision)
-    hint = f"use --size {side} or raise --max-memory" if side >= 64 else "raise --max-memory"
+    hint = _size_hint(budget, precision)
     too_big: dict[int, str] = {}
     if size:
         largest = size * size

@@ -124,14 +124,39 @@ class VideoRun:
 
     def _convert(self, target: Target) -> FileResult:
         decision = target.lead
+        source, out = decision.item.path, decision.output
+        start = time.perf_counter()
+
+        def failed(reason: str) -> FileResult:
+            return FileResult(source, None, "failed", reason, time.perf_counter() - start,
+                              decision.reason)
+
+        # The per-item boundary: whatever checking the header, decoding, styling, encoding
+        # or muxing this clip raises (PyAV's EINVAL at close, an encoder's refusal) fails
+        # this clip alone; the temp file is gone (atomic_write); the next clip is converted.
+        try:
+            done = self._write(decision)
+        except RunStopped:
+            raise
+        except OSError as exc:
+            reason = f"cannot write {out}: {exc.strerror or exc}"
+            if exc.errno in STOP_ERRNOS:
+                raise RunStopped(reason) from exc
+            # An OSError from FFmpeg (EIO) may be about the input: said as any error is.
+            return failed(item_failure_reason(exc) if video.is_ffmpeg_error(exc) else reason)
+        except PER_ITEM_ERRORS as exc:
+            return failed(item_failure_reason(exc))
+        for note in done.notes:
+            self.events.on_message(f"{source}: {note}")
+        return FileResult(source, out, "converted", None, time.perf_counter() - start,
+                          decision.reason, frames=done.frames, duration=done.seconds)
+
+    def _write(self, decision: Decision) -> video.Transcoded:
+        """Check the clip's header, then style it into its output through a temp file."""
         source, out, record = decision.item.path, decision.output, decision.record
         assert record is not None
-        start = time.perf_counter()
-        try:
-            settings = self._clip_settings(source, record.to_json())
-        except video.VideoError as exc:  # refused from its header: no temp file, no decode
-            return FileResult(source, None, "failed", str(exc), time.perf_counter() - start,
-                              decision.reason)
+        # Refused from its header before a temp file exists or a frame is decoded.
+        settings = self._clip_settings(source, record.to_json())
         done: list[video.Transcoded] = []
 
         def write(handle: BinaryIO) -> None:
@@ -144,29 +169,9 @@ class VideoRun:
             if record.input_blake2b and hash_file(source) != record.input_blake2b:
                 raise video.VideoError(CHANGED_WHILE_READING)
 
-        # The per-item boundary: whatever decoding, styling, encoding or muxing this clip
-        # raises (PyAV's EINVAL at close, an encoder's refusal) fails this clip alone; the
-        # temp file is gone (atomic_write), and the next clip is converted.
-        try:
-            atomic_write(out, write, root=self.manifest.out_dir,
-                         before_rename=record_before_rename(self.manifest, out, record))
-        except RunStopped:
-            raise
-        except OSError as exc:
-            reason = f"cannot write {out}: {exc.strerror or exc}"
-            if exc.errno in STOP_ERRNOS:
-                raise RunStopped(reason) from exc
-            if video.is_ffmpeg_error(exc):  # FFmpeg's EIO may be the input's: as any error
-                reason = item_failure_reason(exc)
-            return FileResult(source, None, "failed", reason, time.perf_counter() - start,
-                              decision.reason)
-        except PER_ITEM_ERRORS as exc:
-            return FileResult(source, None, "failed", item_failure_reason(exc),
-                              time.perf_counter() - start, decision.reason)
-        for note in done[0].notes:
-            self.events.on_message(f"{source}: {note}")
-        return FileResult(source, out, "converted", None, time.perf_counter() - start,
-                          decision.reason, frames=done[0].frames, duration=done[0].seconds)
+        atomic_write(out, write, root=self.manifest.out_dir,
+                     before_rename=record_before_rename(self.manifest, out, record))
+        return done[0]
 
     def _clip_settings(self, source: Path, record: str) -> video.EncodeSettings:
         """The clip's encode settings, or VideoError when its header says it cannot fit.
