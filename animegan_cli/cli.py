@@ -23,10 +23,11 @@ from animegan_cli.config import SERVE_KEYS, config_path, load_config, save_confi
 from animegan_cli.convert import ConvertEvents, ConvertOptions, FileResult, Summary, convert
 from animegan_cli.data import DEFAULT_MAX_PIXELS
 from animegan_cli.engine import BACKENDS, DEVICES, PRECISIONS, SHAPE_MODES
-from animegan_cli.errors import AnimeganError, UsageError
+from animegan_cli.errors import AnimeganError, UsageError, install_hint
 from animegan_cli.faces import (
     DEFAULT_DETECTOR,
     DEFAULT_MARGIN,
+    DEFAULT_MAX_FACES,
     DEFAULT_MIN_FACE,
     DEFAULT_NEIGHBOURS,
     DETECTORS,
@@ -44,7 +45,7 @@ from animegan_cli.limits import (
     SERVE_MAX_OUTPUT_PIXELS,
     SERVE_MAX_REQUEST_PIXELS,
 )
-from animegan_cli.outputs import FORMAT_CHOICES
+from animegan_cli.outputs import FORMAT_CHOICES, format_key
 from animegan_cli.provenance import find_provenance
 from animegan_cli.report import build_report, json_safe, one_line, write_report
 from animegan_cli.resources import DEFAULT_BUDGET_SHARE, parse_size
@@ -328,7 +329,11 @@ def face_options(command: Callable) -> Callable:
         click.option("--faces-fallback", type=click.Choice(FALLBACKS), default="fail",
                      show_default=True,
                      help="With --faces crop, an image without a face fails, or is converted "
-                          "whole."),
+                          "whole (--faces paste always styles it whole)."),
+        click.option("--max-faces", type=int, default=DEFAULT_MAX_FACES, show_default=True,
+                     metavar="N",
+                     help="Faces styled per image (each is a 512x512 model run); beyond N "
+                          "the largest N are used, and the run says so."),
     ))
 
 
@@ -352,7 +357,7 @@ def video_options(command: Callable) -> Callable:
 
 def _face_settings(p: Mapping[str, Any]) -> FaceSettings:
     return FaceSettings(p["faces_mode"], p["face_margin"], p["face_detector"], p["min_face"],
-                        p["face_neighbours"], p["faces_fallback"])
+                        p["face_neighbours"], p["faces_fallback"], p["max_faces"])
 
 
 def max_pixels_option(command: Callable) -> Callable:
@@ -388,7 +393,8 @@ def _refuse_style_with_weights(weights: Path | None) -> None:
 @click.option("--suffix", default="", help="Text added to each output file's stem.")
 @_env_option("--format", "format_", envvar="ANIMEGAN_FORMAT",
               type=click.Choice(FORMAT_CHOICES), default="same",
-              help="Output format; 'same' keeps the input's.")
+              callback=lambda ctx, param, value: format_key(value),
+              help="Output format; 'same' keeps the input's (jpeg is jpg).")
 @_env_option("--quality", envvar="ANIMEGAN_QUALITY", type=int, default=95,
               help="JPEG/WebP quality, 1-100.")
 @_env_option("--png-level", envvar="ANIMEGAN_PNG_LEVEL", default=DEFAULT_PNG_LEVEL,
@@ -459,12 +465,10 @@ def convert_command(inputs: tuple[str, ...], weights: Path | None, dry_run: bool
     _refuse_style_with_weights(weights)
     if report_file is not None:
         _check_report_folder(report_file)
-    from tqdm import tqdm
-
     if verbose and not quiet:
         _show_engine_log()
     show_bar = not quiet and _stderr_is_terminal()
-    bar = tqdm(total=0, unit="img", file=sys.stderr, disable=not show_bar, dynamic_ncols=True)
+    bar = _RunBar(disable=not show_bar)
     events = _convert_events(bar, dry_run, as_json, quiet)
     params = click.get_current_context().params
     ending, options, crashed = _run_convert(params, show_bar, events, bar)
@@ -477,7 +481,7 @@ def convert_command(inputs: tuple[str, ...], weights: Path | None, dry_run: bool
         sys.exit(status)
 
 
-def _run_convert(params: Mapping[str, Any], progress: bool, events: ConvertEvents, bar: tqdm
+def _run_convert(params: Mapping[str, Any], progress: bool, events: ConvertEvents, bar: _RunBar
                  ) -> tuple[_Ending, ConvertOptions | None, Exception | None]:
     """Run convert and say how it ended, with the options it ran with and any crash."""
     options: ConvertOptions | None = None
@@ -527,7 +531,7 @@ def _convert_options(params: Mapping[str, Any], progress: bool) -> ConvertOption
         video_format=p["video_format"],
         video_crf=p["video_crf"], frames_per_batch=p["frames_per_batch"],
         keep_partial_video=p["keep_partial_video"],
-        shapes=p["shapes"],
+        shapes=p["shapes"], verbose=p["verbose"],
     )
 
 
@@ -541,13 +545,13 @@ class _Ending:
     interrupted_by: str | None = None
 
 
-def _convert_events(bar: tqdm, dry_run: bool, as_json: bool, quiet: bool) -> ConvertEvents:
+def _convert_events(bar: _RunBar, dry_run: bool, as_json: bool, quiet: bool) -> ConvertEvents:
     """Progress bar, error lines on stderr and --json records on stdout."""
     from tqdm import tqdm
 
 
     def on_plan(to_convert: int, skipped: int) -> None:
-        bar.reset(total=to_convert + skipped)
+        bar.start(total=to_convert + skipped)
 
     @_stop_when_reader_goes
     def on_result(result: FileResult) -> None:
@@ -569,6 +573,34 @@ def _convert_events(bar: tqdm, dry_run: bool, as_json: bool, quiet: bool) -> Con
 
     frames = _FrameBar(bar.disable)
     return ConvertEvents(on_plan, frames.closing(on_result), on_message, frames.update)
+
+
+class _RunBar:
+    """The run's bar, in images: shown once planning knows how many there are (a bar made
+    before that said "0img [00:00, ?img/s]" for as long as planning took)."""
+
+    def __init__(self, disable: bool) -> None:
+        self.disable = disable
+        self.bar: tqdm | None = None
+
+    def start(self, total: int) -> None:
+        """Show the bar, at 0 of ``total``."""
+        from tqdm import tqdm
+
+        self.close()
+        self.bar = tqdm(total=total, unit="img", file=sys.stderr, disable=self.disable,
+                        dynamic_ncols=True)
+
+    def update(self, done: int) -> None:
+        """Count ``done`` more inputs (before the plan, nothing is shown)."""
+        if self.bar is not None:
+            self.bar.update(done)
+
+    def close(self) -> None:
+        """Close the bar (tqdm leaves it on the terminal, finished)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class _FrameBar:
@@ -843,14 +875,18 @@ def weights_import(file: Path, name: str | None, force: bool) -> None:
         animegan weights import ~/Downloads/paprika.pt
     """
     try:
-        path = WeightsStore.from_env().import_file(file, name, force=force)
+        imported = WeightsStore.from_env().import_checkpoint(file, name, force=force)
     except AnimeganError as exc:
         _raise_for(exc)
-    click.echo(f"imported {file} as {path}", err=True)
+    if imported.already:
+        click.echo(f"already imported: {imported.path} holds the same bytes; nothing changed",
+                   err=True)
+    else:
+        click.echo(f"imported {file} as {imported.path}", err=True)
 
 
 # Chosen from benchmarks/results/serve_load_*.md: batching did not pay on these CPUs (see
-# docs/serve.md); the article's 200 ms window is one flag away.
+# docs/serve.md); a 200 ms window, common where batching pays (GPUs), is one flag away.
 SERVE_MAX_BATCH = 1
 SERVE_WAIT_MS = 0.0
 _SERVE_EXTRA = frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client",
@@ -921,7 +957,8 @@ def serve_budget_options(command: Callable) -> Callable:
 @_env_option("--max-batch-size", type=int, default=SERVE_MAX_BATCH,
              help="Images of one shape, from any requests, run through the model together.")
 @_env_option("--batch-wait-ms", type=float, default=SERVE_WAIT_MS, metavar="MS",
-             help="How long the first image of a batch waits for others (the article: 200).")
+             help="How long the first image of a batch waits for others (200 is common "
+                  "where batching pays, e.g. on a GPU).")
 @_env_option("--queue-size", type=int, default=32,
              help="Images waiting for the model; beyond it requests get 503 + Retry-After.")
 @_env_option("--max-upload-mb", type=float, default=20.0, metavar="N",
@@ -962,7 +999,7 @@ def serve_command(host: str, port: int, style: str, weights: Path | None, size: 
     except ModuleNotFoundError as exc:
         if exc.name not in _SERVE_EXTRA:
             raise
-        raise CommandError('serve needs FastAPI and uvicorn: pip install "animegan[serve]"',
+        raise CommandError(f"serve needs FastAPI and uvicorn: {install_hint('serve')}",
                            EXIT_USAGE) from None
     max_pixels = limits.pop("max_pixels")
     settings = ServeSettings(token=token or None, grace_s=grace, listen_host=host, **limits)
@@ -1013,21 +1050,24 @@ def info_command(ctx: click.Context, with_torch: bool) -> None:
     report = describe_system()
     if with_torch:
         report.update(torch_details())
+    # One first column for every section, the defaults' sources in a column of their own.
+    width = max(len(key) for rows in [*report.values(), dict(defaults)] for key in rows)
     for section, rows in report.items():
         click.echo(f"{section}:")
         for key, value in rows.items():
-            click.echo(f"  {key:<16} {value}")
+            click.echo(f"  {key:<{width}}  {value}")
     click.echo("convert defaults:")
-    for line in defaults:
-        click.echo(line)
+    shown_width = max(len(shown) for _, (shown, _) in defaults)
+    for option, (shown, source) in defaults:
+        click.echo(f"  {option:<{width}}  {shown:<{shown_width}}  [{source}]")
 
 
-def _convert_defaults(ctx: click.Context) -> list[str]:
-    """One line per convert option: its default here, what `auto` becomes, and its source."""
+def _convert_defaults(ctx: click.Context) -> list[tuple[str, tuple[str, str]]]:
+    """Per convert option: its default here (with what `auto` becomes) and its source."""
     convert_ctx = convert_command.make_context(
         "convert", ["INPUT", "-o", "OUT"], parent=ctx.find_root()
     )
-    lines = []
+    lines: list[tuple[str, tuple[str, str]]] = []
     for param in convert_command.params:
         if not isinstance(param, click.Option) or param.name in ("output",):
             continue
@@ -1037,7 +1077,7 @@ def _convert_defaults(ctx: click.Context) -> list[str]:
             source = f"environment ({param.envvar})"
         resolved = describe_auto(param.name, value, convert_ctx.params)
         shown = f"{'auto' if value is None else value} -> {resolved}" if resolved else str(value)
-        lines.append(f"  {param.opts[-1]:<18} {shown:<22} [{source}]")
+        lines.append((param.opts[-1], (shown, source)))
     return lines
 
 
@@ -1053,7 +1093,8 @@ def tune_command(style: str, weights: Path | None, size: int, budget: float,
                  photos: Path | None, objective: str, dry_run: bool) -> None:
     """Measure engine, precision, batch size, threads and workers; save the fastest.
 
-    Writes the winner to the config file that convert reads its defaults from.
+    Writes the winner, with the --size it was measured at, to the config file that convert
+    reads its defaults from.
 
     \b
     Example:
@@ -1088,8 +1129,10 @@ def tune_command(style: str, weights: Path | None, size: int, budget: float,
         return
     comment = (f"Written by animegan tune on {time.strftime('%Y-%m-%d %H:%M')}: {objective} "
                f"at --size {size}, {winner.images_per_second:.2f} img/s measured.")
-    path = save_config(winner.settings(), comment=comment)
-    click.echo(f"wrote {path}")
+    # The batch size (and the engine's speed) hold at the size measured: saved together, so
+    # that convert's default size is the one they were measured at.
+    path = save_config({"size": size, **winner.settings()}, comment=comment)
+    click.echo(f"wrote {path} (size={size} with the settings measured at it)")
 
 
 @main.command("export")
@@ -1126,7 +1169,7 @@ def export_command(style: str, weights: Path | None, size: int, onnx_file: Path 
 
 
 def tune_table(result: TuneResult) -> str:
-    """The article's columns: batch size, throughput, peak memory, latency per batch."""
+    """The trials as a Markdown table: engine, batch size, throughput, memory, latency."""
     rows = ["| backend | precision | batch size | threads | streams | workers | img/s "
             "| peak memory (MB) | latency per batch (ms) | note |",
             "|---|---|---|---|---|---|---|---|---|---|"]

@@ -24,7 +24,7 @@ from animegan_cli.errors import RunStopped, UsageError, WeightsError
 from animegan_cli.faces import FaceSettings
 from animegan_cli.failures import PER_ITEM_ERRORS, item_failure_reason
 from animegan_cli.formats import DEFAULT_PNG_LEVEL, PngLevel, png_level_problem, size_problem
-from animegan_cli.inputs import ListedPath, find_inputs
+from animegan_cli.inputs import ListedPath, find_inputs, refuse_outputs_inside
 from animegan_cli.limits import MIN_SIDE
 from animegan_cli.lock import HeldLock, output_lock, remove_stale_temp_files
 from animegan_cli.provenance import Manifest, checkpoint_id, pixel_settings, record_style
@@ -95,6 +95,7 @@ class ConvertOptions:
     video_crf: int = video.DEFAULT_CRF
     frames_per_batch: int = video.DEFAULT_FRAMES_PER_BATCH
     keep_partial_video: bool = False
+    verbose: bool = False  # -v: also the libraries' own notes (Ray's warnings with --ray)
 
     @property
     def preprocess(self) -> data.PreprocessSettings:
@@ -283,6 +284,7 @@ def _plan(
         _note(summary, events, message)
     planned = outputs.plan_outputs(found.files, options.output, options.format, options.suffix,
                                    video_format=options.video_format)
+    refuse_outputs_inside(found.inside_output, found.files, planned, options.output)
     inputs = outputs.fail_collisions(found.files, planned, options.format)
     summary.found = len(inputs)
     summary.clip_inputs = frozenset(item.path for item in inputs if item.video)

@@ -27,3 +27,9 @@ class RunStopped(AnimeganError):
     """The run cannot go on (disk full, decoders keep dying); what was written stays."""
 
     summary: object | None = None
+
+
+def install_hint(extra: str) -> str:
+    """How to install an optional extra: the one form every message and doc uses. animegan
+    is installed from its checkout (the index has no package of that name)."""
+    return f'pip install -e ".[{extra}]" in the animegan checkout'

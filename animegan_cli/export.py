@@ -1,7 +1,7 @@
 """``animegan export``: a checkpoint as an ONNX file or an OpenVINO IR, verified by running it.
 
 torch, onnx, onnxruntime and openvino are imported inside the functions: ``export --help``
-must not pay for them, and ONNX is an extra (``pip install "animegan[export]"``).
+must not pay for them, and ONNX is an extra (``errors.install_hint("export")``).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import numpy as np
 
 from animegan_cli import signal_stack
 from animegan_cli.atomic import atomic_write
-from animegan_cli.errors import AnimeganError, UsageError
+from animegan_cli.errors import AnimeganError, UsageError, install_hint
 
 # The exported model must reproduce torch fp32 this closely on the test image, or it is
 # refused (float reordering gives ~1 level of 255 at most; a broken export gives far less).
 MIN_PSNR_DB = 40.0
 ONNX_OPSET = 17
-ONNX_EXTRA = 'pip install "animegan[export]"'
+ONNX_EXTRA = install_hint("export")
 
 
 class ExportError(AnimeganError):

@@ -26,7 +26,15 @@ from PIL import Image
 
 from animegan_cli import data, face_blend, incremental
 from animegan_cli.engine import NON_FINITE_REASON
-from animegan_cli.faces import FACE_SIZE, NO_FACE, Box, FaceSettings, crop_output, find_faces
+from animegan_cli.faces import (
+    FACE_SIZE,
+    NO_FACE,
+    Box,
+    FaceSettings,
+    crop_output,
+    find_faces,
+    largest_faces,
+)
 from animegan_cli.provenance import (
     RESULT_SETTINGS,
     Manifest,
@@ -121,6 +129,7 @@ class _Job:
     crops: list[Box]
     parts: list[data.PreparedImage]
     spent: float
+    found: int  # faces detected; more than len(boxes) where --max-faces left some out
     results: dict[int, torch.Tensor] = field(default_factory=dict)  # id(part) -> pixels
     failed: bool = False
 
@@ -131,6 +140,11 @@ class _Job:
     def report(self) -> dict[str, object]:
         """What --json and --report say about this input's faces."""
         return {"count": len(self.boxes), "boxes": [b.as_list() for b in self.boxes]}
+
+    def recorded(self) -> dict[str, object]:
+        """What every output of this input records about the detection."""
+        capped = {"faces_found": self.found} if self.found > len(self.boxes) else {}
+        return {"face_count": len(self.boxes), **capped}
 
 
 class FaceStage:
@@ -159,16 +173,18 @@ class FaceStage:
             reason = CHANGED if isinstance(exc, ValueError) else data.describe_error(exc)
             self.writer.fail(target, reason, item.seconds)
             return []
-        boxes = find_faces(self.detector, upright)
+        found = find_faces(self.detector, upright)
+        boxes = self._capped(found, target)
+        if not boxes and self.settings.mode == "crop" and self.settings.fallback == "fail":
+            self._remove_stale(target, 1, keep_whole=False)
+            self.writer.fail(target, NO_FACE, item.seconds + time.perf_counter() - start)
+            return []
         crops = [face_blend.square_crop(b, self.settings.margin, *upright.size) for b in boxes]
         parts = [self._face_item(upright, c) for c in crops]
-        if self.settings.mode == "paste" or not boxes:
-            if not boxes and self.settings.fallback == "fail":
-                self._remove_stale(target, 1, keep_whole=False)
-                self.writer.fail(target, NO_FACE, item.seconds + time.perf_counter() - start)
-                return []
+        if self.settings.mode == "paste" or not boxes:  # paste without a face: the whole image
             parts = [item, *parts]
-        job = _Job(target, item, boxes, crops, parts, item.seconds + time.perf_counter() - start)
+        job = _Job(target, item, boxes, crops, parts, item.seconds + time.perf_counter() - start,
+                   len(found))
         for part in parts:
             self._owner[id(part)] = job
         return parts
@@ -192,6 +208,14 @@ class FaceStage:
             self._write(job)
         return True
 
+    def _capped(self, found: list[Box], target: Target) -> list[Box]:
+        """The faces to style: at most --max-faces, the largest, said once for the image."""
+        limit = self.settings.max_faces
+        if len(found) > limit:
+            self.on_message(f"{target.lead.item.path}: {len(found)} faces found; styling the "
+                            f"{limit} largest (--max-faces {limit})")
+        return largest_faces(found, limit)
+
     def _read_upright(self, path: Path, item: data.PreparedImage) -> Image.Image:
         """The input at full size, upright: faces are cropped from every pixel it has."""
         with open_regular(path) as handle:
@@ -212,7 +236,7 @@ class FaceStage:
             return
         faces = job.parts if job.boxes else []
         for k, (part, box) in enumerate(zip(faces, job.boxes), 1):
-            recorded = {"face_count": len(job.boxes), "face_index": k,
+            recorded = {**job.recorded(), "face_index": k,
                         "face_box": ",".join(map(str, box.as_list()))}
             crop = Target(*self._renamed(job.target, k, recorded))
             self.writer.submit(crop, part, job.results[id(part)], job.spent / len(faces),
@@ -227,7 +251,7 @@ class FaceStage:
         boxes = ";".join(",".join(map(str, b.as_list())) for b in job.boxes[:40])
         for d in job.target.decisions:
             assert d.record is not None
-            d.record = _with_faces(d.record, {"face_count": len(job.boxes), "face_boxes": boxes})
+            d.record = _with_faces(d.record, {**job.recorded(), "face_boxes": boxes})
         faces = [(crop, job.results[id(part)]) for crop, part in zip(job.crops, job.parts[1:])]
         original = job.whole.original_size
 

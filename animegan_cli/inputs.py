@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from animegan_cli.errors import UsageError
+from animegan_cli.errors import UsageError, install_hint
 from animegan_cli.video import VIDEO_EXTENSIONS, can_open
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
-HEIF_EXTRA = "install the heif extra to read {} (pip install 'animegan[heif]')"
+HEIF_EXTRA = "install the heif extra to read {} (" + install_hint("heif") + ")"
 NOT_FOUND = "file not found (or a broken link)"  # the decoder's wording for the same case
 _KINDS = {
     stat.S_IFIFO: "a named pipe",
@@ -53,18 +53,34 @@ class ListedPath:
     path: str
 
 
+# Files a folder walk leaves out, each kind said once with its count: (suffixes, why).
+LEFT_OUT = {
+    "heif": (HEIF_EXTENSIONS, HEIF_EXTRA.format("them")),
+    # An animated GIF would become one still frame without a word: a walk leaves GIFs out
+    # and says so; a GIF named explicitly is converted (its first frame, as PNG).
+    "gif": (frozenset({".gif"}), "folder walks leave GIFs out (an animated one would become "
+                                 "a single still frame); name a GIF to convert its first frame"),
+}
+
+
 @dataclass
 class Discovery:
-    """The inputs found, and how many walked files were left out for want of an extra."""
+    """The inputs found, the input folders inside OUT, and the walked files left out."""
 
     files: list[InputFile] = field(default_factory=list)
-    needs_heif: int = 0
+    left_out: dict[str, int] = field(default_factory=dict)  # LEFT_OUT kind -> files
+    # Walked folders inside the output folder: no output may land inside one of them.
+    inside_output: list[Path] = field(default_factory=list)
+
+    @property
+    def needs_heif(self) -> int:
+        """Walked .heic/.heif files left out for want of the heif extra."""
+        return self.left_out.get("heif", 0)
 
     def notes(self) -> list[str]:
         """What the run should say once about files it left out."""
-        if not self.needs_heif:
-            return []
-        return [f"skipped {self.needs_heif} .heic/.heif file(s): {HEIF_EXTRA.format('them')}"]
+        return [f"skipped {count} {'/'.join(sorted(LEFT_OUT[kind][0]))} file(s): "
+                f"{LEFT_OUT[kind][1]}" for kind, count in self.left_out.items()]
 
 
 def read_path_list(stream: BinaryIO, null_separated: bool = False) -> list[str]:
@@ -103,8 +119,9 @@ def find_inputs(
     """Expand files, folders and listed paths into a de-duplicated list of inputs, in order.
 
     A file named explicitly is taken whatever its extension (the decoder will say if it is
-    not an image); files found by walking a folder must have an image extension. Nothing
-    under ``exclude`` (the output folder) is taken from a walk or a list. A named path that
+    not an image); files found by walking a folder must have an image extension. A walk
+    never enters ``exclude`` (the output folder) and a list takes nothing under it; a named
+    folder inside it is walked (and listed in ``inside_output``). A named path that
     does not exist is a usage error; a listed one fails alone. Relative paths (the output's
     place under OUT): a named folder's files relative to it, a named file its name, a listed
     path relative to the working directory; with ``base``, every input relative to ``base``.
@@ -238,7 +255,9 @@ class _Finder:
         any other. Symlinked folders are not followed: that is how loops and escapes happen.
         """
         if self.excluded.path is not None and _is_within(root.resolve(), self.excluded.path):
-            return
+            # Walked all the same (`convert pics/new -o pics`); refuse_outputs_inside checks
+            # that no output lands in it, so that no output is walked as an input next time.
+            self.found.inside_output.append(root)
         stack = [iter(_sorted_entries(root))]
         while stack:
             entry = next(stack[-1], None)
@@ -256,8 +275,31 @@ class _Finder:
             suffix = Path(entry.name).suffix.lower()
             if suffix in self.extensions or suffix in self.videos:
                 yield Path(entry.path), _entry_error(entry)
-            elif suffix in HEIF_EXTENSIONS:
-                self.found.needs_heif += 1
+            else:
+                self._count_left_out(suffix)
+
+    def _count_left_out(self, suffix: str) -> None:
+        kind = next((k for k, (suffixes, _) in LEFT_OUT.items() if suffix in suffixes), None)
+        if kind is not None:
+            self.found.left_out[kind] = self.found.left_out.get(kind, 0) + 1
+
+
+def refuse_outputs_inside(
+    walked: list[Path], inputs: list[InputFile], planned: list[Path], out_dir: Path
+) -> None:
+    """UsageError when an output would land inside a walked input folder that is inside
+    OUT: the next run would read it back as an input (and style its own output again)."""
+    roots = [(folder, folder.resolve()) for folder in walked]
+    for item, output in zip(inputs, planned):
+        parent = output.parent.resolve()
+        for given, resolved in roots:
+            if _is_within(parent, resolved):
+                raise UsageError(
+                    f"input folder {given} is inside the output folder {out_dir}, and the "
+                    f"output of {item.path} would be {output}, inside that input folder: the "
+                    f"next run would read it back as an input; choose an -o outside {given}, "
+                    f"or move {item.path} elsewhere"
+                )
 
 
 def _sorted_entries(folder: str | Path) -> list[os.DirEntry[str]]:

@@ -26,7 +26,7 @@ import numpy as np
 from animegan_cli import signal_stack
 from animegan_cli.atomic import atomic_write
 from animegan_cli.engine import SHAPE_MODES, to_model_input, to_pixels
-from animegan_cli.errors import UsageError
+from animegan_cli.errors import UsageError, install_hint
 from animegan_cli.limits import MAX_COMPILED_PIXELS, MAX_COMPILED_SHAPES
 
 if TYPE_CHECKING:
@@ -296,7 +296,7 @@ def quantize(model, images: Sequence[torch.Tensor]):  # -> openvino.Model
         import nncf
     except ImportError as exc:
         raise UsageError(
-            "--precision int8 needs NNCF: pip install 'animegan[int8]' (or pip install nncf)"
+            f"--precision int8 needs NNCF: {install_hint('int8')} (or pip install nncf)"
         ) from exc
     import torch
 

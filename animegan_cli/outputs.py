@@ -19,7 +19,11 @@ from animegan_cli.formats import BY_EXTENSION, FORMATS, OutputFormat, PngLevel, 
 from animegan_cli.inputs import InputFile
 from animegan_cli.video import output_extension
 
-FORMAT_CHOICES = ("same", *(key for key, fmt in FORMATS.items() if fmt.offered))
+# --format names: each offered format's key and the other names of its extensions (jpeg
+# is jpg), from the table.
+FORMAT_NAMES = {name: key for key, fmt in FORMATS.items() if fmt.offered
+                for name in (key, *(ext.lstrip(".") for ext in fmt.extensions))}
+FORMAT_CHOICES = ("same", *FORMAT_NAMES)
 
 # Input extension -> output format for --format same: an input keeps its format. HEIC
 # cannot be written without a plugin that may be absent, so phones' photos come out as JPEG.
@@ -28,7 +32,12 @@ SAME_FORMAT = {**BY_EXTENSION, ".heic": "jpg", ".heif": "jpg"}
 
 def format_for(input_path: Path, requested: str) -> OutputFormat:
     """The output format for one input given ``--format`` (same keeps the input's format)."""
-    return format_of(input_path) if requested == "same" else FORMATS[requested]
+    return format_of(input_path) if requested == "same" else FORMATS[FORMAT_NAMES[requested]]
+
+
+def format_key(requested: str) -> str:
+    """A --format name as the table's key (jpeg -> jpg; same and unknown names unchanged)."""
+    return FORMAT_NAMES.get(requested, requested)
 
 
 def format_of(path: Path) -> OutputFormat:

@@ -12,7 +12,7 @@ import os
 import re
 import stat as stat_module
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,7 +51,25 @@ _BLOB_HEX = re.compile(r"[0-9a-f]{40}")
 ENGINE_SETTINGS = ("backend", "device", "precision")
 # What --faces found in an image (recorded for crop planning and people, not compared: the
 # settings that decide it, detector and margin, are).
-RESULT_SETTINGS = ("face_count", "face_index", "face_box", "face_boxes")
+RESULT_SETTINGS = ("face_count", "face_index", "face_box", "face_boxes", "faces_found")
+
+
+def _fallback_decides(recorded: dict[str, object], wanted: dict[str, object]) -> bool:
+    return wanted.get("faces") == "crop"  # paste styles a faceless image whole either way
+
+
+def _face_cap_decides(recorded: dict[str, object], wanted: dict[str, object]) -> bool:
+    found = recorded.get("faces_found", recorded.get("face_count"))
+    caps = [c for c in (recorded.get("max_faces"), wanted.get("max_faces")) if isinstance(c, int)]
+    return isinstance(found, int) and bool(caps) and found > min(caps)
+
+
+# Settings that decide pixels only in some cases, and are compared only then: a setting that
+# does not change an output's pixels must not make it stale (nor a record from before it).
+CONDITIONAL_SETTINGS: dict[str, Callable[[dict[str, object], dict[str, object]], bool]] = {
+    "faces_fallback": _fallback_decides,  # crop mode's image without a face
+    "max_faces": _face_cap_decides,  # where the cap left (or would leave) faces out
+}
 
 
 @dataclass(frozen=True)
@@ -213,7 +231,8 @@ def staleness_key(settings: dict[str, object]) -> dict[str, object]:
     of a lossy format, int8 or not) is compared; the engine (backend, device, and which
     float precision) is recorded but not compared.
     """
-    key = {k: v for k, v in settings.items() if k not in ENGINE_SETTINGS + RESULT_SETTINGS}
+    ignored = (*ENGINE_SETTINGS, *RESULT_SETTINGS, *CONDITIONAL_SETTINGS)
+    key = {k: v for k, v in settings.items() if k not in ignored}
     key["precision"] = "int8" if settings.get("precision") == "int8" else "float"
     return key
 
@@ -221,6 +240,9 @@ def staleness_key(settings: dict[str, object]) -> dict[str, object]:
 def settings_change(recorded: dict[str, object], wanted: dict[str, object]) -> str | None:
     """"settings changed: ..." when an output made with ``recorded`` is stale, else None."""
     old, new = staleness_key(recorded), staleness_key(wanted)
+    for k, decides in CONDITIONAL_SETTINGS.items():
+        if decides(recorded, wanted):
+            old[k], new[k] = recorded.get(k), wanted.get(k)
     if old == new:
         return None
     changes = []

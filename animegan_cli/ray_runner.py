@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import signal
 import socket
 import threading
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from animegan_cli import data, incremental
+from animegan_cli import data, incremental, stderr_filter
 from animegan_cli.convert import (
     CALIBRATION_IMAGES,
     ConvertOptions,
@@ -38,7 +39,7 @@ from animegan_cli.convert import (
     load_stylizer,
 )
 from animegan_cli.engine import EngineSpec
-from animegan_cli.errors import AnimeganError, RunStopped, UsageError
+from animegan_cli.errors import AnimeganError, RunStopped, UsageError, install_hint
 from animegan_cli.lock import LOCK_NAME, HeldLock, remove_stale_temp_files
 from animegan_cli.provenance import Manifest, Provenance, read_embedded
 from animegan_cli.results import ConvertEvents, FileResult, Summary
@@ -46,7 +47,9 @@ from animegan_cli.signals import deferred
 from animegan_cli.similar import ReuseStage
 from animegan_cli.writer import Target, Writer
 
-RAY_EXTRA = 'convert --ray needs Ray: pip install "animegan[ray]"'
+RAY_EXTRA = f"convert --ray needs Ray: {install_hint('ray')}"
+# A line of Ray's C++ logging below FATAL: "[2026-12-07 12:25:04,635 E 12109 12109] file.cc:N: ".
+RAY_NATIVE_LOG_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [DIWE] \d+ \d+\] ")
 SHARED_STORAGE = "inputs and OUT must be on storage every Ray node sees"
 # Environment the actors need to find checkpoints as the driver does.
 FORWARDED_ENV = ("XDG_CACHE_HOME", "XDG_CONFIG_HOME")
@@ -154,7 +157,7 @@ def run(
     """Style and write every target on a Ray actor pool; same reporting as convert._run."""
     ray = _import_ray()
     try:
-        with _connected(ray, options.ray) as node_cpus:
+        with _quiet_unless(options.verbose), _connected(ray, options.ray) as node_cpus:
             threads = actor_threads(spec, node_cpus)
             actors = max(1, min(len(targets), int(sum(node_cpus)) // threads))
             events.on_message(f"ray: {actors} actor(s) x {threads} thread(s)")
@@ -182,6 +185,24 @@ def _actor_config(options: ConvertOptions, spec: EngineSpec, targets: list[Targe
         [t.lead.item.path for t in targets[: 4 * CALIBRATION_IMAGES]],
         os.getpid(),
     )
+
+
+@contextlib.contextmanager
+def _quiet_unless(verbose: bool) -> Iterator[None]:
+    """Ray's own warnings and C++ log lines (token authentication, core_worker.cc's actor
+    notes) left off stderr unless -v: they look like failures of the run and are not. They
+    stay in Ray's session logs; Ray's errors still show."""
+    if verbose:
+        yield
+        return
+    ray_logger = logging.getLogger("ray")
+    level = ray_logger.level
+    ray_logger.setLevel(logging.ERROR)
+    try:
+        with stderr_filter.dropping_lines(RAY_NATIVE_LOG_LINE):
+            yield
+    finally:
+        ray_logger.setLevel(level)
 
 
 def _import_ray() -> Any:

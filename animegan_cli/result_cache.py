@@ -4,7 +4,7 @@ A key is the BLAKE2b of the upload's bytes together with everything else that de
 answer: the checkpoint id, the pixel settings and the output format and quality. With
 ``similar`` (``--cache-similar MAXDIST``) an upload that misses may still take the result of
 a cached one of the same settings and model-input shape whose dHash is within MAXDIST
-bits: the article's perceptual cache, opt-in because that result is not the upload's own.
+bits: a perceptual cache, opt-in because that result is not the upload's own.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pathlib import Path
 from animegan_cli import __version__
 from animegan_cli.config import config_path
 from animegan_cli.engine import cpu_flags, resolve_backend, resolve_precision
-from animegan_cli.errors import UsageError
+from animegan_cli.errors import UsageError, install_hint
 from animegan_cli.resources import DEFAULT_BUDGET_SHARE, default_budget, format_bytes
 from animegan_cli.weights import WeightsStore, user_cache_dir
 
@@ -83,7 +83,7 @@ def _faces_section() -> dict[str, str]:
     return {
         "trained on faces": f"{trained}; --faces on another style just crops",
         "detector": f"OpenCV {opencv} Haar cascades (bundled)" if opencv != "not installed"
-        else 'not installed (pip install "animegan[faces]")',
+        else f"not installed ({install_hint('faces')})",
     }
 
 

@@ -22,11 +22,11 @@ from typing import Any
 
 from PIL import Image
 
-from animegan_cli.errors import InputImageError
+from animegan_cli.errors import InputImageError, install_hint
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 VIDEO_FORMAT_CHOICES = ("same", "mp4", "mkv", "webm")
-VIDEO_EXTRA = 'install animegan[video] to convert videos (pip install "animegan[video]")'
+VIDEO_EXTRA = f"install the video extra to convert videos ({install_hint('video')})"
 METADATA_KEY = "animegan"  # the container tag holding the provenance record (mkv: ANIMEGAN)
 # x264's CRF scale (0 = lossless, 23 = x264's default, 51 = worst). 18 is where x264's
 # docs put "visually lossless": styled frames have flat colours and hard edges, which

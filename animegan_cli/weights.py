@@ -133,6 +133,14 @@ class StyleStatus:
     path: Path | None
 
 
+@dataclass(frozen=True)
+class Imported:
+    """Where ``weights import`` left a checkpoint, and whether those bytes were there already."""
+
+    path: Path
+    already: bool
+
+
 class WeightsStore:
     """Checkpoint files found by name in an ordered list of folders; one folder takes writes."""
 
@@ -220,10 +228,16 @@ class WeightsStore:
         return target
 
     def import_file(self, source: Path, name: str | None = None, force: bool = False) -> Path:
+        """Where ``import_checkpoint`` put the checkpoint (or found it already)."""
+        return self.import_checkpoint(source, name, force).path
+
+    def import_checkpoint(
+        self, source: Path, name: str | None = None, force: bool = False
+    ) -> Imported:
         """Copy a checkpoint into the write dir as ``<name>.pt`` after verifying it.
 
         A name that is already installed with other bytes is refused unless ``force``;
-        importing the same bytes again is a no-op.
+        importing the same bytes again changes nothing (``Imported.already``).
         """
         source = Path(source)
         name = source.stem if name is None else name
@@ -239,15 +253,15 @@ class WeightsStore:
         _parse_checkpoint(data, source)
         target = self.cache_dir / f"{name}.pt"
         installed = self.find(name)
+        if installed is not None and _same_bytes(installed, data):
+            return Imported(installed, already=True)
         if installed is not None and not force:
-            if _same_bytes(installed, data):
-                return installed
             raise UsageError(
                 f"a checkpoint named {name} is already installed at {installed}; "
                 "give --force to replace it, or import under another --name"
             )
         _write_file(target, lambda out: out.write(data))
-        return target
+        return Imported(target, already=False)
 
     def resolve(
         self,
