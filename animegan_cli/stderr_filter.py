@@ -18,7 +18,10 @@ import threading
 from collections.abc import Iterator
 
 _STDERR = 2
-_JOIN_SECONDS = 2.0  # a writer that kept the pipe open (a child process) is not waited for
+_JOIN_SECONDS = 2.0
+# An unfinished piece that may still become a timestamped log line ("[2026-12-07 12:2"), held
+# until its line ends; a progress bar's "[00:01<00:02, 1.5img/s]" is not held.
+_MAYBE_LOG_START = re.compile(rb"\[(\d{0,4}|\d{4}-[^\n\r]*)\Z")  # a writer that kept the pipe open (a child process) is not waited for
 
 
 @contextlib.contextmanager
@@ -61,16 +64,25 @@ def _copy(read_end: int, real: int, pattern: re.Pattern[bytes]) -> None:
 
 
 def _pass_through(data: bytes, real: int, pattern: re.Pattern[bytes]) -> bytes:
-    """Write ``data``'s lines that do not match; returns a last line held back, unfinished,
-    that may still turn out to be one of the dropped kind (it starts with ``[``)."""
+    """Write ``data`` without the matches of ``pattern`` (each to the end of its line);
+    returns an unfinished last piece held back while it may still become one."""
     lines = data.splitlines(keepends=True)
     held = b""
-    if lines and not lines[-1].endswith(b"\n") and lines[-1].startswith(b"["):
-        held = lines.pop()
-    kept = b"".join(line for line in lines if not pattern.match(line))
+    if lines and not lines[-1].endswith((b"\n", b"\r")):
+        maybe = _MAYBE_LOG_START.search(lines[-1])
+        if maybe is not None:
+            lines[-1], held = lines[-1][: maybe.start()], lines[-1][maybe.start():]
+    kept = b"".join(_without_match(line, pattern) for line in lines)
     if kept:
         _write(real, kept)
     return held
+
+
+def _without_match(line: bytes, pattern: re.Pattern[bytes]) -> bytes:
+    # A log line may follow a progress bar's text on the same line (the bar ends in no
+    # newline): the bar's part stays.
+    found = pattern.search(line)
+    return line if found is None else line[: found.start()]
 
 
 def _write(fd: int, data: bytes) -> None:

@@ -349,10 +349,10 @@ def test_heif_files_without_the_extra_are_counted_or_fail_when_named(tmp_path: P
     found = find_inputs([root], extensions=IMAGE_EXTENSIONS)
     assert rels(found.files) == ["a.jpg"]
     assert found.notes() == ["skipped 3 .heic/.heif file(s): install the heif extra to read "
-                             "them (pip install 'animegan[heif]')"]
+                             'them (pip install -e ".[heif]" in the animegan checkout)']
     named = discover_inputs([root / "p.heic"], extensions=IMAGE_EXTENSIONS)
     assert named[0].error == ("a .heic/.heif file: install the heif extra to read it "
-                              "(pip install 'animegan[heif]')")
+                              '(pip install -e ".[heif]" in the animegan checkout)')
     assert find_inputs([root], extensions=IMAGE_EXTENSIONS | HEIF_EXTENSIONS).notes() == []
 
 

@@ -17,7 +17,7 @@ from tests.conftest import make_image
 
 ROOT = Path(__file__).resolve().parents[1]
 HEIF_NOTE = ("skipped 3 .heic/.heif file(s): install the heif extra to read them "
-             "(pip install 'animegan[heif]')")
+             '(pip install -e ".[heif]" in the animegan checkout)')
 
 
 def run(*args: str, stdin: bytes | str | None = None):
@@ -213,7 +213,7 @@ def test_heic_folder_without_the_extra_says_what_it_skipped(tmp_path, checkpoint
     assert named.exit_code == 1
     assert error_lines(named.stderr) == [
         f"animegan: error: {src / 'IMG_1.heic'}: a .heic/.heif file: install the heif extra "
-        "to read it (pip install 'animegan[heif]')"]
+        'to read it (pip install -e ".[heif]" in the animegan checkout)']
 
 
 # ---------------------------------------------------------------- special files, deep trees

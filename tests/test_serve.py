@@ -397,7 +397,7 @@ def test_serve_without_its_extra_says_what_to_install(monkeypatch):
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code == 2
     assert result.output == ('animegan: error: serve needs FastAPI and uvicorn: '
-                             'pip install "animegan[serve]"\n')
+                             'pip install -e ".[serve]" in the animegan checkout\n')
 
 
 def test_serve_help_does_not_import_the_web_stack():

@@ -78,7 +78,7 @@ def test_tune_cli_prints_the_table_and_writes_the_config(tuned):
     assert "| backend | precision | batch size |" in tuned.stdout
     assert re.search(r"best for throughput at 16x12: backend=\w+", tuned.stdout)
     settings = load_config()
-    assert set(settings) == {"backend", "precision", "batch_size", "threads", "streams",
+    assert set(settings) == {"size", "backend", "precision", "batch_size", "threads", "streams",
                              "num_workers"}
     assert config_path().read_text().startswith("# Written by animegan tune")
 
