@@ -18,10 +18,10 @@ import threading
 from collections.abc import Iterator
 
 _STDERR = 2
-_JOIN_SECONDS = 2.0
+_JOIN_SECONDS = 2.0  # a writer that kept the pipe open (a child process) is not waited for
 # An unfinished piece that may still become a timestamped log line ("[2026-12-07 12:2"), held
 # until its line ends; a progress bar's "[00:01<00:02, 1.5img/s]" is not held.
-_MAYBE_LOG_START = re.compile(rb"\[(\d{0,4}|\d{4}-[^\n\r]*)\Z")  # a writer that kept the pipe open (a child process) is not waited for
+_MAYBE_LOG_START = re.compile(rb"\[(\d{0,4}|\d{4}-[^\n\r]*)\Z")
 
 
 @contextlib.contextmanager
