@@ -41,6 +41,10 @@ from animegan_cli.inputs import read_path_list
 from animegan_cli.limits import (
     SERVE_BODY_IDLE_TIMEOUT_S,
     SERVE_BODY_TIMEOUT_S,
+    SERVE_GRACE_S,
+    SERVE_HEADER_TIMEOUT_S,
+    SERVE_KEEP_ALIVE_TIMEOUT_S,
+    SERVE_MAX_CONNECTIONS,
     SERVE_MAX_INFLIGHT_MB,
     SERVE_MAX_OUTPUT_PIXELS,
     SERVE_MAX_REQUEST_PIXELS,
@@ -947,6 +951,24 @@ def serve_budget_options(command: Callable) -> Callable:
     ))
 
 
+def serve_connection_options(command: Callable) -> Callable:
+    """What a connection may hold without a request (serve_transport): a place, time."""
+    return _apply(command, (
+        _env_option("--max-connections", type=int, default=SERVE_MAX_CONNECTIONS, metavar="N",
+                    show_default=True,
+                    help="Open connections served at once; more are answered 503 at once. "
+                         "Kept under the open-file limit, whose soft value is raised to the "
+                         "hard one."),
+        _env_option("--header-timeout", type=float, default=SERVE_HEADER_TIMEOUT_S,
+                    metavar="SECONDS", show_default=True,
+                    help="A request's line and headers must arrive within it; a connection "
+                         "that sends nothing or trickles them is closed (408 if part came)."),
+        _env_option("--keep-alive-timeout", type=float, default=SERVE_KEEP_ALIVE_TIMEOUT_S,
+                    metavar="SECONDS", show_default=True,
+                    help="How long an idle connection stays open after a response."),
+    ))
+
+
 @main.command("serve")
 @_env_option("--host", default=DEFAULT_LISTEN_HOST,
              help="Address to listen on; another than 127.0.0.1 without --token warns.")
@@ -973,10 +995,12 @@ def serve_budget_options(command: Callable) -> Callable:
 @click.option("--token", envvar="ANIMEGAN_TOKEN", default=None, show_default=False,
               help="Require 'Authorization: Bearer TOKEN' on every endpoint but /healthz "
                    "(and the page). Env: ANIMEGAN_TOKEN.")
-@_env_option("--grace", type=float, default=30.0, metavar="SECONDS",
-             help="On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.")
+@_env_option("--grace", type=float, default=SERVE_GRACE_S, metavar="SECONDS",
+             help="On SIGTERM/Ctrl-C, how long in-flight requests may take to finish "
+                  "(then they are answered 503); the whole stop takes about as long.")
 @serve_access_options
 @serve_budget_options
+@serve_connection_options
 def serve_command(host: str, port: int, style: str, weights: Path | None, size: int,
                   keep_size: bool, align_corners: bool, threads: int | None, streams: int,
                   device: str, backend: str, precision: str, compile_: bool, shapes: str,
@@ -993,7 +1017,7 @@ def serve_command(host: str, port: int, style: str, weights: Path | None, size: 
     """
     _refuse_style_with_weights(weights)
     try:
-        from animegan_cli import serve
+        from animegan_cli import serve, serve_transport
         from animegan_cli.image_service import ServeSettings
         from animegan_cli.stylizer import Stylizer
     except ModuleNotFoundError as exc:
@@ -1009,8 +1033,7 @@ def serve_command(host: str, port: int, style: str, weights: Path | None, size: 
             style, weights=weights, size=size, keep_size=keep_size, align_corners=align_corners,
             max_pixels=max_pixels, device=device, backend=backend, precision=precision,
             threads=threads, streams=streams, compile=compile_, shapes=shapes,
-            progress=_stderr_is_terminal(),
-            on_message=lambda m: click.echo(f"animegan: {m}", err=True))
+            progress=_stderr_is_terminal(), on_message=_say)
         settings = settings.for_model(size, stylizer.spec.precision)
     except AnimeganError as exc:
         _raise_for(exc)
@@ -1019,7 +1042,14 @@ def serve_command(host: str, port: int, style: str, weights: Path | None, size: 
                    "reach this port can use the model", err=True)
     click.echo(f"animegan: serving {stylizer.style} on {stylizer.description} at "
                f"http://{host}:{port}/", err=True)
-    serve.run_server(serve.create_app(stylizer, settings), host, port, grace)
+    fatal = serve_transport.run_server(serve.create_app(stylizer, settings), host, port,
+                                       settings, on_message=_say)
+    if fatal:  # a server that can never serve must not look healthy: say why, exit 1
+        raise CommandError(fatal, EXIT_FAILED)
+
+
+def _say(message: str) -> None:
+    click.echo(f"animegan: {message}", err=True)
 
 
 _SOURCES = {

@@ -64,6 +64,10 @@ SERVE_KEYS: dict[str, type | tuple[type, ...]] = {
     "max_inflight_mb": (int, float),
     "body_timeout": (int, float),
     "body_idle_timeout": (int, float),
+    # connections and timeouts (serve_transport)
+    "max_connections": int,
+    "header_timeout": (int, float),
+    "keep_alive_timeout": (int, float),
 }
 SECTIONS = {SECTION: CONFIG_KEYS, "serve": SERVE_KEYS}
 _TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false",

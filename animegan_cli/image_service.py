@@ -28,6 +28,10 @@ from animegan_cli.limits import (
     MIN_SIDE,
     SERVE_BODY_IDLE_TIMEOUT_S,
     SERVE_BODY_TIMEOUT_S,
+    SERVE_GRACE_S,
+    SERVE_HEADER_TIMEOUT_S,
+    SERVE_KEEP_ALIVE_TIMEOUT_S,
+    SERVE_MAX_CONNECTIONS,
     SERVE_MAX_INFLIGHT_MB,
     SERVE_MAX_OUTPUT_PIXELS,
     SERVE_MAX_REQUEST_PIXELS,
@@ -57,7 +61,7 @@ class ServeSettings:
     cache_mb: float = 256.0
     cache_similar: int | None = None
     token: str | None = None
-    grace_s: float = 30.0
+    grace_s: float = SERVE_GRACE_S
     # Who may talk to it (serve_access.py): the names it answers, the origins it accepts,
     # and whose cached results a request may get.
     listen_host: str = DEFAULT_LISTEN_HOST
@@ -73,6 +77,10 @@ class ServeSettings:
     max_inflight_mb: float = SERVE_MAX_INFLIGHT_MB  # request bodies in memory, all requests
     body_timeout: float = SERVE_BODY_TIMEOUT_S  # seconds for a whole request body
     body_idle_timeout: float = SERVE_BODY_IDLE_TIMEOUT_S  # seconds between two chunks of it
+    # Connections and timeouts (serve_transport): what a client may hold without a request.
+    max_connections: int = SERVE_MAX_CONNECTIONS
+    header_timeout: float = SERVE_HEADER_TIMEOUT_S
+    keep_alive_timeout: float = SERVE_KEEP_ALIVE_TIMEOUT_S
 
     def validate(self) -> None:
         """UsageError for values that cannot work."""
@@ -85,6 +93,10 @@ class ServeSettings:
             (self.cache_similar is None or 0 <= self.cache_similar <= 64,
              "--cache-similar must be between 0 and 64"),
             *self._budget_checks(),
+            (self.grace_s >= 0, "--grace must be 0 or more"),
+            (self.max_connections >= 1, "--max-connections must be at least 1"),
+            (self.header_timeout > 0, "--header-timeout must be more than 0"),
+            (self.keep_alive_timeout > 0, "--keep-alive-timeout must be more than 0"),
         )
         for ok, message in checks:
             if not ok:

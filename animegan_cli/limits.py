@@ -26,3 +26,13 @@ SERVE_BODY_TIMEOUT_S = 120.0
 """A request's whole body must arrive within it (about 150 MB at 10 Mbit/s)."""
 SERVE_BODY_IDLE_TIMEOUT_S = 15.0
 """The longest pause between two chunks of a body: a stalled upload frees its memory."""
+# serve: the stop's grace, connections, and the time a client may take to send a request's
+# line and headers (serve_transport).
+SERVE_GRACE_S = 30.0
+"""Seconds in-flight requests get after SIGTERM; docs/serve.md's unit stops within 40."""
+SERVE_MAX_CONNECTIONS = 512
+"""Open connections served at once; more are answered 503 and closed at once."""
+SERVE_HEADER_TIMEOUT_S = 10.0
+"""Seconds a request's line and headers may take to arrive (slowloris)."""
+SERVE_KEEP_ALIVE_TIMEOUT_S = 5.0
+"""Seconds an idle connection is kept open after a response (uvicorn's default)."""

@@ -14,13 +14,12 @@ import contextlib
 import hmac
 import json
 import re
-import signal
 import threading
 import time
 import unicodedata
 import urllib.parse
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from importlib import resources
@@ -63,6 +62,9 @@ _ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: 
 # Headers every answer of a status carries: a client told "busy" learns when to come back;
 # a body that timed out is not read further, so its connection is not kept.
 _STATUS_HEADERS = {503: {"Retry-After": str(RETRY_AFTER_S)}, 408: {"Connection": "close"}}
+# Seconds past SIGTERM's grace the engine thread gets to stop: an idle one stops at once.
+ENGINE_STOP_S = 0.5
+STOPPING = "the server is stopping; try again"
 
 
 class Busy(Exception):
@@ -87,17 +89,51 @@ class Outcome:
 
 
 @dataclass
-class _State:
+class Lifecycle:
+    """Where the server is in its life: warming up, ready, failed, or stopping by a deadline.
+
+    The HTTP server (serve_transport.run_server) calls ``begin_stop`` on SIGTERM and sets
+    ``on_fatal`` to stop itself; the warm-up calls ``fail`` when the model cannot run.
+    """
+
     ready: threading.Event = field(default_factory=threading.Event)
-    warm_error: str | None = None
+    fatal: str | None = None
+    stop_deadline: float | None = None  # time.monotonic() by which every request is answered
+    engine_stopped: bool = True  # False: its thread was still in the model when we stopped
+    on_fatal: Callable[[], None] = lambda: None
+
+    def fail(self, reason: str) -> None:
+        """The model cannot run: /healthz says so, and the server stops (exit status 1)."""
+        self.fatal = reason
+        self.on_fatal()
+
+    def begin_stop(self, grace_s: float) -> None:
+        """SIGTERM: in-flight requests have ``grace_s`` seconds, then they are answered 503."""
+        if self.stop_deadline is None:
+            self.stop_deadline = time.monotonic() + grace_s
+
+    @property
+    def overdue(self) -> bool:
+        """The grace after SIGTERM has run out: answer now, with what there is."""
+        return self.stop_deadline is not None and time.monotonic() >= self.stop_deadline
+
+    def time_left(self, default: float) -> float:
+        """Seconds until the stop deadline (``default`` when not stopping)."""
+        if self.stop_deadline is None:
+            return default
+        return max(0.0, self.stop_deadline - time.monotonic())
+
+
+def error_body(status: int, detail: str) -> dict[str, str]:
+    """The JSON every non-result answer has: {"error": short name, "detail": one line}."""
+    return {"error": _ERROR_NAMES.get(status, "error"), "detail": detail}
 
 
 def error_response(status: int, detail: str, headers: dict[str, str] | None = None
                    ) -> JSONResponse:
-    """The JSON every non-result answer has: {"error": short name, "detail": one line}."""
-    body = {"error": _ERROR_NAMES.get(status, "error"), "detail": detail}
+    """``error_body`` as a response, with the headers its status always carries."""
     headers = {**_STATUS_HEADERS.get(status, {}), **(headers or {})}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(status, detail), status_code=status, headers=headers)
 
 
 def _busy(detail: str) -> JSONResponse:
@@ -109,20 +145,23 @@ def create_app(stylizer: Stylizer, settings: ServeSettings) -> FastAPI:
     metrics = Metrics()
     service = ImageService(stylizer, settings, metrics.observe_batch)
     metrics.watch(service)
-    state = _State()
+    state = Lifecycle()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threading.Thread(target=_warm_up, args=(service, state), daemon=True).start()
         yield
-        # uvicorn has finished (or given up on) the in-flight requests: stop the engine.
-        await run_in_threadpool(service.batcher.close, settings.grace_s)
+        # Every request has been answered (by the stop deadline): stop the engine within
+        # what is left of the grace; a batch still running past it is abandoned.
+        state.engine_stopped = await run_in_threadpool(
+            service.batcher.close, state.time_left(settings.grace_s) + ENGINE_STOP_S)
 
     app = FastAPI(title="animegan", summary="Anime-style images from photos (AnimeGANv2)",
                   lifespan=lifespan)
     _add_error_handlers(app)
     _add_middleware(app, settings)
     _add_routes(app, service, metrics, state)
+    app.state.lifecycle = state  # for the HTTP server: SIGTERM's deadline, a fatal warm-up
     return app
 
 
@@ -141,29 +180,33 @@ def _add_middleware(app: FastAPI, settings: ServeSettings) -> None:
     app.add_middleware(_AccessCheck, policy=policy)
 
 
-def _warm_up(service: ImageService, state: _State) -> None:
+def _warm_up(service: ImageService, state: Lifecycle) -> None:
     try:
         service.warm_up()
-    except Exception as exc:  # noqa: BLE001 - /readyz says why, the process stays up
-        state.warm_error = f"model failed to run: {exc}"
+    except Exception as exc:  # noqa: BLE001 - any failure: a server that can never serve
+        state.fail(f"the model failed to run: {type(exc).__name__}: {exc}")
         return
     service.batcher.start()
     state.ready.set()
 
 
-def _add_routes(app: FastAPI, service: ImageService, metrics: Metrics, state: _State) -> None:
+def _add_routes(app: FastAPI, service: ImageService, metrics: Metrics, state: Lifecycle) -> None:
     page = resources.files("animegan_cli") / "static"
     # Decoding far ahead of the engine only takes its cores (convert decodes in one worker).
     decoding = asyncio.Semaphore(DECODE_SLOTS)
 
-    @app.get("/healthz", summary="The process is alive")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", summary="The process is alive and its model can run")
+    async def healthz() -> Response:
+        if state.fatal:
+            return error_response(500, state.fatal)
+        return JSONResponse({"status": "ok"})
 
     @app.get("/readyz", summary="The model is loaded and warmed up")
     async def readyz() -> Response:
+        if state.fatal:
+            return error_response(500, state.fatal)
         if not state.ready.is_set():
-            return _busy(state.warm_error or "the model is warming up")
+            return _busy("the model is warming up")
         return JSONResponse({"status": "ready", "engine": service.stylizer.description,
                              "style": service.stylizer.style})
 
@@ -189,7 +232,8 @@ def _add_routes(app: FastAPI, service: ImageService, metrics: Metrics, state: _S
     async def animeify(request: HTTPRequest) -> Response:
         started = time.perf_counter()
         try:
-            response = await _animeify(request, service, metrics, state, decoding)
+            response = await _before_deadline(
+                _animeify(request, service, metrics, state, decoding), state)
         except (FormError, ImageError) as exc:
             response = error_response(exc.status, exc.reason)
         except Busy as exc:
@@ -201,10 +245,32 @@ def _add_routes(app: FastAPI, service: ImageService, metrics: Metrics, state: _S
         return response
 
 
+async def _before_deadline(work: Awaitable[Response], state: Lifecycle) -> Response:
+    """``work``'s answer, or Busy once SIGTERM's grace has run out (reading, decoding...).
+
+    uvicorn would cancel the request after its own timeout and answer a plain-text 500.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if not task.done() and state.overdue:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise Busy(STOPPING)
+    except asyncio.CancelledError:  # the client went away: so does its work
+        task.cancel()
+        raise
+    return task.result()
+
+
 async def _animeify(request: HTTPRequest, service: ImageService, metrics: Metrics,
-                    state: _State, decoding: asyncio.Semaphore) -> Response:
+                    state: Lifecycle, decoding: asyncio.Semaphore) -> Response:
+    if state.fatal:
+        raise Busy(state.fatal)
     if not state.ready.is_set():
-        raise Busy(state.warm_error or "the model is warming up")
+        raise Busy("the model is warming up")
     settings = service.settings
     if service.batcher.full:  # busy: not even the body is read
         raise Busy(f"the queue is full ({service.batcher.depth} image(s) waiting); try again")
@@ -219,10 +285,11 @@ async def _animeify(request: HTTPRequest, service: ImageService, metrics: Metric
         for outcome in outcomes:  # decoded or answered: the uploaded bytes are not needed
             outcome.upload.data = b""
     if len(outcomes) == 1:
-        return await _single(outcomes[0], job, service, metrics, request)
+        return await _single(outcomes[0], job, service, metrics, request, state)
     names = unique_names([o.upload.filename for o in outcomes])
     return StreamingResponse(
-        _zip_stream(outcomes, names, job, service, metrics), media_type="application/zip",
+        _zip_stream(outcomes, names, job, service, metrics, state),
+        media_type="application/zip",
         headers={"Content-Disposition": content_disposition("attachment", "animegan.zip")},
     )
 
@@ -324,13 +391,20 @@ async def _prepare(outcome: Outcome, job: RequestSettings, service: ImageService
 
 
 async def _finish(outcome: Outcome, job: RequestSettings, service: ImageService, metrics: Metrics,
-                  request: HTTPRequest | None = None) -> None:
-    """Wait for an outcome's pixels (watching its client, if given) and encode them."""
+                  request: HTTPRequest | None = None, state: Lifecycle | None = None) -> None:
+    """Wait for an outcome's pixels (watching its client, if given) and encode them.
+
+    With ``state``: an image still waiting when SIGTERM's grace runs out fails with 503.
+    """
     if outcome.future is None:
         metrics.count_image("failed" if outcome.error else "converted")
         return
     wrapped = asyncio.wrap_future(outcome.future)
     while not wrapped.done():
+        if state is not None and state.overdue:
+            _drop([outcome], metrics)
+            outcome.future, outcome.error = None, ImageError(503, STOPPING)
+            return
         await asyncio.wait({wrapped}, timeout=DISCONNECT_POLL_S)
         if not wrapped.done() and request is not None and await request.is_disconnected():
             raise ClientGone
@@ -351,12 +425,14 @@ def _drop(outcomes: list[Outcome], metrics: Metrics) -> None:
 
 
 async def _single(outcome: Outcome, job: RequestSettings, service: ImageService, metrics: Metrics,
-                  request: HTTPRequest) -> Response:
+                  request: HTTPRequest, state: Lifecycle) -> Response:
     try:
-        await _finish(outcome, job, service, metrics, request)
+        await _finish(outcome, job, service, metrics, request, state)
     except (ClientGone, asyncio.CancelledError):
         _drop([outcome], metrics)
         raise
+    if outcome.error is not None and outcome.error.status == 503:
+        return _busy(outcome.error.reason)
     if outcome.error is not None:
         return error_response(outcome.error.status, outcome.error.reason)
     assert outcome.result is not None
@@ -367,14 +443,18 @@ async def _single(outcome: Outcome, job: RequestSettings, service: ImageService,
 
 
 async def _zip_stream(outcomes: list[Outcome], names: list[str], job: RequestSettings,
-                      service: ImageService, metrics: Metrics) -> AsyncIterator[bytes]:
-    """The ZIP of a several-file request, one entry per result in upload order, streamed."""
+                      service: ImageService, metrics: Metrics, state: Lifecycle
+                      ) -> AsyncIterator[bytes]:
+    """The ZIP of a several-file request, one entry per result in upload order, streamed.
+
+    Images still waiting when SIGTERM's grace runs out are failed entries: the ZIP is whole.
+    """
     sink = _Sink()
     records = []
     try:
         with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as archive:
             for outcome, stem in zip(outcomes, names):
-                await _finish(outcome, job, service, metrics)
+                await _finish(outcome, job, service, metrics, state=state)
                 record = {"file": outcome.upload.filename, "status": "converted",
                           "error": None, "cached": outcome.cached, "output": None}
                 if outcome.error is not None:
@@ -467,7 +547,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: HTTPRequest, exc: Exception) -> JSONResponse:
-        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+        # The details are for the operator, never for the client: Starlette re-raises the
+        # exception after this answer, and uvicorn logs its traceback on stderr.
+        return error_response(500, "internal error")
 
 
 class _TokenCheck:
@@ -536,18 +618,3 @@ _FORM_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-da
         "size": {"type": "integer", "description": "long side of the model input; 0 = native"},
         "keep_size": {"type": "boolean"},
     }}}}}}
-
-
-def run_server(app: FastAPI, host: str, port: int, grace_s: float,
-               log_level: str = "info") -> None:
-    """Serve until SIGTERM/Ctrl-C; then stop accepting, finish in-flight work, return."""
-    import uvicorn
-
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                            timeout_graceful_shutdown=int(grace_s) or 1, lifespan="on")
-    server = uvicorn.Server(config)
-    # uvicorn re-raises the signal that stopped it once it has shut down; a stop asked for
-    # is a clean exit (status 0), so the handlers it restores afterwards ignore it.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    server.run()

@@ -140,7 +140,10 @@ async def read_form(
     if media != b"multipart/form-data" or b"boundary" not in options:
         raise FormError(415, "send a multipart/form-data body with the images in 'files'")
     builder = _FormBuilder(max_file_bytes, max_files)
-    parser = MultipartParser(options[b"boundary"], builder.callbacks())  # type: ignore[arg-type]
+    try:  # python-multipart refuses a boundary over 256 bytes, among others
+        parser = MultipartParser(options[b"boundary"], builder.callbacks())  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 - its errors vary by version
+        raise FormError(400, f"malformed multipart boundary: {exc}") from None
     received = 0
     async for chunk in body:
         received += len(chunk)
