@@ -22,6 +22,7 @@ import threading
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -169,13 +170,15 @@ def _bare_app():
     from animegan_cli.image_service import ServeSettings
     from animegan_cli.serve import create_app
 
-    return create_app(object(), ServeSettings())  # type: ignore[arg-type]
+    stand_in = SimpleNamespace(pixels=SimpleNamespace(size=64),  # no description, no engine
+                               spec=SimpleNamespace(precision="fp32"))
+    return create_app(stand_in, ServeSettings())  # type: ignore[arg-type]
 
 
 def _get(app, *paths: str) -> list[httpx.Response]:
     async def fetch() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             return [await client.get(path) for path in paths]
 
     return asyncio.run(fetch())
@@ -230,21 +233,20 @@ def test_item12_sigterm_stops_within_grace_and_answers_in_flight_requests(module
                                                                          home_env):
     grace = 3
     server = Server(module_checkpoint, "--grace", str(grace), "--cache-mb", "0",
-                    env=home_env)
+                    "--size", "512", env=home_env)
     replies: dict[str, httpx.Response | Exception] = {}
 
-    def post(name: str, files: list, size: str) -> None:
+    def post(name: str, files: list) -> None:
         try:
-            replies[name] = httpx.post(server.url + "/animeify", files=files,
-                                       data={"size": size}, timeout=120)
+            replies[name] = httpx.post(server.url + "/animeify", files=files, timeout=120)
         except httpx.HTTPError as exc:
             replies[name] = exc
 
     # Far more work than the grace: a ZIP of 12 images at 512, then one image behind it.
     many = [("files", (f"{i}.jpg", photo_bytes(600, 400, seed=500 + i))) for i in range(12)]
-    senders = [threading.Thread(target=post, args=("zip", many, "512"))]
+    senders = [threading.Thread(target=post, args=("zip", many))]
     senders.append(threading.Thread(target=post, args=(
-        "one", [("files", ("one.jpg", photo_bytes(600, 400, seed=600)))], "512")))
+        "one", [("files", ("one.jpg", photo_bytes(600, 400, seed=600)))])))
     senders[0].start()
     deadline = time.monotonic() + 60
     while server.metric("animegan_queue_depth") < 6 and time.monotonic() < deadline:
