@@ -34,9 +34,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from animegan_cli.image_service import ServeSettings
 from animegan_cli.serve import RETRY_AFTER_S, Lifecycle, error_body
 
-# File descriptors the process needs besides its connections: libraries, the model's files,
-# thread pools, the listening socket, connections being refused (about 40 at idle, measured
-# with torch on CPU; OpenVINO's cache and plugins add some).
+# File descriptors the process needs besides its connections: the listening socket, logs,
+# the model's files, OpenVINO's cache and plugins, connections being refused (9 at idle with
+# torch on CPU, measured; the rest is room for what comes and goes).
 FD_RESERVE = 128
 # Seconds uvicorn waits past --grace before it cancels requests (and answers them a
 # plain-text 500): the app answers every request by the grace itself; this is a safety net.
