@@ -33,7 +33,7 @@ def test_the_table_is_consistent():
         assert (fmt.embed is None) == (fmt.read is None), fmt.pil_name
         assert format_named(fmt.pil_name) is fmt
         assert all(format_by_extension(ext.upper()) is fmt for ext in fmt.extensions)
-    assert FORMAT_CHOICES == ("same", "jpg", "png", "webp")
+    assert FORMAT_CHOICES == ("same", "jpg", "jpeg", "png", "webp")  # jpeg: the same as jpg
     assert format_by_extension(".heic") is None and format_named("GIF") is None
 
 
