@@ -19,22 +19,22 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
-from animegan_cli import data
-from animegan_cli.engine import Engine, EngineContext, EngineSpec, create_engine
-from animegan_cli.errors import InputImageError, UsageError, WeightsError
-from animegan_cli.failures import PER_ITEM_ERRORS
-from animegan_cli.model import MIN_SIDE
-from animegan_cli.provenance import pixel_settings
-from animegan_cli.weights import (
+from animegan_cli.core.errors import InputImageError, UsageError, WeightsError
+from animegan_cli.core.failures import PER_ITEM_ERRORS
+from animegan_cli.engines.base import Engine, EngineContext, EngineSpec, create_engine
+from animegan_cli.media import data
+from animegan_cli.model.generator import MIN_SIDE
+from animegan_cli.model.weights import (
     DEFAULT_STYLE,
     ResolvedWeights,
     WeightsStore,
     ir_cache_dir,
     load_generator,
 )
+from animegan_cli.records.provenance import pixel_settings
 
 if TYPE_CHECKING:
-    from animegan_cli.ov_warmup import Warmup
+    from animegan_cli.engines.openvino_warmup import Warmup
 
 # What stylize() and prepare() take: a PIL image (opened or decoded), a file, or its bytes.
 ImageSource = Image.Image | str | Path | bytes

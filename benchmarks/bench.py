@@ -33,11 +33,11 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from animegan_cli import data  # noqa: E402
-from animegan_cli.engine import cpu_has_fast_bf16, to_model_input, to_pixels  # noqa: E402
-from animegan_cli.measure import measure_engine, peak_rss_mb, psnr  # noqa: E402
+from animegan_cli.engines.base import cpu_has_fast_bf16, to_model_input, to_pixels  # noqa: E402
+from animegan_cli.media import data  # noqa: E402
+from animegan_cli.model.weights import load_generator, load_state_dict  # noqa: E402
 from animegan_cli.stylizer import Stylizer  # noqa: E402
-from animegan_cli.weights import load_generator, load_state_dict  # noqa: E402
+from animegan_cli.tools.measure import measure_engine, peak_rss_mb, psnr  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 GOLDEN = ROOT.parent / "shared" / "spec" / "golden" / "golden_generator.pt"
@@ -191,7 +191,7 @@ def openvino_loop(args: argparse.Namespace) -> None:
     model per input shape (reshape + compile on first sight, kept); decode, run, save."""
     import openvino as ov
 
-    from animegan_cli.openvino_engine import convert_generator
+    from animegan_cli.engines.openvino_engine import convert_generator
 
     generator = load_generator(load_state_dict(args.weights))
     core = ov.Core()

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from animegan_cli.convert import ConvertEvents, ConvertOptions, convert
-from animegan_cli.face_blend import square_crop
-from animegan_cli.faces import FACE_SIZE, Box, FaceSettings
-from animegan_cli.model import Generator
+from animegan_cli.faces.blend import square_crop
+from animegan_cli.faces.detect import FACE_SIZE, Box, FaceSettings
+from animegan_cli.model.generator import Generator
+from animegan_cli.pipeline.convert import ConvertEvents, ConvertOptions, convert
 
 
 def laplacian_variance(image: Image.Image) -> float:

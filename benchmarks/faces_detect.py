@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from animegan_cli.faces import DEFAULT_MIN_FACE, DETECTORS, FaceSettings, find_faces
+from animegan_cli.faces.detect import DEFAULT_MIN_FACE, DETECTORS, FaceSettings, find_faces
 
 NEIGHBOURS = (3, 5, 8)
 
@@ -59,7 +59,7 @@ def photo_sets(folder: Path | None) -> dict[str, list[tuple[str, Image.Image]]]:
     sets = {"astronaut": [("astronaut", Image.fromarray(astronaut()))]}
     if folder is None or not folder.is_dir():
         return sets
-    from animegan_cli.data import decode_image
+    from animegan_cli.media.data import decode_image
 
     portraits = sorted(folder.glob("face_*.jpg")) + sorted(folder.glob("liushishi.jpg"))
     scenes = sorted(folder.glob("bry_*.jpg")) + sorted(folder.glob("landscape_*.jpg"))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from animegan_cli.outputs import TEMP_PREFIX
+from animegan_cli.media.outputs import TEMP_PREFIX
 
 
 def complete_outputs(out: Path) -> set[str]:

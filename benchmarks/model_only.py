@@ -9,7 +9,7 @@ each round, so load from other processes falls on all alike), plus torch and Ope
 static with the shapes alternating batch by batch, and each engine's PSNR against torch
 fp32 on a photo. ``cold``: the first compile in a fresh process, with and without
 OpenVINO's model cache (CACHE_DIR). Shapes are HxW. Results: benchmarks/results/.
-h11b's end-to-end benchmark calls animegan_cli.measure.model_only_rate for its shapes.
+h11b's end-to-end benchmark calls animegan_cli.tools.measure.model_only_rate for its shapes.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from animegan_cli.engine import TorchEngine, cpu_has_fast_bf16, to_model_input, to_pixels  # noqa: E402
-from animegan_cli.export import export_onnx, sample_image  # noqa: E402
-from animegan_cli.measure import Measurement, interleaved_rates, psnr  # noqa: E402
-from animegan_cli.openvino_engine import OpenVINOEngine  # noqa: E402
-from animegan_cli.weights import load_generator, load_state_dict  # noqa: E402
+from animegan_cli.engines.base import TorchEngine, cpu_has_fast_bf16, to_model_input, to_pixels  # noqa: E402
+from animegan_cli.engines.openvino_engine import OpenVINOEngine  # noqa: E402
+from animegan_cli.model.weights import load_generator, load_state_dict  # noqa: E402
+from animegan_cli.tools.export import export_onnx, sample_image  # noqa: E402
+from animegan_cli.tools.measure import Measurement, interleaved_rates, psnr  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 GOLDEN = ROOT.parent / "shared" / "spec" / "golden" / "golden_generator.pt"
@@ -63,7 +63,7 @@ def generator():
     if GOLDEN.exists():
         return load_generator(load_state_dict(GOLDEN))
     torch.manual_seed(0)
-    from animegan_cli.model import Generator
+    from animegan_cli.model.generator import Generator
 
     return Generator().eval()
 

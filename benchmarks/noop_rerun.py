@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from animegan_cli.convert import ConvertOptions, convert
-from animegan_cli.inputs import discover_inputs
-from animegan_cli.model import Generator
-from animegan_cli.outputs import plan_outputs
+from animegan_cli.media.inputs import discover_inputs
+from animegan_cli.media.outputs import plan_outputs
+from animegan_cli.model.generator import Generator
+from animegan_cli.pipeline.convert import ConvertOptions, convert
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PYTHON_ALONE = "Python doing nothing (python -c pass)"

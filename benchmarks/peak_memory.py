@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from animegan_cli.convert import ConvertOptions, convert
+from animegan_cli.pipeline.convert import ConvertOptions, convert
 
 
 def main() -> None:

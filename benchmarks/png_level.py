@@ -22,8 +22,8 @@ from pathlib import Path
 
 from PIL import Image, ImageFilter
 
-from animegan_cli import data
-from animegan_cli.formats import FORMATS, PNG_RLE
+from animegan_cli.media import data
+from animegan_cli.media.formats import FORMATS, PNG_RLE
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RECORD = '{"animegan": "a provenance record of about this length", "pad": "' + "x" * 600 + '"}'

@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from animegan_cli.convert import ConvertOptions, convert  # noqa: E402
-from animegan_cli.results import ConvertEvents  # noqa: E402
+from animegan_cli.pipeline.convert import ConvertOptions, convert  # noqa: E402
+from animegan_cli.pipeline.results import ConvertEvents  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 GOLDEN = ROOT.parent / "shared" / "spec" / "golden" / "golden_generator.pt"

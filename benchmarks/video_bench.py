@@ -31,9 +31,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from animegan_cli import video  # noqa: E402
-from animegan_cli.convert import ConvertOptions, convert  # noqa: E402
-from animegan_cli.model import Generator  # noqa: E402
+from animegan_cli.media import video  # noqa: E402
+from animegan_cli.model.generator import Generator  # noqa: E402
+from animegan_cli.pipeline.convert import ConvertOptions, convert  # noqa: E402
 from animegan_cli.stylizer import Stylizer  # noqa: E402
 
 FPS = 30
@@ -127,7 +127,7 @@ def peak_rss(weights: Path, seconds: float, size: int, folder: Path) -> float:
     clip = make_clip(folder / f"rss_{seconds:g}s.mp4", seconds)
     code = (
         "import resource, sys; from pathlib import Path; "
-        "from animegan_cli.convert import ConvertOptions, convert; "
+        "from animegan_cli.pipeline.convert import ConvertOptions, convert; "
         f"convert(ConvertOptions(inputs=[{str(clip)!r}], output=Path({str(folder / 'rss')!r}), "
         f"weights=Path({str(weights)!r}), size={size}, overwrite=True)); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"

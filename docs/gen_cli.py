@@ -20,8 +20,8 @@ import click
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from animegan_cli import weights  # noqa: E402
-from animegan_cli.cli import main  # noqa: E402
+from animegan_cli.cli.app import main  # noqa: E402
+from animegan_cli.model import weights  # noqa: E402
 
 CLI_MD = ROOT / "docs" / "cli.md"
 WIDTH = 100

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from animegan_cli.errors import AnimeganError
-from animegan_cli.model import Generator
-from animegan_cli.tune import TuneRequest
+from animegan_cli.core.errors import AnimeganError
+from animegan_cli.model.generator import Generator
+from animegan_cli.tools.tune import TuneRequest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 GOLDEN = SHARED / "spec" / "golden"
@@ -118,5 +118,5 @@ def tune_requests(monkeypatch):
         seen.append(request)
         raise AnimeganError("stopped by the test")
 
-    monkeypatch.setattr("animegan_cli.cli.run_tune", fake_run_tune)
+    monkeypatch.setattr("animegan_cli.cli.app.run_tune", fake_run_tune)
     return seen

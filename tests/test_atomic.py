@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from animegan_cli import atomic
-from animegan_cli.atomic import TEMP_PREFIX, atomic_write, temp_file_pid, temp_name
+from animegan_cli.core import atomic
+from animegan_cli.core.atomic import TEMP_PREFIX, atomic_write, temp_file_pid, temp_name
 
 
 def current_umask() -> int:

@@ -8,7 +8,7 @@ from concurrent.futures import CancelledError
 
 import pytest
 
-from animegan_cli.batcher import Batcher, Closed, QueueFull
+from animegan_cli.serve.batcher import Batcher, Closed, QueueFull
 
 
 class Recorder:

@@ -14,9 +14,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from animegan_cli import weights
-from animegan_cli.cli import main
-from animegan_cli.weights import git_blob_id
+from animegan_cli.cli.app import main
+from animegan_cli.model import weights
+from animegan_cli.model.weights import git_blob_id
 from tests.conftest import make_image
 
 README = Path(__file__).resolve().parents[1] / "README.md"

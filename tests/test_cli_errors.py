@@ -13,9 +13,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from animegan_cli.cli import main
-from animegan_cli.model import Generator
-from animegan_cli.weights import STYLES
+from animegan_cli.cli.app import main
+from animegan_cli.model.generator import Generator
+from animegan_cli.model.weights import STYLES
 from tests.conftest import make_image
 from tests.test_cli import convert_args, weights_server  # noqa: F401 - a fixture
 

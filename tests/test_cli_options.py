@@ -6,8 +6,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from animegan_cli.cli import convert_command, main, tune_command
-from animegan_cli.config import save_config
+from animegan_cli.cli.app import convert_command, main, tune_command
+from animegan_cli.settings.config import save_config
 
 MODEL_OPTIONS = ("style", "weights", "size")
 

@@ -7,10 +7,10 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from animegan_cli.cli import main
-from animegan_cli.config import config_path, load_config, save_config
-from animegan_cli.convert import ConvertOptions
-from animegan_cli.errors import AnimeganError, UsageError
+from animegan_cli.cli.app import main
+from animegan_cli.core.errors import AnimeganError, UsageError
+from animegan_cli.pipeline.convert import ConvertOptions
+from animegan_cli.settings.config import config_path, load_config, save_config
 
 
 def test_path_follows_xdg_config_home(isolated_env):
@@ -62,7 +62,7 @@ def convert_options(monkeypatch):
         seen.append(options)
         raise AnimeganError("stopped by the test")
 
-    monkeypatch.setattr("animegan_cli.cli.convert", fake_convert)
+    monkeypatch.setattr("animegan_cli.cli.app.convert", fake_convert)
     return seen
 
 

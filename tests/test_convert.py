@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from animegan_cli.convert import ConvertEvents, ConvertOptions, convert
-from animegan_cli.errors import UsageError
+from animegan_cli.core.errors import UsageError
+from animegan_cli.pipeline.convert import ConvertEvents, ConvertOptions, convert
 from tests.conftest import make_image
 
 
@@ -206,8 +206,8 @@ def test_keep_size_restores_the_full_size_of_a_draft_decoded_jpeg(tmp_path, chec
 
 
 def test_int8_calibration_reads_the_first_good_images_ahead_and_the_run_still_gets_all():
-    from animegan_cli.convert import CALIBRATION_IMAGES, _ReadAhead
-    from animegan_cli.data import PreparedImage
+    from animegan_cli.media.data import PreparedImage
+    from animegan_cli.pipeline.convert import CALIBRATION_IMAGES, _ReadAhead
 
     def item(i: int) -> PreparedImage:
         if i == 1:
@@ -222,8 +222,8 @@ def test_int8_calibration_reads_the_first_good_images_ahead_and_the_run_still_ge
 
 
 def test_the_reuse_stage_lets_look_alikes_borrow_and_the_rest_pass():
-    from animegan_cli.data import PreparedImage
-    from animegan_cli.similar import Borrowed, ReuseStage
+    from animegan_cli.media.data import PreparedImage
+    from animegan_cli.pipeline.similar import Borrowed, ReuseStage
 
     photo = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 16, 16), np.uint8))
     other = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (3, 16, 16), np.uint8))

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from animegan_cli.data import (
+from animegan_cli.core.errors import InputImageError
+from animegan_cli.media.data import (
     ImageDataset,
     PreparedImage,
     PreprocessSettings,
@@ -26,7 +27,6 @@ from animegan_cli.data import (
     to_output_image,
     to_rgb_or_rgba,
 )
-from animegan_cli.errors import InputImageError
 from tests.conftest import make_image, photo_like
 
 # EXIF orientation -> the transpose that displays the stored pixels upright.
@@ -396,7 +396,7 @@ def test_prepare_out_of_memory_fails_the_image(tmp_path: Path, monkeypatch):
     def no_memory(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr("animegan_cli.data.decode_with_size", no_memory)
+    monkeypatch.setattr("animegan_cli.media.data.decode_with_size", no_memory)
     item = prepare_image(0, make_image(tmp_path / "a.png"), PreprocessSettings(size=16))
     assert item.error is not None and item.error.startswith("not enough memory to decode it")
 

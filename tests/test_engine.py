@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from animegan_cli import engine
-from animegan_cli.engine import (
+from animegan_cli.core.errors import UsageError
+from animegan_cli.engines import base as engine
+from animegan_cli.engines.base import (
     TorchEngine,
     resolve_device,
     resolve_precision,
@@ -14,8 +15,7 @@ from animegan_cli.engine import (
     to_pixels,
     torch_threads,
 )
-from animegan_cli.errors import UsageError
-from animegan_cli.model import Generator
+from animegan_cli.model.generator import Generator
 
 
 def test_pixel_mapping_round_trips_every_value() -> None:
@@ -109,7 +109,7 @@ def test_shapes_default_to_static_and_are_checked_where_auto_is_resolved() -> No
 
 
 def test_static_or_dynamic_shapes_never_make_an_output_stale() -> None:
-    from animegan_cli.provenance import settings_change
+    from animegan_cli.records.provenance import settings_change
     from animegan_cli.stylizer import PixelSettings, Stylizer
 
     def settings(shapes: str) -> dict[str, object]:

@@ -13,10 +13,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from animegan_cli import export
-from animegan_cli.cli import main
-from animegan_cli.export import ExportError, verify
-from animegan_cli.model import Generator
+from animegan_cli.cli.app import main
+from animegan_cli.model.generator import Generator
+from animegan_cli.tools import export
+from animegan_cli.tools.export import ExportError, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def test_export_needs_a_target(checkpoint):
 
 
 def test_export_help_imports_no_model_runtime():
-    code = ("import sys; from animegan_cli.cli import main\n"
+    code = ("import sys; from animegan_cli.cli.app import main\n"
             "try: main(['export', '--help'])\nexcept SystemExit: pass\n"
             "heavy = ('torch', 'onnx', 'onnxruntime', 'openvino')\n"
             "print(sorted(m for m in heavy if m in sys.modules))")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from animegan_cli.face_blend import (
+from animegan_cli.faces.blend import (
     FEATHER_SHARE,
     face_input,
     feather_mask,
@@ -13,7 +13,7 @@ from animegan_cli.face_blend import (
     paste_face,
     square_crop,
 )
-from animegan_cli.faces import FACE_SIZE, Box
+from animegan_cli.faces.detect import FACE_SIZE, Box
 
 
 def test_square_crop_is_centred_with_the_margin():

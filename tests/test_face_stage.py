@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from animegan_cli.cli import main
-from animegan_cli.convert import ConvertEvents, ConvertOptions, convert
-from animegan_cli.face_blend import output_region, square_crop
-from animegan_cli.faces import Box, FaceSettings
-from animegan_cli.provenance import read_embedded
+from animegan_cli.cli.app import main
+from animegan_cli.faces.blend import output_region, square_crop
+from animegan_cli.faces.detect import Box, FaceSettings
+from animegan_cli.pipeline.convert import ConvertEvents, ConvertOptions, convert
+from animegan_cli.records.provenance import read_embedded
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from animegan_cli import data
-from animegan_cli.errors import UsageError
-from animegan_cli.faces import (
+from animegan_cli.core.errors import UsageError
+from animegan_cli.faces.detect import (
     DETECTORS,
     Box,
     FaceSettings,
@@ -20,6 +19,7 @@ from animegan_cli.faces import (
     reading_order,
     style_note,
 )
+from animegan_cli.media import data
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from animegan_cli.formats import FORMATS, format_by_extension, format_named, read_record_text
-from animegan_cli.outputs import FORMAT_CHOICES
+from animegan_cli.media.formats import FORMATS, format_by_extension, format_named, read_record_text
+from animegan_cli.media.outputs import FORMAT_CHOICES
 
 RECORD = '{"style":"a <b> & \\u00fc"}'
 # The XMP packet exactly as earlier versions wrote it (with the record XML-escaped).

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from animegan_cli.image_service import ImageError, ImageService, ServeSettings
+from animegan_cli.serve.service import ImageError, ImageService, ServeSettings
 from animegan_cli.stylizer import Stylizer
 from tests.conftest import photo_like
 

@@ -15,14 +15,15 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from animegan_cli import data, incremental
 from animegan_cli import stylizer as stylizer_module
-from animegan_cli.atomic import temp_file_pid
-from animegan_cli.cli import main
-from animegan_cli.convert import ConvertEvents, ConvertOptions, FileResult, convert
-from animegan_cli.engine import TorchEngine
-from animegan_cli.model import Generator
-from animegan_cli.provenance import (
+from animegan_cli.cli.app import main
+from animegan_cli.core.atomic import temp_file_pid
+from animegan_cli.engines.base import TorchEngine
+from animegan_cli.media import data
+from animegan_cli.model.generator import Generator
+from animegan_cli.pipeline.convert import ConvertEvents, ConvertOptions, FileResult, convert
+from animegan_cli.records import incremental
+from animegan_cli.records.provenance import (
     MANIFEST_NAME,
     Manifest,
     Provenance,
@@ -480,8 +481,9 @@ def test_own_weights_are_recorded_by_file_name_never_as_a_published_style(
 
 
 def test_weights_with_a_published_blob_id_are_recorded_as_that_style(checkpoint, monkeypatch):
-    from animegan_cli import provenance, weights
-    from animegan_cli.weights import STYLES, git_blob_id
+    from animegan_cli.model import weights
+    from animegan_cli.model.weights import STYLES, git_blob_id
+    from animegan_cli.records import provenance
 
     blob = git_blob_id(checkpoint.read_bytes())
     assert provenance.record_style("x", checkpoint, blob) == checkpoint.name

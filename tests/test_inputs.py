@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from animegan_cli.data import PreprocessSettings, prepare_image
-from animegan_cli.errors import UsageError
-from animegan_cli.inputs import (
+from animegan_cli.core.errors import UsageError
+from animegan_cli.media.data import PreprocessSettings, prepare_image
+from animegan_cli.media.inputs import (
     HEIF_EXTENSIONS,
     IMAGE_EXTENSIONS,
     ListedPath,

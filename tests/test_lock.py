@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from animegan_cli.atomic import TEMP_PREFIX
-from animegan_cli.errors import RunStopped, UsageError
-from animegan_cli.lock import LOCK_NAME, OutputBusyError, output_lock, remove_stale_temp_files
+from animegan_cli.core.atomic import TEMP_PREFIX
+from animegan_cli.core.errors import RunStopped, UsageError
+from animegan_cli.pipeline.lock import (
+    LOCK_NAME,
+    OutputBusyError,
+    output_lock,
+    remove_stale_temp_files,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +70,7 @@ def _hold_in_child(tmp_path: Path, fork_grandchild: bool) -> subprocess.Popen:
     code = (
         "import os, sys, time\n"
         "from pathlib import Path\n"
-        "from animegan_cli.lock import output_lock\n"
+        "from animegan_cli.pipeline.lock import output_lock\n"
         f"with output_lock(Path({str(tmp_path)!r})):\n"
         f"    if {fork_grandchild} and os.fork() == 0:\n"
         # Said once the at-fork handler has closed the child's copy of the lock. One write(2)

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from animegan_cli.measure import interleaved_rates, model_only_rate
+from animegan_cli.tools.measure import interleaved_rates, model_only_rate
 
 
 class SleepyEngine:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from animegan_cli.model import MIN_SIDE, Generator
-from animegan_cli.weights import load_generator, load_state_dict
+from animegan_cli.model.generator import MIN_SIDE, Generator
+from animegan_cli.model.weights import load_generator, load_state_dict
 from tests.conftest import GOLDEN
 from tests.data import make_golden
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from animegan_cli import engine as engine_module
-from animegan_cli.engine import TorchEngine, resolve_backend, resolve_precision, to_pixels
-from animegan_cli.errors import UsageError
-from animegan_cli.model import Generator
-from animegan_cli.openvino_engine import OpenVINOEngine
-from animegan_cli.weights import load_generator, load_state_dict
+from animegan_cli.core.errors import UsageError
+from animegan_cli.engines import base as engine_module
+from animegan_cli.engines.base import TorchEngine, resolve_backend, resolve_precision, to_pixels
+from animegan_cli.engines.openvino_engine import OpenVINOEngine
+from animegan_cli.model.generator import Generator
+from animegan_cli.model.weights import load_generator, load_state_dict
 from tests.conftest import GOLDEN
 
 
@@ -173,9 +173,9 @@ def test_backend_and_precision_rules():
 INT8_SCRIPT = """
 import json, sys, torch
 from pathlib import Path
-from animegan_cli.model import Generator
-from animegan_cli.openvino_engine import OpenVINOEngine
-from animegan_cli.weights import load_generator, load_state_dict
+from animegan_cli.model.generator import Generator
+from animegan_cli.engines.openvino_engine import OpenVINOEngine
+from animegan_cli.model.weights import load_generator, load_state_dict
 from tests.conftest import GOLDEN
 
 torch.manual_seed(0)
@@ -220,7 +220,7 @@ def test_int8_quantizes_on_the_given_images_and_stays_recognisable(tmp_path):
 
 @pytest.mark.slow
 def test_convert_with_the_openvino_backend(photo_dir, tmp_path, checkpoint):
-    from animegan_cli.convert import ConvertOptions, convert
+    from animegan_cli.pipeline.convert import ConvertOptions, convert
 
     summary = convert(ConvertOptions(inputs=[str(photo_dir)], output=tmp_path / "out",
                                      weights=checkpoint, size=32, num_workers=0,
@@ -233,7 +233,7 @@ def test_convert_with_the_openvino_backend(photo_dir, tmp_path, checkpoint):
 def test_verbose_convert_says_which_shapes_it_compiled_for(photo_dir, tmp_path, checkpoint):
     from click.testing import CliRunner
 
-    from animegan_cli.cli import main
+    from animegan_cli.cli.app import main
 
     result = CliRunner().invoke(main, [
         "convert", str(photo_dir), "-o", str(tmp_path / "out"), "--weights", str(checkpoint),

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from animegan_cli import outputs
-from animegan_cli.errors import UsageError
-from animegan_cli.inputs import InputFile, discover_inputs
-from animegan_cli.outputs import (
+from animegan_cli.core.errors import UsageError
+from animegan_cli.media import outputs
+from animegan_cli.media.inputs import InputFile, discover_inputs
+from animegan_cli.media.outputs import (
     TEMP_PREFIX,
     fail_collisions,
     format_for,

@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from animegan_cli import data
-from animegan_cli.engine import EngineSpec
-from animegan_cli.model import Generator
-from animegan_cli.openvino_engine import OpenVINOEngine
-from animegan_cli.ov_warmup import LOOKAHEAD, Warmup, first_shapes, warmed
+from animegan_cli.engines.base import EngineSpec
+from animegan_cli.engines.openvino_engine import OpenVINOEngine
+from animegan_cli.engines.openvino_warmup import LOOKAHEAD, Warmup, first_shapes, warmed
+from animegan_cli.media import data
+from animegan_cli.model.generator import Generator
 from tests.conftest import make_image
 
 KEY = "1" * 40
@@ -110,9 +110,9 @@ def test_the_warmup_needs_no_torch_so_it_runs_while_torch_imports(ir_cache):
     script = f"""
 import json, sys
 from pathlib import Path
-from animegan_cli.engine import EngineSpec
-from animegan_cli.ov_warmup import Warmup
-from animegan_cli.openvino_engine import compile_config, ir_path
+from animegan_cli.engines.base import EngineSpec
+from animegan_cli.engines.openvino_warmup import Warmup
+from animegan_cli.engines.openvino_engine import compile_config, ir_path
 spec = EngineSpec(backend="openvino", precision="fp32", threads=2, shapes="static")
 cache = Path({str(ir_cache)!r})
 warmup = Warmup(spec, {KEY!r}, False, cache, [(1, 3, 64, 72)])

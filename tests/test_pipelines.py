@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from animegan_cli import inputs
-from animegan_cli.cli import main
+from animegan_cli.cli.app import main
+from animegan_cli.media import inputs
 from tests.conftest import make_image
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,10 +6,10 @@ import os
 import threading
 from pathlib import Path
 
-from animegan_cli import data
-from animegan_cli.data import ImageDataset, PreprocessSettings
-from animegan_cli.priority import HELPER_NICENESS, lower_this_thread
-from animegan_cli.workers import prepared_images
+from animegan_cli.core.priority import HELPER_NICENESS, lower_this_thread
+from animegan_cli.media import data
+from animegan_cli.media.data import ImageDataset, PreprocessSettings
+from animegan_cli.pipeline.workers import prepared_images
 from tests.conftest import make_image
 
 
@@ -43,7 +43,7 @@ def test_decoder_processes_run_at_the_helper_priority(tmp_path: Path, monkeypatc
 
 
 def test_the_writer_thread_encodes_at_the_helper_priority():
-    from animegan_cli.writer import Writer
+    from animegan_cli.pipeline.writer import Writer
 
     writer = Writer(None, None, None, None, None)  # type: ignore[arg-type]
     try:

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from animegan_cli import atomic, provenance
-from animegan_cli.errors import UsageError, WeightsError
-from animegan_cli.outputs import write_image_atomic
-from animegan_cli.provenance import (
+from animegan_cli.core import atomic
+from animegan_cli.core.errors import UsageError, WeightsError
+from animegan_cli.media.outputs import write_image_atomic
+from animegan_cli.model.weights import STYLES, git_blob_id
+from animegan_cli.records import provenance
+from animegan_cli.records.provenance import (
     MANIFEST_NAME,
     Manifest,
     Provenance,
@@ -24,7 +26,6 @@ from animegan_cli.provenance import (
     read_embedded,
     settings_for_output,
 )
-from animegan_cli.weights import STYLES, git_blob_id
 from tests.conftest import photo_like
 
 

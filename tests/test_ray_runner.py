@@ -17,15 +17,15 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from animegan_cli import convert as convert_module
-from animegan_cli import ray_runner
-from animegan_cli.cli import main
-from animegan_cli.convert import ConvertOptions, convert, engine_spec
-from animegan_cli.errors import UsageError
-from animegan_cli.lock import output_lock
-from animegan_cli.provenance import MANIFEST_NAME, Manifest, read_embedded
-from animegan_cli.results import ConvertEvents, Summary
-from animegan_cli.selection import Selection
+from animegan_cli.cli.app import main
+from animegan_cli.core.errors import UsageError
+from animegan_cli.pipeline import convert as convert_module
+from animegan_cli.pipeline.convert import ConvertOptions, convert, engine_spec
+from animegan_cli.pipeline.lock import output_lock
+from animegan_cli.pipeline.results import ConvertEvents, Summary
+from animegan_cli.records.provenance import MANIFEST_NAME, Manifest, read_embedded
+from animegan_cli.records.selection import Selection
+from animegan_cli.runners import ray_runner
 from tests.conftest import make_image
 
 ROOT = Path(__file__).resolve().parents[1]

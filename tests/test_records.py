@@ -15,11 +15,13 @@ from click.testing import CliRunner
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from animegan_cli import data, incremental, provenance
-from animegan_cli.cli import main
-from animegan_cli.convert import CHANGED_WHILE_READING
-from animegan_cli.outputs import TEMP_PREFIX
-from animegan_cli.provenance import (
+from animegan_cli.cli.app import main
+from animegan_cli.media import data
+from animegan_cli.media.outputs import TEMP_PREFIX
+from animegan_cli.model.weights import STYLES
+from animegan_cli.pipeline.convert import CHANGED_WHILE_READING
+from animegan_cli.records import incremental, provenance
+from animegan_cli.records.provenance import (
     MANIFEST_NAME,
     Manifest,
     ManifestEntry,
@@ -28,7 +30,6 @@ from animegan_cli.provenance import (
     hash_files,
     read_embedded,
 )
-from animegan_cli.weights import STYLES
 from tests.conftest import make_image, photo_like
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from animegan_cli.convert import ConvertOptions, FileResult, Summary
-from animegan_cli.report import build_report, json_safe, one_line, write_report
+from animegan_cli.pipeline.convert import ConvertOptions, FileResult, Summary
+from animegan_cli.pipeline.report import build_report, json_safe, one_line, write_report
 
 
 def summary() -> Summary:

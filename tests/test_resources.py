@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from animegan_cli import resources
-from animegan_cli.errors import UsageError
-from animegan_cli.resources import (
+from animegan_cli.core.errors import UsageError
+from animegan_cli.pipeline import resources
+from animegan_cli.pipeline.resources import (
     BASE_BYTES,
     GIB,
     MIB,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from animegan_cli.result_cache import CachedResult, ResultCache, cache_key
+from animegan_cli.serve.cache import CachedResult, ResultCache, cache_key
 
 SETTINGS = {"size": 512, "precision": "fp32", "format": "PNG", "quality": None}
 

@@ -33,16 +33,16 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from animegan_cli import convert as convert_module
-from animegan_cli import data, outputs
-from animegan_cli.cli import main
-from animegan_cli.convert import ConvertEvents, ConvertOptions, FileResult, convert
-from animegan_cli.engine import TorchEngine
-from animegan_cli.lock import output_lock
-from animegan_cli.model import Generator
-from animegan_cli.outputs import TEMP_PREFIX
-from animegan_cli.resources import BASE_BYTES, GIB, estimate_peak
-from animegan_cli.signals import Interrupted
+from animegan_cli.cli.app import main
+from animegan_cli.core.signals import Interrupted
+from animegan_cli.engines.base import TorchEngine
+from animegan_cli.media import data, outputs
+from animegan_cli.media.outputs import TEMP_PREFIX
+from animegan_cli.model.generator import Generator
+from animegan_cli.pipeline import convert as convert_module
+from animegan_cli.pipeline.convert import ConvertEvents, ConvertOptions, FileResult, convert
+from animegan_cli.pipeline.lock import output_lock
+from animegan_cli.pipeline.resources import BASE_BYTES, GIB, estimate_peak
 from tests.conftest import make_image, photo_like
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -653,7 +653,7 @@ if sys.argv.pop(1) == "slow":
         time.sleep(0.25)
         fp.write(halves.buf[len(halves.buf) // 2 :])
     Image.Image.save = save
-from animegan_cli.cli import main
+from animegan_cli.cli.app import main
 main()
 """
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from animegan_cli.errors import UsageError
-from animegan_cli.selection import Selection, parse_shard, parse_since, shard_of
+from animegan_cli.core.errors import UsageError
+from animegan_cli.records.selection import Selection, parse_shard, parse_since, shard_of
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 

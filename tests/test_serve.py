@@ -367,7 +367,7 @@ def test_the_page_uploads_two_photos_and_shows_two_results(server, tmp_path):
 
 
 def test_upload_names_never_become_paths_and_collisions_are_numbered():
-    from animegan_cli.serve import unique_names
+    from animegan_cli.serve.app import unique_names
 
     assert unique_names(["../../etc/passwd", "C:\\Users\\x\\photo.JPG", "photo.jpg", "",
                          "Photo.png", ".hidden", "a b?.jpg"]) == [
@@ -378,9 +378,9 @@ def test_the_page_is_package_data_a_wheel_ships():
     import tomllib
 
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "package-data"]["animegan_cli"]
-    static = ROOT / "animegan_cli" / "static"
-    shipped = {p.name for g in globs for p in (ROOT / "animegan_cli").glob(g)}
+        "package-data"]["animegan_cli.serve"]
+    static = ROOT / "animegan_cli" / "serve" / "static"
+    shipped = {p.name for g in globs for p in (ROOT / "animegan_cli" / "serve").glob(g)}
     assert shipped == {p.name for p in static.iterdir()} >= {"index.html", "app.js"}
     assert "src=\"app.js\"" in (static / "index.html").read_text()
 
@@ -388,11 +388,11 @@ def test_the_page_is_package_data_a_wheel_ships():
 def test_serve_without_its_extra_says_what_to_install(monkeypatch):
     from click.testing import CliRunner
 
-    import animegan_cli
-    from animegan_cli.cli import main
+    import animegan_cli.serve
+    from animegan_cli.cli.app import main
 
-    monkeypatch.delitem(sys.modules, "animegan_cli.serve", raising=False)
-    monkeypatch.delattr(animegan_cli, "serve", raising=False)
+    monkeypatch.delitem(sys.modules, "animegan_cli.serve.app", raising=False)
+    monkeypatch.delattr(animegan_cli.serve, "app", raising=False)
     monkeypatch.setitem(sys.modules, "fastapi", None)
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code == 2
@@ -401,9 +401,9 @@ def test_serve_without_its_extra_says_what_to_install(monkeypatch):
 
 
 def test_serve_help_does_not_import_the_web_stack():
-    code = ("import sys; from animegan_cli.cli import main\n"
+    code = ("import sys; from animegan_cli.cli.app import main\n"
             "try: main(['serve', '--help'])\nexcept SystemExit: pass\n"
-            "print(sorted(m for m in ('fastapi', 'uvicorn', 'animegan_cli.serve')"
+            "print(sorted(m for m in ('fastapi', 'uvicorn', 'animegan_cli.serve.app')"
             " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
@@ -411,8 +411,8 @@ def test_serve_help_does_not_import_the_web_stack():
 
 
 def test_form_fields_become_request_arguments_or_a_422():
-    from animegan_cli.image_service import ImageError
-    from animegan_cli.serve import _request_fields
+    from animegan_cli.serve.app import _request_fields
+    from animegan_cli.serve.service import ImageError
 
     assert _request_fields({"format": "JPG", "quality": "80", "size": "256",
                             "keep_size": "true"}) == {"format_": "jpg", "quality": 80,

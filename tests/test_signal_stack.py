@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from animegan_cli import signal_stack
+from animegan_cli.engines import signal_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,9 +18,9 @@ import gc, signal, subprocess, sys, tempfile, threading
 from pathlib import Path
 import faulthandler, torch
 faulthandler.enable()
-from animegan_cli import signal_stack
-from animegan_cli.model import Generator
-from animegan_cli.openvino_engine import OpenVINOEngine
+from animegan_cli.engines import signal_stack
+from animegan_cli.model.generator import Generator
+from animegan_cli.engines.openvino_engine import OpenVINOEngine
 before = signal_stack.current()
 engines = [OpenVINOEngine(Generator().eval(), "1" * 40, "fp32", 1, Path(tempfile.mkdtemp()))]
 engines[0].run(torch.zeros(1, 3, 64, 72, dtype=torch.uint8))

@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from animegan_cli import signals
-from animegan_cli.cli import main
-from animegan_cli.signals import Interrupted, as_interrupted, deferred, stop_on_signals
+from animegan_cli.cli.app import main
+from animegan_cli.core import signals
+from animegan_cli.core.signals import Interrupted, as_interrupted, deferred, stop_on_signals
 
 
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

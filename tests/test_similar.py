@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from animegan_cli.similar import SimilarIndex, dhash, hamming
+from animegan_cli.pipeline.similar import SimilarIndex, dhash, hamming
 from tests.conftest import photo_like
 
 

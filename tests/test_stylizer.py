@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from animegan_cli import Stylizer, weights
-from animegan_cli.convert import ConvertOptions, convert
-from animegan_cli.errors import InputImageError, UsageError
-from animegan_cli.weights import git_blob_id
+from animegan_cli import Stylizer
+from animegan_cli.core.errors import InputImageError, UsageError
+from animegan_cli.model import weights
+from animegan_cli.model.weights import git_blob_id
+from animegan_cli.pipeline.convert import ConvertOptions, convert
 from tests.conftest import make_image
 
 EXIF_ORIENTATION = 0x0112

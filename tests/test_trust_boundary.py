@@ -24,9 +24,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, features
 
-from animegan_cli import data, outputs
-from animegan_cli.cli import main
-from animegan_cli.outputs import TEMP_PREFIX
+from animegan_cli.cli.app import main
+from animegan_cli.media import data, outputs
+from animegan_cli.media.outputs import TEMP_PREFIX
 from tests.conftest import make_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +196,7 @@ def test_item1_an_encoder_error_fails_that_output_alone_and_leaves_no_temp_file(
 @pytest.mark.slow
 def test_item1_ray_local_fails_the_damaged_files_alone(tmp_path, checkpoint):
     ray = pytest.importorskip("ray")
-    from animegan_cli.convert import ConvertOptions, convert
+    from animegan_cli.pipeline.convert import ConvertOptions, convert
 
     src = _folder(tmp_path / "in")
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 << 20,
@@ -222,8 +222,8 @@ def app_client(checkpoint):
         warnings.simplefilter("ignore")
         from starlette.testclient import TestClient
 
-    from animegan_cli.image_service import ServeSettings
-    from animegan_cli.serve import create_app
+    from animegan_cli.serve.app import create_app
+    from animegan_cli.serve.service import ServeSettings
     from animegan_cli.stylizer import Stylizer
 
     stylizer = Stylizer.load(weights=checkpoint, size=32, backend="torch", precision="fp32")
@@ -285,8 +285,8 @@ def test_item3_a_panorama_over_webps_limit_fails_alone_at_planning(tmp_path, che
 
 def test_item3_the_encoder_refuses_what_webp_cannot_hold_before_writing():
     # The encode-time half of item 3: whatever reaches the encoder is refused in one line.
-    from animegan_cli.errors import InputImageError
-    from animegan_cli.formats import FORMATS
+    from animegan_cli.core.errors import InputImageError
+    from animegan_cli.media.formats import FORMATS
 
     handle = io.BytesIO()
     with pytest.raises(InputImageError, match="over WebP's limit of 16383 px per side"):

@@ -25,8 +25,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from animegan_cli.cli import main
-from animegan_cli.config import load_config
+from animegan_cli.cli.app import main
+from animegan_cli.settings.config import load_config
 from tests.test_serve import Server, photo_bytes
 
 BOUNDARY = "budgets-boundary"
@@ -186,8 +186,8 @@ def test_item5_a_trickling_body_meets_the_whole_body_deadline(server):
 def test_item5_the_budget_is_shared_and_freed_and_a_stalled_body_times_out():
     import asyncio
 
-    from animegan_cli.serve_budgets import InflightBytes, metered
-    from animegan_cli.uploads import FormError
+    from animegan_cli.serve.budgets import InflightBytes, metered
+    from animegan_cli.serve.uploads import FormError
 
     async def body(chunks: int, pause: float, gap: float = 0.0):
         for _ in range(chunks):

@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from animegan_cli import ray_runner
-from animegan_cli.cli import main
-from animegan_cli.config import config_path, load_config
-from animegan_cli.provenance import read_embedded
-from animegan_cli.tune import Trial, TuneResult
+from animegan_cli.cli.app import main
+from animegan_cli.records.provenance import read_embedded
+from animegan_cli.runners import ray_runner
+from animegan_cli.settings.config import config_path, load_config
+from animegan_cli.tools.tune import Trial, TuneResult
 from tests.conftest import make_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +139,7 @@ def test_17_tune_saves_the_size_with_the_batch_size_and_convert_uses_both(monkey
                        images_per_second=3.0)
         return TuneResult(trials=[winner], winner=winner, shape=(192, 256))
 
-    monkeypatch.setattr("animegan_cli.cli.run_tune", measured)
+    monkeypatch.setattr("animegan_cli.cli.app.run_tune", measured)
     result = run("tune", "--size", "256", "--budget", "1")
     assert result.exit_code == 0, result.output
     assert seen == [256]
@@ -168,7 +168,7 @@ def _ray_convert(tmp_path: Path, checkpoint: Path, out: str, *extra: str):
 def test_19_the_stderr_filter_drops_native_log_lines_only():
     script = (
         "import os, sys\n"
-        "from animegan_cli import ray_runner, stderr_filter\n"
+        "from animegan_cli.core import stderr_filter\nfrom animegan_cli.runners import ray_runner\n"
         "with stderr_filter.dropping_lines(ray_runner.RAY_NATIVE_LOG_LINE):\n"
         "    print('animegan: ours', file=sys.stderr, flush=True)\n"
         "    os.write(2, b'[2026-12-07 12:25:04,635 E 12109 12109] core_worker.cc:2465: '\n"
@@ -216,10 +216,10 @@ def test_20_every_install_hint_is_the_checkout_form(monkeypatch):
     assert wrong == []
     readme = (ROOT / "README.md").read_text()
     assert readme.index("git clone") < readme.index("pip install -e .")
-    import animegan_cli
+    import animegan_cli.serve
 
-    monkeypatch.delitem(sys.modules, "animegan_cli.serve", raising=False)
-    monkeypatch.delattr(animegan_cli, "serve", raising=False)
+    monkeypatch.delitem(sys.modules, "animegan_cli.serve.app", raising=False)
+    monkeypatch.delattr(animegan_cli.serve, "app", raising=False)
     monkeypatch.setitem(sys.modules, "fastapi", None)
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code == 2
@@ -284,7 +284,7 @@ def test_21_info_columns_line_up():
 
 
 def test_21_the_progress_bar_starts_with_its_total(tmp_path, checkpoint, monkeypatch):
-    monkeypatch.setattr("animegan_cli.cli._stderr_is_terminal", lambda: True)
+    monkeypatch.setattr("animegan_cli.cli.app._stderr_is_terminal", lambda: True)
     make_image(tmp_path / "in" / "a.jpg")
     make_image(tmp_path / "in" / "b.jpg", seed=1)
     result = convert([tmp_path / "in"], tmp_path / "out", checkpoint)

@@ -81,7 +81,7 @@ def test_item8_zip_entries_keep_names_in_any_script_flagged_utf8(guarded):
 
 
 def test_item8_content_disposition_has_an_ascii_fallback_and_the_utf8_name():
-    from animegan_cli.serve import ascii_name, content_disposition
+    from animegan_cli.serve.app import ascii_name, content_disposition
 
     assert ascii_name("照片.png") == "image.png"
     assert ascii_name("Ångström photo.webp") == "Angstrom_photo.webp"
@@ -155,8 +155,8 @@ def test_item9_one_client_never_learns_from_the_cache_what_another_uploaded(guar
 
 
 def test_item9_access_settings_are_checked_from_flags_and_the_config_file(isolated_env):
-    from animegan_cli.cli import main
-    from animegan_cli.config import config_path
+    from animegan_cli.cli.app import main
+    from animegan_cli.settings.config import config_path
 
     runner = CliRunner()
     result = runner.invoke(main, ["serve", "--allowed-origin", "app.example"])
@@ -172,7 +172,7 @@ def test_item9_access_settings_are_checked_from_flags_and_the_config_file(isolat
 
 
 def test_item9_the_access_policy_names_hosts_and_origins():
-    from animegan_cli.serve_access import AccessPolicy
+    from animegan_cli.serve.access import AccessPolicy
 
     local = AccessPolicy.build("127.0.0.1", ("Photos.Example:8443",), ("https://App.example/",))
     assert [local.host_allowed(h) for h in (
@@ -194,7 +194,7 @@ def test_item9_the_access_policy_names_hosts_and_origins():
 def test_item9_the_cache_scope_is_the_clients_address_unless_shared():
     from starlette.requests import Request
 
-    from animegan_cli.serve import _CACHE_SCOPE_OF
+    from animegan_cli.serve.app import _CACHE_SCOPE_OF
 
     def scope_of(mode: str, address: str) -> str:
         return _CACHE_SCOPE_OF[mode](Request({"type": "http", "client": (address, 5000)}))

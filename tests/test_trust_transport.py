@@ -152,10 +152,10 @@ def test_item10_a_warm_up_that_fails_says_why_on_stderr_and_exits_1(module_check
     # The model cannot run: a warm-up that raises, as it does where the engine cannot
     # allocate its buffers.
     code = ("import sys\n"
-            "from animegan_cli import image_service\n"
+            "from animegan_cli.serve import service as image_service\n"
             "def boom(self): raise RuntimeError('cannot allocate the engine buffers')\n"
             "image_service.ImageService.warm_up = boom\n"
-            "from animegan_cli.cli import main\n"
+            "from animegan_cli.cli.app import main\n"
             "main(sys.argv[1:])\n")
     command = [sys.executable, "-c", code, *serve_command(module_checkpoint)[3:]]
     done = subprocess.run(command, capture_output=True, text=True, timeout=90,
@@ -167,8 +167,8 @@ def test_item10_a_warm_up_that_fails_says_why_on_stderr_and_exits_1(module_check
 
 def _bare_app():
     """The app on a stand-in model, without a server or lifespan: its lifecycle set by hand."""
-    from animegan_cli.image_service import ServeSettings
-    from animegan_cli.serve import create_app
+    from animegan_cli.serve.app import create_app
+    from animegan_cli.serve.service import ServeSettings
 
     stand_in = SimpleNamespace(pixels=SimpleNamespace(size=64),  # no description, no engine
                                spec=SimpleNamespace(precision="fp32"))

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from animegan_cli import video
-from animegan_cli.cli import main
+from animegan_cli.cli.app import main
+from animegan_cli.media import video
 from tests.conftest import make_image, photo_like
 from tests.test_video import REPO, make_clip
 

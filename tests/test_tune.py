@@ -7,11 +7,11 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from animegan_cli import convert as convert_module
-from animegan_cli.cli import main
-from animegan_cli.config import config_path, load_config, save_config
-from animegan_cli.tune import PNG_LEVELS, Trial, TuneRequest, run_tune
-from animegan_cli.weights import DEFAULT_STYLE
+from animegan_cli.cli.app import main
+from animegan_cli.model.weights import DEFAULT_STYLE
+from animegan_cli.pipeline import convert as convert_module
+from animegan_cli.settings.config import config_path, load_config, save_config
+from animegan_cli.tools.tune import PNG_LEVELS, Trial, TuneRequest, run_tune
 from tests.conftest import isolate, make_image, write_random_checkpoint
 from tests.test_cli import weights_server  # noqa: F401 - a fixture
 
@@ -102,7 +102,7 @@ def test_convert_uses_the_config_env_overrides_it_flag_overrides_both(
         seen.append(options)
         return real(options, events)
 
-    monkeypatch.setattr("animegan_cli.cli.convert", spy)
+    monkeypatch.setattr("animegan_cli.cli.app.convert", spy)
     configured = load_config()
     base = ["convert", str(photo_dir), "-o", str(tmp_path / "o1"), "--weights", str(checkpoint),
             "--size", "16"]
@@ -215,7 +215,7 @@ def test_tune_tries_fewer_threads_while_decoding_and_png_levels(checkpoint, tmp_
 
 
 def test_tune_leaves_the_png_level_alone_where_runs_write_no_png(tmp_path):
-    from animegan_cli.tune import _writes_png
+    from animegan_cli.tools.tune import _writes_png
 
     make_image(tmp_path / "a.jpg", 16, 16)
     assert not _writes_png(tmp_path)
@@ -224,7 +224,7 @@ def test_tune_leaves_the_png_level_alone_where_runs_write_no_png(tmp_path):
 
 
 def test_tune_compares_static_and_dynamic_openvino_shapes(checkpoint, tmp_path):
-    from animegan_cli import tune
+    from animegan_cli.tools import tune
 
     result = tune.TuneResult()
     tuning = tune._Tuning(TuneRequest(size=16, weights=checkpoint), tmp_path, (12, 16), 1,

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from animegan_cli.uploads import FormError, read_form
+from animegan_cli.serve.uploads import FormError, read_form
 
 
 def encoded(files, data=None):

@@ -17,13 +17,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from animegan_cli import video
-from animegan_cli.cli import main
-from animegan_cli.convert import ConvertOptions, convert
-from animegan_cli.inputs import find_inputs
-from animegan_cli.provenance import find_provenance
-from animegan_cli.report import build_report
-from animegan_cli.results import FileResult
+from animegan_cli.cli.app import main
+from animegan_cli.media import video
+from animegan_cli.media.inputs import find_inputs
+from animegan_cli.pipeline.convert import ConvertOptions, convert
+from animegan_cli.pipeline.report import build_report
+from animegan_cli.pipeline.results import FileResult
+from animegan_cli.records.provenance import find_provenance
 from animegan_cli.stylizer import Stylizer
 from tests.conftest import make_image, photo_like
 
@@ -128,7 +128,7 @@ def run(inputs: list[Path], out: Path, checkpoint: Path, **flags: object):
                              size=64, num_workers=0, backend="torch", precision="fp32",
                              **flags)
     results = []
-    from animegan_cli.results import ConvertEvents
+    from animegan_cli.pipeline.results import ConvertEvents
 
     summary = convert(options, ConvertEvents(on_result=results.append))
     return summary, results
@@ -272,7 +272,7 @@ def test_rotation_is_applied_to_the_pixels(tmp_path, checkpoint):
 def test_webm_reencodes_aac_to_opus_and_says_so(tmp_path, checkpoint):
     clip = make_clip(tmp_path / "clip.mp4", frames=6)
     messages: list[str] = []
-    from animegan_cli.results import ConvertEvents
+    from animegan_cli.pipeline.results import ConvertEvents
 
     options = ConvertOptions(inputs=[str(clip)], output=tmp_path / "out", weights=checkpoint,
                              size=64, num_workers=0, backend="torch", video_format="webm")
@@ -290,7 +290,7 @@ def test_subtitles_are_copied_into_mkv_and_left_out_of_mp4_saying_so(tmp_path, c
                      subtitles=((0, "hello"), (100, "world")))
     assert subtitle_packets(clip) == [(0, b"hello"), (Fraction(1, 10), b"world")]
     messages: list[str] = []
-    from animegan_cli.results import ConvertEvents
+    from animegan_cli.pipeline.results import ConvertEvents
 
     for fmt in ("same", "mp4"):
         options = ConvertOptions(inputs=[str(clip)], output=tmp_path / fmt, weights=checkpoint,
@@ -355,8 +355,8 @@ def test_sigterm_during_a_clip_leaves_no_temp_file_and_no_output(tmp_path, check
 
 def test_faces_mode_leaves_clips_failed_alone(tmp_path, checkpoint):
     pytest.importorskip("cv2")
-    from animegan_cli.faces import FaceSettings
-    from animegan_cli.video_run import FACES_ON_CLIP
+    from animegan_cli.faces.detect import FaceSettings
+    from animegan_cli.runners.video_run import FACES_ON_CLIP
 
     make_clip(tmp_path / "in" / "clip.mp4", frames=2, audio=False)
     summary, results = run([tmp_path / "in"], tmp_path / "out", checkpoint,
@@ -374,7 +374,7 @@ def test_without_pyav_a_clip_fails_alone_saying_which_extra(tmp_path, checkpoint
 
 
 def test_the_frame_bar_counts_a_clips_frames_and_goes_when_it_is_done(capsys):
-    from animegan_cli.cli import _FrameBar
+    from animegan_cli.cli.app import _FrameBar
 
     bars = _FrameBar(disable=False)
     reported: list[FileResult] = []

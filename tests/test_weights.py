@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from animegan_cli import weights
-from animegan_cli.errors import DownloadError, UsageError, WeightsError
-from animegan_cli.model import Generator
-from animegan_cli.weights import (
+from animegan_cli.core.errors import DownloadError, UsageError, WeightsError
+from animegan_cli.model import weights
+from animegan_cli.model.generator import Generator
+from animegan_cli.model.weights import (
     DEFAULT_STYLE,
     STYLES,
     ResolvedWeights,

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from torch.utils.data import get_worker_info
 
-from animegan_cli import data, workers
-from animegan_cli.data import ImageDataset, PreprocessSettings
-from animegan_cli.errors import RunStopped
-from animegan_cli.workers import prepared_images
+from animegan_cli.core.errors import RunStopped
+from animegan_cli.media import data
+from animegan_cli.media.data import ImageDataset, PreprocessSettings
+from animegan_cli.pipeline import workers
+from animegan_cli.pipeline.workers import prepared_images
 from tests.conftest import make_image
 
 _prepare = data.prepare_image

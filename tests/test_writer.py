@@ -12,14 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from animegan_cli import incremental, outputs
-from animegan_cli.errors import RunStopped
-from animegan_cli.inputs import InputFile
-from animegan_cli.lock import LOCK_NAME, output_lock
-from animegan_cli.provenance import MANIFEST_NAME, Manifest, Provenance, read_embedded
-from animegan_cli.results import ConvertEvents, FileResult, Summary
+from animegan_cli.core.errors import RunStopped
+from animegan_cli.media import outputs
+from animegan_cli.media.inputs import InputFile
+from animegan_cli.pipeline.lock import LOCK_NAME, output_lock
+from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
+from animegan_cli.pipeline.writer import Lender, Target, Writer
+from animegan_cli.records import incremental
+from animegan_cli.records.provenance import MANIFEST_NAME, Manifest, Provenance, read_embedded
 from animegan_cli.stylizer import Stylizer
-from animegan_cli.writer import Lender, Target, Writer
 from tests.conftest import make_image
 
 
@@ -72,7 +73,7 @@ def styled(stylizer: Stylizer, path: Path):  # noqa: ANN201
 
 
 def made(width: int = 20, height: int = 12):  # noqa: ANN201
-    from animegan_cli.data import PreparedImage
+    from animegan_cli.media.data import PreparedImage
 
     torch.manual_seed(width)
     pixels = torch.randint(0, 256, (height, width, 3), dtype=torch.uint8)

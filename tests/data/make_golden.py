@@ -9,8 +9,9 @@ What it holds, and how it was produced:
 - `golden_input.png`: a 45x31 generated photo (odd sides, so both resizes of the generator are
   uneven), from `tests.conftest.photo_like`;
 - `golden_output_align{False,True}.npy`: float32 (H, W, 3) outputs in [-1, 1] of the reference
-  path, the torch fp32 Generator of `animegan_cli.model` (built by `weights.load_generator`, on
-  CPU, inference mode) for both `align_corners` settings, on the input mapped to [-1, 1].
+  path, the torch fp32 Generator of `animegan_cli.model.generator` (built by
+  `weights.load_generator`, on CPU, inference mode) for both `align_corners` settings, on the
+  input mapped to [-1, 1].
 
 This fixture is a regression check of that path: tests/test_model.py checks the generator still
 reproduces it within 1e-4, the tolerance of the spec's golden test. The spec's golden files
@@ -31,8 +32,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from animegan_cli.model import Generator
-from animegan_cli.weights import load_generator
+from animegan_cli.model.generator import Generator
+from animegan_cli.model.weights import load_generator
 
 DATA = Path(__file__).resolve().parent
 SEED = 10

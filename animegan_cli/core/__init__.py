@@ -1,0 +1,1 @@
+"""Errors, the per-item failure boundary, bounds, atomic writes, signals: used by every layer."""

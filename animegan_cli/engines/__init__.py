@@ -1,0 +1,1 @@
+"""What runs the generator: the engine contract and registry, torch, OpenVINO."""

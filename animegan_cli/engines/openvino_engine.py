@@ -1,0 +1,337 @@
+"""The OpenVINO engine: the generator converted once to OpenVINO IR (cached), run on the CPU.
+
+openvino is a required dependency, imported inside the functions that use it: importing it
+costs over half a second, which commands that never run the model should not pay. torch too
+is imported only where a tensor is made: ov_warmup reads and compiles the IR on a thread
+while the main thread imports torch, and must not wait for that import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from animegan_cli.core.atomic import atomic_write
+from animegan_cli.core.errors import UsageError, install_hint
+from animegan_cli.core.limits import MAX_COMPILED_PIXELS, MAX_COMPILED_SHAPES
+from animegan_cli.engines import signal_stack
+from animegan_cli.engines.base import SHAPE_MODES, to_model_input, to_pixels
+
+if TYPE_CHECKING:
+    import torch
+
+    from animegan_cli.engines.openvino_warmup import Warmup
+    from animegan_cli.model.generator import Generator
+
+# OpenVINO names for our precisions. bf16 is a hint: CPUs without bf16 units run f32.
+_INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+
+# Smaller images run on the dynamic model (see static_is_safe).
+MIN_STATIC_PIXELS = 64 * 64
+DYNAMIC_SHAPE = (-1, 3, -1, -1)
+
+log = logging.getLogger(__name__)
+
+
+def ir_cache_key(checkpoint_id: str, align_corners: bool, int8: bool) -> str:
+    """Name of a cached IR: what it was converted from, and with which OpenVINO."""
+    import openvino as ov
+
+    version = ov.__version__.split("-")[0]
+    kind = "int8" if int8 else "float"
+    return f"{checkpoint_id[:16]}-align{int(align_corners)}-{kind}-ov{version}"
+
+
+def ir_path(cache_dir: Path, checkpoint_id: str, align_corners: bool, int8: bool) -> Path:
+    """The .xml of a checkpoint's cached IR (its .bin beside it)."""
+    return cache_dir / f"{ir_cache_key(checkpoint_id, align_corners, int8)}.xml"
+
+
+def ir_is_cached(xml: Path) -> bool:
+    """Whether the IR pair is there: save_ir_atomic places the .xml last."""
+    return xml.exists() and xml.with_suffix(".bin").exists()
+
+
+class OpenVINOEngine:
+    """Runs the generator through OpenVINO's CPU plugin, compiled per input shape by default.
+
+    The model is read (or converted) once. With ``shapes="static"`` each input shape
+    (N, 3, H, W) gets a model reshaped to it and compiled for it, kept in a small LRU: on
+    CPUs static models ran 1.65-1.75x faster than one model with dynamic N/H/W, for a
+    compile of ~0.1 s per shape. ``shapes="dynamic"`` compiles one model for every shape.
+    """
+
+    def __init__(
+        self,
+        generator: Generator,
+        checkpoint_id: str,
+        precision: str,
+        threads: int | None,
+        cache_dir: Path,
+        calibration: Callable[[], Sequence[torch.Tensor]] | None = None,
+        streams: int = 1,
+        shapes: str = "static",
+        max_shapes: int = MAX_COMPILED_SHAPES,
+        max_pixels: int = MAX_COMPILED_PIXELS,
+        warmup: Warmup | None = None,
+    ) -> None:
+        if precision == "int8" and calibration is None:
+            raise UsageError("--precision int8 needs calibration images")
+        if shapes not in SHAPE_MODES:
+            raise UsageError(f"unknown shapes {shapes!r}; choose from: {', '.join(SHAPE_MODES)}")
+        started = time.perf_counter()
+        xml = ir_path(cache_dir, checkpoint_id, generator.align_corners, precision == "int8")
+        self.config = compile_config(precision, threads, streams)
+        # Taken (the warm-up thread joined) before this thread touches the shared Core.
+        ready = warmup.take(xml, self.config) if warmup is not None else None
+        self.core = shared_core()
+        self.from_cache = ready is not None or ir_is_cached(xml)
+        if not self.from_cache:
+            model = convert_generator(generator)
+            if precision == "int8":
+                assert calibration is not None
+                model = quantize(model, calibration())
+            save_ir_atomic(model, xml)
+        # The saved IR, also on the first run: every run compiles the same model.
+        self.model = ready.model if ready is not None else self.core.read_model(xml)
+        # With several streams, the images of a batch run side by side, one per stream.
+        self.streams = streams
+        self.shapes = shapes
+        self.max_shapes = max_shapes
+        self.max_pixels = max_pixels
+        self.compiled: OrderedDict[tuple[int, ...] | None, CompiledShape] = OrderedDict()
+        self.compile_seconds = 0.0  # all compiles so far, for -v and benchmarks
+        if ready is not None:
+            for shape, entry in ready.compiled.items():
+                self._keep(shape, entry)
+            self.compile_seconds += ready.seconds
+        if shapes == "dynamic":
+            self._compile(None)
+        self.precision = precision
+        self.load_seconds = time.perf_counter() - started
+        self.description = self._describe()
+
+    def _describe(self) -> str:
+        # What the plugin really runs: a bf16 hint on a CPU without bf16 units gives f32.
+        capabilities = self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        actual = "bf16" if self.precision == "bf16" and "BF16" in capabilities else "f32"
+        runs = "int8 weights and activations" if self.precision == "int8" else actual
+        streams_text = f", {self.streams} streams" if self.streams > 1 else ""
+        return f"openvino cpu {self.precision} (runs {runs}{streams_text}, {self.shapes} shapes)"
+
+    def _compiled_for(self, shape: tuple[int, ...]) -> CompiledShape:
+        """The compiled model for ``shape`` (or the dynamic one), compiling it if new."""
+        key = shape if self.shapes == "static" and static_is_safe(shape) else None
+        found = self.compiled.get(key)
+        if found is not None:
+            self.compiled.move_to_end(key)
+            return found
+        return self._compile(key)
+
+    def _compile(self, shape: tuple[int, ...] | None) -> CompiledShape:
+        entry, seconds = compile_shape(self.core, self.model, shape, self.config, self.streams)
+        self.compile_seconds += seconds
+        log_compiled(shape, seconds)
+        return self._keep(shape, entry)
+
+    def _keep(self, shape: tuple[int, ...] | None, entry: CompiledShape) -> CompiledShape:
+        self.compiled[shape] = entry
+        while len(self.compiled) > 1 and (
+            len(self.compiled) > self.max_shapes or self._compiled_pixels() > self.max_pixels
+        ):
+            self.compiled.popitem(last=False)  # least recently used: its memory goes
+        return entry
+
+    def _compiled_pixels(self) -> int:
+        # The dynamic model's buffers follow the batch it runs: count it as one 384x512 image.
+        return sum(math.prod(s) // 3 if s else 384 * 512 for s in self.compiled)
+
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        """Style one uint8 batch (N, 3, H, W); returns uint8 (N, H, W, 3)."""
+        import torch
+
+        x = to_model_input(batch, torch.float32).numpy()
+        if self.streams > 1 and len(x) > 1:
+            # Each stream runs one image, so the static model is the one for N = 1.
+            compiled = self._compiled_for((1, *x.shape[1:]))
+            return to_pixels(torch.from_numpy(compiled.run_streams(x)))
+        # A short last batch gets a model of its own N rather than padding: a compile
+        # (~0.1 s, once) costs less than running the padding images on every such batch.
+        compiled = self._compiled_for(tuple(x.shape))
+        # infer() releases the GIL, so the writer thread encodes while the model runs.
+        result = compiled.request.infer([x])
+        y = next(iter(result.values()))
+        return to_pixels(torch.from_numpy(np.asarray(y)))
+
+
+class CompiledShape:
+    """One compiled model with its infer request (and, with streams, its async queue)."""
+
+    def __init__(self, compiled, streams: int) -> None:  # compiled: openvino.CompiledModel
+        import openvino as ov
+
+        self.model = compiled
+        self.source = None  # the openvino.Model it was compiled from
+        self.request = compiled.create_infer_request()
+        self.queue = ov.AsyncInferQueue(compiled, streams) if streams > 1 else None
+
+    def run_streams(self, x: np.ndarray) -> np.ndarray:
+        """Each image of ``x`` as its own request, side by side on the streams."""
+        assert self.queue is not None
+        out: list[np.ndarray | None] = [None] * len(x)
+
+        def done(request, index: int) -> None:
+            out[index] = np.array(request.get_output_tensor(0).data)
+
+        self.queue.set_callback(done)
+        for i in range(len(x)):
+            self.queue.start_async({0: x[i : i + 1]}, userdata=i)
+        self.queue.wait_all()
+        return np.concatenate(out)  # type: ignore[arg-type]
+
+
+_core_lock = threading.Lock()  # the warm-up thread and the main thread may both ask first
+
+
+def shared_core():  # -> openvino.Core
+    """The process's one OpenVINO Core, its CPU plugin loaded; it lives until exit.
+
+    Each Core's CPU plugin swaps the creating thread's signal stack and swaps it back on
+    whichever thread frees it (see signal_stack): one Core, made under ``kept``, never freed,
+    keeps every thread's signal stack valid.
+    """
+    with _core_lock:
+        return _new_core()
+
+
+@functools.lru_cache(maxsize=1)
+def _new_core():  # -> openvino.Core
+    import openvino as ov
+
+    with signal_stack.kept():
+        core = ov.Core()
+        core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return core
+
+
+def ov_shape(shape: tuple[int, ...]):  # -> openvino.PartialShape
+    """An OpenVINO shape for the model's one input (-1: any size)."""
+    import openvino as ov
+
+    return ov.PartialShape(list(shape))
+
+
+def static_is_safe(shape: tuple[int, ...]) -> bool:
+    """Whether a static model may be compiled for ``shape``.
+
+    OpenVINO 2026.4's CPU plugin crashes (segfault) compiling f32 static models for
+    batches of tiny images (32x24 and smaller). Images under 64x64 run on the dynamic
+    model, where the speed of a static one hardly matters.
+    """
+    _, _, h, w = shape
+    return h * w >= MIN_STATIC_PIXELS
+
+
+def compile_shape(
+    core, model, shape: tuple[int, ...] | None, config: dict[str, object], streams: int
+) -> tuple[CompiledShape, float]:
+    """``model`` (an openvino.Model) compiled for ``shape`` (None: dynamic), and the seconds
+    it took. Releases the GIL while it compiles."""
+    started = time.perf_counter()
+    # A copy per shape, kept with its compiled model: no reshape ever touches a model
+    # that a live compiled one came from.
+    shaped = model.clone()
+    shaped.reshape(ov_shape(shape or DYNAMIC_SHAPE))
+    with signal_stack.kept():  # see signal_stack: else a later SIGCHLD can be a SIGSEGV
+        entry = CompiledShape(core.compile_model(shaped, "CPU", config), streams)
+    entry.source = shaped
+    return entry, time.perf_counter() - started
+
+
+def log_compiled(shape: tuple[int, ...] | None, seconds: float, ahead: bool = False) -> None:
+    """The -v line for one compile."""
+    shown = "dynamic shapes" if shape is None else "x".join(map(str, shape))
+    when = ", ahead of its first image" if ahead else ""
+    log.info("openvino: compiled for %s in %.2f s%s", shown, seconds, when)
+
+
+def compile_config(precision: str, threads: int | None, streams: int) -> dict[str, object]:
+    """The CPU plugin's properties for our precision, threads and streams."""
+    config: dict[str, object] = {
+        "INFERENCE_PRECISION_HINT": _INFERENCE_PRECISION[precision],
+        "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
+    }
+    if streams > 1:
+        config["NUM_STREAMS"] = streams
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
+
+
+def convert_generator(generator: Generator):  # -> openvino.Model
+    """Trace the generator into an OpenVINO model with dynamic batch, height and width."""
+    import openvino as ov
+    import torch
+
+    example = torch.zeros(1, 3, 64, 64)
+    with torch.inference_mode(), warnings_silenced():
+        return ov.convert_model(generator.eval(), example_input=example, input=[-1, 3, -1, -1])
+
+
+def quantize(model, images: Sequence[torch.Tensor]):  # -> openvino.Model
+    """Post-training INT8 quantization (NNCF) calibrated on the given uint8 (3, H, W) images."""
+    try:
+        import nncf
+    except ImportError as exc:
+        raise UsageError(
+            f"--precision int8 needs NNCF: {install_hint('int8')} (or pip install nncf)"
+        ) from exc
+    import torch
+
+    samples = [to_model_input(img[None], torch.float32).numpy() for img in images]
+    with signal_stack.kept():  # NNCF runs the model on Cores of its own (see shared_core)
+        return nncf.quantize(
+            model,
+            nncf.Dataset(samples),
+            subset_size=len(samples),
+            fast_bias_correction=True,
+        )
+
+
+def save_ir_atomic(model, xml: Path) -> None:
+    """Save an IR pair (.xml + .bin) so a reader never sees a half-written one."""
+    import openvino as ov
+
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    # OpenVINO writes only to paths: save the pair aside, then place each file atomically.
+    tmp = Path(tempfile.mkdtemp(prefix=".ir-", dir=xml.parent))
+    try:
+        ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
+        # .bin first: the .xml's presence is what marks the pair complete.
+        for name, target in (("model.bin", xml.with_suffix(".bin")), ("model.xml", xml)):
+            with open(tmp / name, "rb") as source:
+                atomic_write(target, lambda out, source=source: shutil.copyfileobj(source, out))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def warnings_silenced():
+    """Tracing warns about Python control flow on shapes; it is expected here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

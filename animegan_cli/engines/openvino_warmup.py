@@ -1,0 +1,171 @@
+"""A run's first OpenVINO models, read and compiled on a thread while torch imports.
+
+A converting run spends its first ~2 s in ``import torch``: the decoder processes and the
+tensors need it. Reading the cached IR and compiling a static model for each of the first
+input shapes (~0.1 s each) need no torch, and OpenVINO releases the GIL while it compiles,
+so on a second core that work runs alongside the import and the first images find their
+models ready. The shapes come from the first images' headers. What the thread does not do
+(no cached IR yet: a checkpoint's first run converts it, with torch) the engine does as
+before; a warm-up that fails costs nothing but its time, the engine compiling again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from animegan_cli.core.limits import MAX_COMPILED_PIXELS, MIN_SIDE
+from animegan_cli.engines.base import EngineSpec
+from animegan_cli.media import data
+
+# Headers read for the first shapes: enough for the first batches of a run of any length,
+# at ~0.3 ms each.
+LOOKAHEAD = 32
+# Shapes compiled ahead, each ~100 MB; the engine compiles later ones on first sight.
+MAX_AHEAD = 4
+
+Shape = tuple[int, int, int, int]  # (N, 3, H, W)
+
+log = logging.getLogger(__name__)
+
+
+def first_shapes(
+    paths: Sequence[Path], settings: data.PreprocessSettings, batch: int
+) -> list[Shape]:
+    """The model inputs (N, 3, H, W) of the run's first batches, in first-seen order.
+
+    From headers alone (EXIF orientation included). An image whose header is unreadable,
+    or that will be refused (too big, too small), is left out: it compiles nothing.
+    """
+    counts: dict[tuple[int, int], int] = {}
+    for path in paths[:LOOKAHEAD]:
+        upright = data.header_upright_size(path)
+        if upright is None or (settings.max_pixels and math.prod(upright) > settings.max_pixels):
+            continue
+        width, height = data.target_size(*upright, settings.size, settings.multiple)
+        if min(width, height) >= MIN_SIDE:
+            counts[height, width] = counts.get((height, width), 0) + 1
+    # A batch holds `batch` images of one shape, fewer when the run has no more of them.
+    whole_run = len(paths) <= LOOKAHEAD
+    shapes, pixels = [], 0
+    for (height, width), count in list(counts.items())[:MAX_AHEAD]:
+        n = min(batch, count) if whole_run else batch
+        pixels += n * height * width
+        if pixels > MAX_COMPILED_PIXELS:  # the engine's LRU would evict what is compiled ahead
+            break
+        shapes.append((n, 3, height, width))
+    return shapes
+
+
+@dataclass
+class Ready:
+    """What the thread made: the IR it read, and a compiled model per shape."""
+
+    xml: Path
+    config: dict[str, object]
+    model: object  # openvino.Model
+    compiled: dict[Shape, object] = field(default_factory=dict)  # shape -> CompiledShape
+    seconds: float = 0.0  # compiling them
+
+
+class Warmup:
+    """Reads a checkpoint's cached IR and compiles it for ``shapes`` on a thread of its own."""
+
+    def __init__(
+        self,
+        spec: EngineSpec,
+        checkpoint_id: str,
+        align_corners: bool,
+        cache_dir: Path,
+        shapes: Sequence[Shape],
+    ) -> None:
+        self.spec = spec
+        self.checkpoint_id = checkpoint_id
+        self.align_corners = align_corners
+        self.cache_dir = cache_dir
+        self.shapes = list(shapes)
+        self._stop = threading.Event()
+        self._imported = threading.Event()
+        self._ready: Ready | None = None
+        self._thread = threading.Thread(target=self._work, name="openvino warm-up", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            self._ready = self._read_and_compile()
+        except Exception:  # the engine reads and compiles again, and reports what fails
+            log.debug("openvino warm-up failed", exc_info=True)
+        finally:
+            self._imported.set()
+
+    def _read_and_compile(self) -> Ready | None:
+        import openvino  # noqa: F401  (all this thread imports, before before_fork returns)
+
+        from animegan_cli.engines import openvino_engine as ove
+
+        self._imported.set()
+        spec = self.spec
+        xml = ove.ir_path(self.cache_dir, self.checkpoint_id, self.align_corners,
+                          spec.precision == "int8")
+        if not ove.ir_is_cached(xml):
+            return None
+        core = ove.shared_core()
+        config = ove.compile_config(spec.precision, spec.threads, spec.streams)
+        ready = Ready(xml, config, core.read_model(xml))
+        for shape in self.shapes:
+            if self._stop.is_set():
+                break
+            if not ove.static_is_safe(shape):
+                continue
+            entry, seconds = ove.compile_shape(core, ready.model, shape, config, spec.streams)
+            ready.compiled[shape] = entry
+            ready.seconds += seconds
+            ove.log_compiled(shape, seconds, ahead=True)
+        return ready
+
+    def before_fork(self) -> None:
+        """Wait until the thread imports nothing more. A module it is importing when the
+        decoder processes fork would stay locked in them, for ever, by a thread they lack."""
+        self._imported.wait()
+
+    def take(self, xml: Path, config: dict[str, object]) -> Ready | None:
+        """Once the thread is done, what it made, if it is ``xml`` compiled with ``config``."""
+        self._thread.join()
+        ready, self._ready = self._ready, None
+        if ready is None or ready.xml != xml or ready.config != config:
+            return None
+        return ready
+
+    def close(self) -> None:
+        """Compile no further shape, and wait for the one under way (a fraction of a second)."""
+        self._stop.set()
+        self._thread.join()
+
+
+@contextlib.contextmanager
+def warmed(
+    spec: EngineSpec,
+    checkpoint_id: str | None,
+    align_corners: bool,
+    cache_dir: Path,
+    paths: Sequence[Path],
+    settings: data.PreprocessSettings,
+    batch_size: int,
+) -> Iterator[Warmup | None]:
+    """A Warmup for a run on OpenVINO with static shapes (None on any other engine), closed
+    when the run ends: an interrupted run does not exit under a compile."""
+    if spec.backend != "openvino" or spec.shapes != "static" or not checkpoint_id:
+        yield None
+        return
+    # With streams each image runs on its own, as a batch of one (OpenVINOEngine.run).
+    shapes = first_shapes(paths, settings, 1 if spec.streams > 1 else batch_size)
+    warmup = Warmup(spec, checkpoint_id, align_corners, cache_dir, shapes)
+    try:
+        yield warmup
+    finally:
+        warmup.close()

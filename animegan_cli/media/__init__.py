@@ -1,0 +1,1 @@
+"""Files in and out: finding inputs, decoding images and clips, output formats and names."""

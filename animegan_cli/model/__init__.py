@@ -1,0 +1,1 @@
+"""The AnimeGANv2 generator and its checkpoints (registry, download, verification)."""

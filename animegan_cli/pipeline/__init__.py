@@ -1,0 +1,1 @@
+"""A conversion run: planning, decoding workers, the styling loop, the writer."""

@@ -1,0 +1,744 @@
+"""``convert(options) -> Summary``: the one Python entry point that turns inputs into outputs.
+
+The model's modules (stylizer, workers: torch, OpenVINO) are imported only once something
+is to be styled: a dry run, or a re-run where every output is up to date, never loads them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from animegan_cli.core.errors import RunStopped, UsageError, WeightsError
+from animegan_cli.core.failures import PER_ITEM_ERRORS, item_failure_reason
+from animegan_cli.core.limits import MIN_SIDE
+from animegan_cli.core.signals import Interrupted, as_interrupted
+from animegan_cli.engines import openvino_warmup as ov_warmup
+from animegan_cli.engines.base import NON_FINITE_REASON, EngineSpec, NonFiniteOutput, torch_threads
+from animegan_cli.faces.detect import FaceSettings
+from animegan_cli.media import data, outputs, video
+from animegan_cli.media.formats import DEFAULT_PNG_LEVEL, PngLevel, png_level_problem, size_problem
+from animegan_cli.media.inputs import ListedPath, find_inputs, refuse_outputs_inside
+from animegan_cli.model.weights import DEFAULT_STYLE, ir_cache_dir
+from animegan_cli.pipeline import resources
+from animegan_cli.pipeline.lock import HeldLock, output_lock, remove_stale_temp_files
+from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
+from animegan_cli.pipeline.similar import HASH_BITS, Borrowed, ReuseStage
+from animegan_cli.pipeline.writer import Lender, Target, Writer
+from animegan_cli.records import incremental
+from animegan_cli.records.provenance import Manifest, checkpoint_id, pixel_settings, record_style
+from animegan_cli.records.selection import Selection
+
+if TYPE_CHECKING:
+    import torch
+
+    from animegan_cli.engines.openvino_warmup import Warmup
+    from animegan_cli.faces.stage import FaceStage  # imported when --faces is on: needs OpenCV
+    from animegan_cli.stylizer import Stylizer
+
+# Images an INT8 model is calibrated on (NNCF's accuracy flattened out beyond a handful).
+CALIBRATION_IMAGES = 8
+CHANGED_WHILE_READING = "changed while the run was reading it; run it again"
+# The smallest --max-memory accepted: a smaller number is a slip (10 meant as 10G), and
+# no image fits in it (the run's base footprint alone is resources.BASE_BYTES).
+MIN_MEMORY_BUDGET = 64 << 20
+
+
+@dataclass
+class ConvertOptions:
+    """Every setting of a conversion run; the CLI flags map one to one onto these."""
+
+    inputs: list[str]  # files and folders; "-" stands for the paths in ``listed``
+    output: Path
+    listed: list[str] = field(default_factory=list)  # read from stdin: may be missing
+    base: Path | None = None  # mirror inputs relative to this folder (rsync -R)
+    style: str = DEFAULT_STYLE
+    weights: Path | None = None
+    recursive: bool = True
+    suffix: str = ""
+    format: str = "same"
+    quality: int = 95
+    png_level: PngLevel = DEFAULT_PNG_LEVEL  # zlib level (or rle) of PNG outputs; no pixel
+    size: int = 512
+    keep_size: bool = False
+    batch_size: int = 1
+    num_workers: int = 1
+    threads: int | None = None
+    streams: int = 1
+    device: str = "cpu"
+    backend: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    shapes: str = "static"  # OpenVINO: compile per input shape, or one dynamic model
+    align_corners: bool = False
+    overwrite: bool = False
+    download: bool = True
+    progress: bool = False
+    trust_mtime: bool = False
+    dry_run: bool = False
+    since: datetime | None = None
+    newer_than: Path | None = None
+    shard: tuple[int, int] | None = None  # (I, N), I counted from 0
+    reuse_similar: int | None = None  # max dHash distance; None = off
+    max_pixels: int = data.DEFAULT_MAX_PIXELS
+    max_memory: int | None = None  # bytes; None = a share of the available memory
+    wait: bool = False
+    faces: FaceSettings = field(default_factory=FaceSettings)  # --faces and its settings
+    ray: str | None = None  # --ray: None = off, "" = bare (RAY_ADDRESS, else local), or address
+    video_format: str = "same"  # same | mp4 | mkv | webm (video.py)
+    video_crf: int = video.DEFAULT_CRF
+    frames_per_batch: int = video.DEFAULT_FRAMES_PER_BATCH
+    keep_partial_video: bool = False
+    verbose: bool = False  # -v: also the libraries' own notes (Ray's warnings with --ray)
+
+    @property
+    def preprocess(self) -> data.PreprocessSettings:
+        """How inputs are decoded and sized for the model, and the largest file read."""
+        return data.PreprocessSettings(size=self.size, max_pixels=self.max_pixels,
+                                       max_file_bytes=resources.max_file_bytes(self.max_memory))
+
+
+def validate(options: ConvertOptions) -> None:
+    """Reject option values that cannot work, before anything is read or loaded.
+
+    The engine's own settings (--threads, --streams, device, backend, precision) are
+    checked where they are resolved: EngineSpec.resolve, right after this.
+    """
+    png_problem = png_level_problem(options.png_level)
+    checks = [
+        (options.batch_size >= 1, "--batch-size must be at least 1"),
+        (options.size == 0 or options.size >= MIN_SIDE, f"--size must be 0 or at least {MIN_SIDE}"),
+        (1 <= options.quality <= 100, "--quality must be between 1 and 100"),
+        (png_problem is None, str(png_problem)),
+        (options.num_workers >= 0, "--num-workers must be 0 or more"),
+        (
+            options.reuse_similar is None or 0 <= options.reuse_similar <= HASH_BITS,
+            f"--reuse-similar must be between 0 and {HASH_BITS}",
+        ),
+        (options.max_pixels >= 0, "--max-pixels must be 0 (no limit) or more"),
+        (
+            options.max_memory is None or options.max_memory >= MIN_MEMORY_BUDGET,
+            f"--max-memory must be at least {MIN_MEMORY_BUDGET >> 20}M",
+        ),
+        (options.base is None or options.base.is_dir(), f"--base {options.base}: not a folder"),
+        *video.option_checks(options.video_format, options.video_crf, options.frames_per_batch),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    # A separator would put outputs in other folders, even outside OUT ("/../../x").
+    if any(bad and bad in options.suffix for bad in (os.sep, os.altsep, "/", "\0")):
+        raise UsageError("--suffix must not contain a path separator or NUL")
+    if not options.inputs:
+        raise UsageError("no input given")
+    options.faces.validate(reuse_similar=options.reuse_similar is not None)
+    if options.ray is not None:
+        from animegan_cli.runners import (
+            ray_runner,  # Ray itself is imported only when a run uses it
+        )
+
+        ray_runner.validate(options)
+
+
+def prepare_output_dir(path: Path) -> list[Path]:
+    """Create the output folder, or fail now with a clear reason rather than per file.
+
+    Returns the folders it created, deepest first (see remove_if_empty).
+    """
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"output folder {path} is a file")
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        remove_if_empty(missing)
+        raise UsageError(f"cannot create output folder {path}: {exc.strerror or exc}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        remove_if_empty(missing)
+        raise UsageError(f"output folder {path} is not writable")
+    return missing
+
+
+def remove_if_empty(created: list[Path]) -> None:
+    """Remove the folders a run created (deepest first) that are still empty."""
+    for folder in created:
+        try:
+            folder.rmdir()  # refuses a folder that is not empty: nothing is lost
+        except OSError:
+            return
+
+
+def load_stylizer(
+    options: ConvertOptions,
+    spec: EngineSpec,
+    on_message: Callable[[str], None],
+    calibration: Callable[[], list[torch.Tensor]] | None = None,
+    expected_checkpoint: str | None = None,
+    warmup: Warmup | None = None,
+) -> Stylizer:
+    """The Stylizer a run's options ask for, on the engine resolved for the run."""
+    from animegan_cli.stylizer import Stylizer
+
+    return Stylizer.load(
+        options.style,
+        weights=options.weights,
+        size=options.size,
+        keep_size=options.keep_size,
+        align_corners=options.align_corners,
+        max_pixels=options.max_pixels,
+        spec=spec,
+        download=options.download,
+        progress=options.progress,
+        on_message=on_message,
+        calibration=calibration,
+        expected_checkpoint=expected_checkpoint,
+        warmup=warmup,
+    )
+
+
+def engine_spec(options: ConvertOptions) -> EngineSpec:
+    """The run's engine, with ``auto`` resolved: computed once per run."""
+    return EngineSpec.resolve(
+        options.device,
+        options.backend,
+        options.precision,
+        options.threads,
+        options.streams,
+        options.compile,
+        options.shapes,
+    )
+
+
+def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Summary:
+    """Convert every input image; bad inputs are reported and skipped, never fatal.
+
+    Raises Interrupted (Ctrl-C, SIGTERM) or RunStopped (the output file system refuses
+    writes) with the summary so far attached; what was written stays whole.
+    """
+    events = events or ConvertEvents()
+    started = time.perf_counter()
+    validate(options)
+    spec = engine_spec(options)
+    selection = Selection.build(options.shard, options.since, options.newer_than)
+    summary = Summary()
+    if not options.listed and all(source == "-" for source in options.inputs):
+        # A quiet night (`find -newer` matched nothing) is not a usage error.
+        _note(summary, events, "nothing to do: the input list was empty")
+        summary.seconds = time.perf_counter() - started
+        return summary
+    if options.dry_run:
+        if options.faces.on:
+            _note(summary, events, options.faces.dry_run_note())
+        try:
+            plan, _ = _plan(options, spec, selection, summary, events)
+            _report_dry_run(plan, summary, events)
+        except KeyboardInterrupt as exc:  # also a --json reader that went away
+            raise _with_summary(as_interrupted(exc), summary, started) from None
+        summary.seconds = time.perf_counter() - started
+        return summary
+    created = prepare_output_dir(options.output)
+    try:
+        # Shards of one job share the folder (and the lock); a plain run has it to itself.
+        shared = options.shard is not None
+        with output_lock(options.output, options.wait, events.on_message, shared) as held:
+            _convert_locked(options, spec, selection, events, summary, started, held)
+    except KeyboardInterrupt as exc:
+        raise _with_summary(as_interrupted(exc), summary, started) from None
+    except RunStopped as exc:
+        raise _with_summary(exc, summary, started) from None
+    except Exception:
+        # A refused run (unknown style, missing input, failed download, bad weights) leaves
+        # no empty OUT behind; a run that started and was stopped keeps it.
+        remove_if_empty(created)
+        raise
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _with_summary(
+    exc: Interrupted | RunStopped, summary: Summary, started: float
+) -> Interrupted | RunStopped:
+    summary.seconds = time.perf_counter() - started
+    exc.summary = summary
+    return exc
+
+
+def _note(summary: Summary, events: ConvertEvents, message: str) -> None:
+    summary.notes.append(message)
+    events.on_message(message)
+
+
+def _plan(
+    options: ConvertOptions,
+    spec: EngineSpec, selection: Selection, summary: Summary, events: ConvertEvents
+) -> tuple[incremental.Plan, Manifest]:
+    """What to do with each input (and its output name), decided before any pixel is read."""
+    listed = [ListedPath(p) for p in options.listed]
+    sources = [s for source in options.inputs for s in (listed if source == "-" else [source])]
+    found = find_inputs(sources, options.recursive, options.output, base=options.base)
+    for message in found.notes():
+        _note(summary, events, message)
+    planned = outputs.plan_outputs(found.files, options.output, options.format, options.suffix,
+                                   video_format=options.video_format)
+    refuse_outputs_inside(found.inside_output, found.files, planned, options.output)
+    inputs = outputs.fail_collisions(found.files, planned, options.format)
+    summary.found = len(inputs)
+    summary.clip_inputs = frozenset(item.path for item in inputs if item.video)
+    manifest = Manifest.load(options.output)
+    if manifest.warning:
+        events.on_message(manifest.warning)
+    rules = _rules(options, spec, selection, events.on_message)
+    if options.faces.mode != "crop":
+        return incremental.plan_work(inputs, planned, rules, manifest), manifest
+    from animegan_cli.faces import stage as face_stage  # crop mode: plan by each input's first crop
+
+    plan = incremental.plan_work(inputs, face_stage.anchors(planned, manifest), rules, manifest)
+    face_stage.recheck_crops(plan, manifest)
+    return plan, manifest
+
+
+def _convert_locked(
+    options: ConvertOptions,
+    spec: EngineSpec,
+    selection: Selection,
+    events: ConvertEvents,
+    summary: Summary,
+    started: float,
+    held: HeldLock,
+) -> None:
+    """Plan the run, settle what needs no styling, style the rest; OUT's lock is held."""
+    removed = remove_stale_temp_files(options.output)
+    if removed:
+        events.on_message(f"removed {len(removed)} temp file(s) left by an interrupted run")
+    plan, manifest = _plan(options, spec, selection, summary, events)
+    held.check()  # planning can take long: OUT may be gone by now
+    for output, record in plan.repairs:
+        manifest.record(output, record)
+    targets = _settle(plan, manifest, held, summary, events)
+    clips = [t for t in targets if t.lead.item.video]  # to video_run.py, after the images
+    targets = [t for t in targets if not t.lead.item.video]
+    targets = _fail_unwritable(options, targets, summary, events)
+    stylizer = None
+    if targets:
+        targets, batch_size = _fit_in_memory(options, spec, targets, summary, events)
+        options = dataclasses.replace(options, batch_size=batch_size)
+    if targets and options.ray is not None:
+        from animegan_cli.runners import ray_runner
+
+        ray_runner.run(options, spec, targets, summary, events, manifest, started, held)
+    elif targets:
+        # The warm-up compiles on a thread while torch_threads imports torch.
+        with _warmed(options, spec, targets) as warmup, torch_threads(options.threads):
+            stylizer = _run(options, spec, targets, summary, events, manifest, started, held,
+                            warmup)
+    if clips:
+        from animegan_cli.runners import video_run
+
+        load = functools.partial(load_stylizer, options, spec, events.on_message)
+        with torch_threads(options.threads):
+            video_run.convert_videos(options, clips, stylizer, load, manifest, held, summary,
+                                     events, started)
+    if not held.shared:  # rewriting the manifest under running shards would lose lines
+        held.check()
+        manifest.compact_if_needed()
+    if manifest.failure:
+        events.on_message(
+            f"manifest not updated ({manifest.failure}); outputs still carry their provenance"
+        )
+
+
+def _warmed(
+    options: ConvertOptions, spec: EngineSpec, targets: list[Target]
+) -> contextlib.AbstractContextManager[Warmup | None]:
+    """The OpenVINO warm-up for the run's first images (ov_warmup)."""
+    assert targets[0].lead.record is not None
+    return ov_warmup.warmed(
+        spec,
+        targets[0].lead.record.checkpoint or None,
+        options.align_corners,
+        ir_cache_dir(),
+        [t.lead.item.path for t in targets],
+        options.preprocess,
+        options.batch_size,
+    )
+
+
+def _targets(decisions: list[incremental.Decision]) -> list[Target]:
+    """The inputs to style, in input order, each with the identical inputs that share it."""
+    by_leader = {
+        i: Target(d) for i, d in enumerate(decisions) if d.action == incremental.CONVERT
+    }
+    for decision in decisions:  # a duplicate names its leader by its index in decisions
+        if decision.action == incremental.DUPLICATE and decision.leader in by_leader:
+            by_leader[decision.leader].duplicates.append(decision)
+    return list(by_leader.values())
+
+
+def _settle(
+    plan: incremental.Plan,
+    manifest: Manifest,
+    held: HeldLock,
+    summary: Summary,
+    events: ConvertEvents,
+) -> list[Target]:
+    """Report what needs no styling (skips, early failures, copies); returns what to style."""
+    targets = _targets(plan.decisions)
+    copies = [d for d in plan.decisions if d.action == incremental.COPY]
+    # Decided without writing: skipped, or failed before anything was read (FAIL).
+    settled = [
+        FileResult(d.item.path, d.output, "skipped", reason=d.reason)
+        for d in plan.decisions
+        if d.action == incremental.SKIP
+    ]
+    settled += [
+        FileResult(d.item.path, None, "failed", d.reason, reason=d.reason)
+        for d in plan.decisions
+        if d.action == incremental.FAIL
+    ]
+    summary.excluded = sum(d.action == incremental.EXCLUDE for d in plan.decisions)
+    reused = len(copies) + sum(len(t.duplicates) for t in targets)
+    events.on_plan(len(targets) + reused, len(settled))
+    for result in settled:
+        _report(result, summary, events)
+    for decision in copies:
+        held.check()
+        _report(_copy(decision, manifest), summary, events)
+    return targets
+
+
+def _report(result: FileResult, summary: Summary, events: ConvertEvents) -> None:
+    """Count and announce a result decided before any image is styled."""
+    summary.add(result)
+    events.on_result(result)
+
+
+def _fit_in_memory(
+    options: ConvertOptions,
+    spec: EngineSpec,
+    targets: list[Target],
+    summary: Summary,
+    events: ConvertEvents,
+) -> tuple[list[Target], int]:
+    """Lower the batch size, and fail images too big, so the run stays within its budget.
+
+    Returns the targets that fit, and the batch size.
+    """
+    summary.batch_size = options.batch_size
+    if spec.device != "cpu":
+        return targets, options.batch_size  # the estimate is of host memory for the CPU engine
+    plan = resources.plan_memory(
+        [t.lead.item.path for t in targets],
+        options.size,
+        options.batch_size,
+        spec.precision,
+        options.max_memory or resources.default_budget(),
+        options.max_pixels,
+    )
+    if plan.message:
+        events.on_message(plan.message)
+    summary.batch_size = plan.batch_size
+    too_big = dict(plan.too_big)  # {index in targets: reason}
+    for j, reason in too_big.items():
+        for result in targets[j].failed(reason):
+            _report(result, summary, events)
+    return [t for j, t in enumerate(targets) if j not in too_big], plan.batch_size
+
+
+def _fail_unwritable(
+    options: ConvertOptions, targets: list[Target], summary: Summary, events: ConvertEvents
+) -> list[Target]:
+    """Fail, from their headers, the images whose output format cannot hold them (WebP's
+    16383 px a side) before any is decoded; returns the others."""
+    kept = []
+    for target in targets:
+        problems = [_output_size_problem(options, d) for d in target.decisions]
+        if None in problems:  # a duplicate in another format: the writer fails each alone
+            kept.append(target)
+            continue
+        for result in target.failed(problems[0]):  # type: ignore[arg-type]
+            _report(result, summary, events)
+    return kept
+
+
+def _output_size_problem(options: ConvertOptions, decision: incremental.Decision) -> str | None:
+    """Why the output format cannot hold this input's output, told from its header; or None."""
+    fmt = outputs.format_of(decision.output)
+    bounded = options.size and not options.keep_size and options.size <= fmt.max_side
+    if not fmt.max_side or bounded or options.faces.mode == "crop":
+        return None  # no limit, or no output side can exceed it (crops: the faces' size)
+    upright = data.header_upright_size(decision.item.path)
+    if upright is None:
+        return None  # decoding will say what is wrong with it
+    width, height = upright if options.keep_size else data.target_size(*upright, options.size)
+    problem = size_problem(fmt, width, height)
+    if problem is None:
+        return None
+    fix = "drop --keep-size" if options.keep_size else f"a --size of {fmt.max_side} or less"
+    return f"{problem}; use another --format or {fix}"
+
+
+def _rules(
+    options: ConvertOptions,
+    spec: EngineSpec,
+    selection: Selection,
+    on_message: Callable[[str], None],
+) -> incremental.Rules:
+    """What up-to-date outputs must match; precision and checkpoint id found without loading."""
+    try:
+        checkpoint: str | None = checkpoint_id(options.style, options.weights)
+    except WeightsError as exc:
+        if not options.dry_run:
+            raise
+        on_message(f"{exc}; the dry run does not compare checkpoints")
+        checkpoint = None
+    return incremental.Rules(
+        style=record_style(options.style, options.weights, checkpoint),
+        checkpoint=checkpoint,
+        settings={
+            **pixel_settings(
+                options.size, spec.precision, options.align_corners, options.keep_size,
+                spec.backend, spec.device,
+            ),
+            **options.faces.record(),
+        },
+        quality=options.quality,
+        overwrite=options.overwrite,
+        trust_mtime=options.trust_mtime,
+        reuse_similar=options.reuse_similar,
+        selection=selection,
+        video_crf=options.video_crf,
+    )
+
+
+def _report_dry_run(plan: incremental.Plan, summary: Summary, events: ConvertEvents) -> None:
+    """Report what a run would do with each input; reads no pixels, loads no model."""
+    events.on_plan(sum(d.writes for d in plan.decisions), sum(not d.writes for d in plan.decisions))
+    for d in plan.decisions:
+        reused = d.source if d.action in (incremental.DUPLICATE, incremental.COPY) else None
+        status = "would-convert" if d.writes else "would-skip"
+        result = FileResult(d.item.path, d.output, status, reason=d.reason, reused_from=reused)
+        if d.item.video and d.writes:
+            from animegan_cli.runners.video_run import with_probe
+
+            result = with_probe(result)
+        if d.action == incremental.FAIL:
+            result = FileResult(d.item.path, None, "failed", d.reason, reason=d.reason)
+        if d.action == incremental.EXCLUDE:
+            summary.excluded += 1
+        else:
+            summary.add(result)
+        events.on_result(result)
+
+
+def _copy(decision: incremental.Decision, manifest: Manifest) -> FileResult:
+    """Give an input the existing output of an identical input (an earlier run's result)."""
+    start = time.perf_counter()
+    source, out = decision.source, decision.output
+    assert source is not None and decision.record is not None
+    try:
+        incremental.copy_output(source, out, decision.record, manifest)
+    except OSError as exc:
+        reason = f"cannot write {out}: {exc.strerror or exc}"
+        return FileResult(decision.item.path, None, "failed", reason, reason=decision.reason)
+    spent = time.perf_counter() - start
+    return FileResult(
+        decision.item.path, out, "converted", None, spent, decision.reason, reused_from=source
+    )
+
+
+def _changed_since_planning(item: data.PreparedImage, target: incremental.Decision) -> bool:
+    """Whether the bytes decoded are not those hashed when planning (the file was replaced).
+
+    An input that could not be hashed then gets the hash of what was decoded.
+    """
+    assert target.record is not None
+    planned = target.record.input_blake2b
+    if item.blake2b is None:
+        return False
+    if not planned:
+        target.record = dataclasses.replace(target.record, input_blake2b=item.blake2b)
+        return False
+    return item.blake2b != planned
+
+
+def _run(
+    options: ConvertOptions,
+    spec: EngineSpec,
+    targets: list[Target],
+    summary: Summary,
+    events: ConvertEvents,
+    manifest: Manifest,
+    started: float,
+    held: HeldLock,
+    warmup: Warmup | None = None,
+) -> Stylizer:
+    """Decode, style and write every target: the run's one loop; returns the Stylizer."""
+    from animegan_cli.pipeline import workers  # torch's DataLoader: only a run that styles needs it
+
+    dataset = data.ImageDataset([t.lead.item.path for t in targets], options.preprocess)
+    if warmup is not None:
+        warmup.before_fork()
+    # Workers start before the model loads, so the first images decode while it loads.
+    images = _ReadAhead(workers.prepared_images(dataset, options.num_workers))
+    assert targets[0].lead.record is not None
+    expected = targets[0].lead.record.checkpoint or None  # refuse a checkpoint replaced since
+    with contextlib.closing(images):  # stops the decoder processes
+        stylizer = load_stylizer(options, spec, events.on_message, images.calibration, expected,
+                                 warmup)
+        summary.engine = stylizer.description
+        summary.startup_seconds = time.perf_counter() - started
+        batcher = data.ShapeBatcher(options.batch_size)
+        with Writer(stylizer, manifest, held, summary, events, options.quality,
+                    png_level=options.png_level) as writer:
+            reuse = ReuseStage(options.reuse_similar)
+            styling = _Styling(stylizer, targets, reuse, writer, summary)
+            styling.faces = _face_stage(options, writer, manifest, events)
+            for item in images:
+                summary.prepare_seconds += item.seconds
+                if writer.stopped:
+                    break
+                if not styling.readable(item):
+                    continue
+                if styling.faces is not None:  # --faces: the image's parts, faces included
+                    for part in styling.faces.admit(item, targets[item.index]):
+                        for batch in batcher.add(part):
+                            styling.style(batch)
+                    continue
+                borrowed = styling.reuse.admit(item)
+                if borrowed is not None:  # a look-alike's result, now or once it is styled
+                    styling.lend(borrowed)
+                    continue
+                for batch in batcher.add(item):
+                    styling.style(batch)
+            for batch in batcher.flush():
+                styling.style(batch)
+    return stylizer
+
+
+def _face_stage(
+    options: ConvertOptions, writer: Writer, manifest: Manifest, events: ConvertEvents
+) -> FaceStage | None:
+    """The --faces stage, or None when faces are off."""
+    if not options.faces.on:
+        return None
+    from animegan_cli.faces.detect import style_note
+    from animegan_cli.faces.stage import FaceStage
+
+    note = style_note(options.style, options.weights)
+    if note is not None:
+        events.on_message(note)
+    return FaceStage(options.faces, writer, manifest, events.on_message)
+
+
+class _ReadAhead:
+    """The run's prepared images; the first few may be read early, to calibrate INT8 on."""
+
+    def __init__(self, prepared: Iterator[data.PreparedImage]) -> None:
+        self.prepared = prepared
+        self.early: list[data.PreparedImage] = []
+
+    def calibration(self) -> list[torch.Tensor]:
+        """Pixels of the first CALIBRATION_IMAGES good images; they are processed normally after."""
+        for item in self.prepared:
+            self.early.append(item)
+            if sum(e.error is None for e in self.early) >= CALIBRATION_IMAGES:
+                break
+        return [e.pixels for e in self.early if e.pixels is not None]
+
+    def __iter__(self) -> Iterator[data.PreparedImage]:
+        return itertools.chain(self.early, self.prepared)
+
+    def close(self) -> None:
+        """Stop the decoder processes."""
+        self.prepared.close()  # type: ignore[attr-defined]
+
+
+@dataclass
+class _Styling:
+    """Where the loop hands prepared images: checks, the reuse stage, the model, the writer."""
+
+    stylizer: Stylizer
+    targets: list[Target]  # targets[i] is the input of dataset item i
+    reuse: ReuseStage
+    writer: Writer
+    summary: Summary
+    faces: FaceStage | None = None  # with --faces: it takes the results of its parts
+
+    def readable(self, item: data.PreparedImage) -> bool:
+        """False, with its inputs reported failed, for an image that cannot be styled."""
+        target = self.targets[item.index]
+        if item.error is not None:
+            self.writer.fail(target, item.error, item.seconds)
+            return False
+        if not _changed_since_planning(item, target.lead):
+            return True
+        lead = target.lead
+        self.writer.report(FileResult(
+            lead.item.path, None, "failed", CHANGED_WHILE_READING, item.seconds, lead.reason
+        ))
+        for dup in target.duplicates:
+            reason = f"identical to {lead.item.path}, which {CHANGED_WHILE_READING}"
+            self.writer.report(FileResult(dup.item.path, None, "failed", reason, 0.0, dup.reason))
+        return False
+
+    def lend(self, borrowed: list[Borrowed]) -> None:
+        """Write look-alikes' results to the images that borrow them (--reuse-similar)."""
+        for loan in borrowed:
+            lender = Lender(self.targets[loan.lender], loan.distance)
+            self.writer.submit(
+                self.targets[loan.item.index], loan.item, loan.pixels, loan.item.seconds, lender
+            )
+
+    def style(self, batch: list[data.PreparedImage]) -> None:
+        """Run one batch on the model and queue its results; only non-finite ones fail.
+
+        A batch the engine raises on fails its inputs alone; the run goes on.
+        """
+        if self.writer.stopped:
+            return
+        start = time.perf_counter()
+        bad: set[int] = set()
+        try:
+            styled = self.stylizer.run(batch)
+        except NonFiniteOutput as exc:
+            styled, bad = exc.pixels, set(exc.bad)
+        except PER_ITEM_ERRORS as exc:
+            self._fail_batch(batch, f"the model failed on it: {item_failure_reason(exc)}",
+                             time.perf_counter() - start)
+            return
+        spent = time.perf_counter() - start
+        self.summary.engine_seconds += spent
+        share = spent / len(batch)
+        for position, (item, pixels) in enumerate(zip(batch, styled)):
+            kept = None if position in bad else pixels
+            if self.faces is not None and self.faces.take(item, kept):
+                continue
+            target = self.targets[item.index]
+            if position in bad:
+                self.writer.fail(target, NON_FINITE_REASON, item.seconds + share)
+                for follower in self.reuse.failed(item):  # look-alikes that waited for it
+                    self.writer.fail(
+                        self.targets[follower.index], NON_FINITE_REASON, follower.seconds
+                    )
+                continue
+            self.writer.submit(target, item, pixels, item.seconds + share)
+            self.lend(self.reuse.styled(item, pixels))
+
+    def _fail_batch(self, batch: list[data.PreparedImage], reason: str, spent: float) -> None:
+        """Fail every input of a batch the engine could not run (a face's: its whole image)."""
+        self.summary.engine_seconds += spent
+        for item in batch:
+            if self.faces is not None and self.faces.take(item, None, reason):
+                continue
+            self.writer.fail(self.targets[item.index], reason, item.seconds)
+            for follower in self.reuse.failed(item):  # look-alikes that waited for it
+                self.writer.fail(self.targets[follower.index], reason, follower.seconds)

@@ -1,0 +1,1 @@
+"""Provenance records, the manifest, and deciding what is up to date."""

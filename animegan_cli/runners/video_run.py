@@ -1,0 +1,231 @@
+"""The clips of a convert run: each styled frame by frame into one output video, atomically.
+
+convert.py hands over the targets that are clips (after the images, with the same
+Stylizer); this module turns each into a FileResult, writes its manifest entry before the
+rename, and gives identical inputs a copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from PIL import Image
+
+from animegan_cli.core.atomic import atomic_write
+from animegan_cli.core.errors import RunStopped
+from animegan_cli.core.failures import PER_ITEM_ERRORS, item_failure_reason
+from animegan_cli.engines.base import NON_FINITE_REASON, NonFiniteOutput
+from animegan_cli.media import video
+from animegan_cli.media.data import PreprocessSettings, prepare_decoded
+from animegan_cli.pipeline import resources
+from animegan_cli.pipeline.lock import HeldLock
+from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
+from animegan_cli.pipeline.writer import STOP_ERRNOS, Target
+from animegan_cli.records.incremental import Decision, copy_output, record_before_rename
+from animegan_cli.records.provenance import Manifest, hash_file
+
+if TYPE_CHECKING:  # the model's modules: loaded by the caller, only when a clip is styled
+    import torch
+
+    from animegan_cli.pipeline.convert import ConvertOptions
+    from animegan_cli.stylizer import Stylizer
+
+CHANGED_WHILE_READING = "changed while the run was reading it; run it again"
+FACES_ON_CLIP = "--faces is for photos; convert clips in a run without --faces"
+CALIBRATION_FRAMES = 8  # as convert.CALIBRATION_IMAGES, spread over a clip's first frames
+
+
+def convert_videos(
+    options: ConvertOptions,
+    clips: Sequence[Target],
+    stylizer: Stylizer | None,
+    load: Callable[..., Stylizer],
+    manifest: Manifest,
+    held: HeldLock,
+    summary: Summary,
+    events: ConvertEvents,
+    started: float,
+) -> None:
+    """Style every clip; ``load`` makes the Stylizer when no image of the run did."""
+    if options.faces.on:  # its records and crops are an image's; a clip's frames have none
+        for decision in (d for target in clips for d in target.decisions):
+            result = FileResult(decision.item.path, None, "failed", FACES_ON_CLIP,
+                                reason=decision.reason)
+            summary.add(result)
+            events.on_result(result)
+        return
+    if stylizer is None:
+        first = clips[0].lead
+        assert first.record is not None
+        pixels = options.preprocess
+        stylizer = load(calibration=lambda: calibration_pixels(first.item.path, pixels),
+                        expected_checkpoint=first.record.checkpoint or None)
+        summary.engine = stylizer.description
+        summary.startup_seconds = time.perf_counter() - started
+    settings = video.EncodeSettings(
+        "", options.video_crf, options.frames_per_batch, options.keep_partial_video,
+        options.max_pixels,
+    )
+    # The estimate is of host memory for the CPU engine, as for images (convert._fit_in_memory).
+    budget = None if stylizer.spec.device != "cpu" else (
+        options.max_memory or resources.default_budget())
+    VideoRun(stylizer, settings, manifest, held, summary, events, budget).convert_all(clips)
+
+
+def calibration_pixels(path: Path, settings: PreprocessSettings) -> list[torch.Tensor]:
+    """Model inputs of a clip's first frames, to calibrate an INT8 model on (none: empty)."""
+    try:
+        frames = video.first_frames(path, CALIBRATION_FRAMES)
+    except video.VideoError:
+        return []
+    return [prepare_decoded(i, f, f.size, settings).pixels for i, f in enumerate(frames)]
+
+
+def with_probe(result: FileResult) -> FileResult:
+    """A dry run's result for a clip, with its frame count and duration from the header."""
+    try:
+        found = video.probe(result.input)
+    except video.VideoError as exc:
+        return FileResult(result.input, None, "failed", str(exc), reason=result.reason)
+    result.frames, result.duration = found.frames, found.seconds
+    return result
+
+
+@dataclass
+class VideoRun:
+    """Converts clips with one Stylizer, reporting each as it finishes."""
+
+    stylizer: Stylizer
+    settings: video.EncodeSettings  # record left empty: each clip gets its own
+    manifest: Manifest
+    held: HeldLock
+    summary: Summary
+    events: ConvertEvents
+    budget: int | None = None  # bytes of memory a clip may plan for; None: not checked
+
+    def convert_all(self, targets: Sequence[Target]) -> None:
+        """Convert each clip in turn; a bad clip fails alone."""
+        for target in targets:
+            self.held.check()
+            result = self._convert(target)
+            self._report(result)
+            if result.status == "converted":
+                self.summary.videos.append(result)
+            for dup in target.duplicates:
+                self._report(self._copy_to(dup, result))
+
+    def _report(self, result: FileResult) -> None:
+        self.summary.add(result)
+        self.events.on_result(result)
+
+    def _convert(self, target: Target) -> FileResult:
+        decision = target.lead
+        source, out = decision.item.path, decision.output
+        start = time.perf_counter()
+
+        def failed(reason: str) -> FileResult:
+            return FileResult(source, None, "failed", reason, time.perf_counter() - start,
+                              decision.reason)
+
+        # The per-item boundary: whatever checking the header, decoding, styling, encoding
+        # or muxing this clip raises (PyAV's EINVAL at close, an encoder's refusal) fails
+        # this clip alone; the temp file is gone (atomic_write); the next clip is converted.
+        try:
+            done = self._write(decision)
+        except RunStopped:
+            raise
+        except OSError as exc:
+            reason = f"cannot write {out}: {exc.strerror or exc}"
+            if exc.errno in STOP_ERRNOS:
+                raise RunStopped(reason) from exc
+            # An OSError from FFmpeg (EIO) may be about the input: said as any error is.
+            return failed(item_failure_reason(exc) if video.is_ffmpeg_error(exc) else reason)
+        except PER_ITEM_ERRORS as exc:
+            return failed(item_failure_reason(exc))
+        for note in done.notes:
+            self.events.on_message(f"{source}: {note}")
+        return FileResult(source, out, "converted", None, time.perf_counter() - start,
+                          decision.reason, frames=done.frames, duration=done.seconds)
+
+    def _write(self, decision: Decision) -> video.Transcoded:
+        """Check the clip's header, then style it into its output through a temp file."""
+        source, out, record = decision.item.path, decision.output, decision.record
+        assert record is not None
+        # Refused from its header before a temp file exists or a frame is decoded.
+        settings = self._clip_settings(source, record.to_json())
+        done: list[video.Transcoded] = []
+
+        def write(handle: BinaryIO) -> None:
+            done.append(video.transcode(
+                source, handle.name, video.container_for(out), self._style, settings,
+                self.stylizer.input_size,
+                lambda frames, total: self.events.on_frames(source, frames, total),
+            ))
+            # The record names the bytes hashed when planning: refuse a clip replaced since.
+            if record.input_blake2b and hash_file(source) != record.input_blake2b:
+                raise video.VideoError(CHANGED_WHILE_READING)
+
+        atomic_write(out, write, root=self.manifest.out_dir,
+                     before_rename=record_before_rename(self.manifest, out, record))
+        return done[0]
+
+    def _clip_settings(self, source: Path, record: str) -> video.EncodeSettings:
+        """The clip's encode settings, or VideoError when its header says it cannot fit.
+
+        Checked from the probe before any frame is styled: frames over --max-pixels, and a
+        frame at the model's size that needs more memory than the budget (as an image at
+        --size 0 is refused); frames per batch are lowered to what the budget holds.
+        """
+        found = video.probe(source, self.settings.max_pixels)
+        width, height = found.width, found.height
+        video.check_pixels(width, height, self.settings.max_pixels)
+        per_batch = self.settings.frames_per_batch
+        if self.budget is not None:
+            pixels = _pixels(self.stylizer.input_size(width, height))
+            precision = self.stylizer.spec.precision
+            refusal = resources.frame_refusal(pixels, precision, self.budget)
+            if refusal is not None:
+                raise video.VideoError(refusal)
+            fits = resources.frames_within(pixels, precision, self.budget, per_batch)
+            if fits < per_batch:
+                self.events.on_message(
+                    f"{source}: lowering frames per batch from {per_batch} to {fits} to fit "
+                    f"in {resources.format_bytes(self.budget)} (see --max-memory)"
+                )
+                per_batch = fits
+        return dataclasses.replace(self.settings, record=record, frames_per_batch=per_batch)
+
+    def _copy_to(self, dup: Decision, lead: FileResult) -> FileResult:
+        """An input identical to a clip just converted gets a copy of its output."""
+        path, out = dup.item.path, dup.output
+        if lead.status != "converted" or lead.output is None:
+            reason = f"identical to {lead.input}, which failed"
+            return FileResult(path, None, "failed", reason, reason=dup.reason)
+        assert dup.record is not None
+        try:
+            copy_output(lead.output, out, dup.record, self.manifest)
+        except OSError as exc:
+            reason = f"cannot write {out}: {exc.strerror or exc}"
+            return FileResult(path, None, "failed", reason, reason=dup.reason)
+        return FileResult(path, out, "converted", None, 0.0, dup.reason, reused_from=lead.input,
+                          frames=lead.frames, duration=lead.duration)
+
+    def _style(self, frames: list[video.Frame]) -> list[Image.Image]:
+        """Style frames (scaled by FFmpeg) as images: Stylizer.prepare_sized -> run -> finish."""
+        prepared = [self.stylizer.prepare_sized(f.image, f.size, i) for i, f in enumerate(frames)]
+        start = time.perf_counter()
+        try:
+            pixels = self.stylizer.run(prepared)
+        except NonFiniteOutput:
+            raise video.VideoError(NON_FINITE_REASON) from None
+        self.summary.engine_seconds += time.perf_counter() - start
+        return [self.stylizer.finish(item, p) for item, p in zip(prepared, pixels)]
+
+
+def _pixels(size: tuple[int, int]) -> int:
+    return size[0] * size[1]

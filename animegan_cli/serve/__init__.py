@@ -1,0 +1,1 @@
+"""`animegan serve`: the HTTP app, its service, limits, transport and page."""

@@ -1,0 +1,1 @@
+"""Settings: the config file (and, next, every setting declared once)."""

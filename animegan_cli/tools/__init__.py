@@ -1,0 +1,1 @@
+"""Commands that measure or transform: tune, measure, export, system info."""
