@@ -439,3 +439,12 @@ def test_fuzzed_files_never_raise_from_decoding_and_never_end_a_run(tmp_path, ch
     assert {"a.jpg", "b.jpg", "sub/c.jpg"} <= written
     assert len(written) == counts["converted"]
     assert not list(out.rglob(f"{TEMP_PREFIX}*"))
+
+
+def test_item21_serve_takes_format_jpeg_as_jpg(app_client):
+    # convert's --format takes jpeg (issue 22 item 21); the form's format field does too.
+    reply = app_client.post("/animeify", files=[("files", ("a.png", _png()))],
+                            data={"format": "jpeg"})
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"] == "image/jpeg"
+    assert 'filename="a.jpg"' in reply.headers["content-disposition"]

@@ -35,6 +35,7 @@ from animegan_cli.core.limits import (
 )
 from animegan_cli.media import data
 from animegan_cli.media.formats import DEFAULT_PNG_LEVEL, FORMATS, OutputFormat, size_problem
+from animegan_cli.media.outputs import format_key
 from animegan_cli.serve.access import (
     CACHE_SCOPES,
     DEFAULT_CACHE_SCOPE,
@@ -211,6 +212,7 @@ class ImageService:
     def request(self, format_: str = "png", quality: int = 95, size: int | None = None,
                 keep_size: bool | None = None, scope: str = "") -> RequestSettings:
         """The settings a form's fields ask for; ImageError (422) for values that cannot work."""
+        format_ = format_key(format_)  # jpeg is jpg, as in convert's --format
         if format_ not in SERVED_FORMATS:
             raise ImageError(422, f"unknown format {format_!r}; choose from: "
                                   + ", ".join(SERVED_FORMATS))
