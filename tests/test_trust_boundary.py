@@ -448,3 +448,8 @@ def test_item21_serve_takes_format_jpeg_as_jpg(app_client):
     assert reply.status_code == 200, reply.text
     assert reply.headers["content-type"] == "image/jpeg"
     assert 'filename="a.jpg"' in reply.headers["content-disposition"]
+
+
+def test_the_page_knows_the_largest_size_the_server_takes(app_client):
+    # Sizes over --max-size are refused (issue 22 item 4): the page is told, to not offer them.
+    assert '<select id="size" data-max-size="256">' in app_client.get("/").text

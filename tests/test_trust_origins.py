@@ -259,6 +259,9 @@ def test_item22_the_page_reads_right_sends_size_says_wrong_token_and_places_link
             for dx, dy in page.eval_on_selector_all(".pair.done .result", LINK_UNDER_IMAGE):
                 assert abs(dx) < 1 and 0 <= dy < 16, (dx, dy)  # under, at its left edge
 
+            offered = page.eval_on_selector_all(
+                "#size option:not([disabled])", "els => els.map(e => e.value)")
+            assert offered == ["", "256", "512"]  # the server's --max-size 512
             page.select_option("#size", "256")
             page.set_input_files("#files", photo)
             assert _wait_results(page, 3)[-1] == [256, 172]

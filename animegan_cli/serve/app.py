@@ -217,7 +217,10 @@ def _add_routes(app: FastAPI, service: ImageService, metrics: Metrics, state: Li
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
-        return Response((page / "index.html").read_bytes(), media_type="text/html")
+        # The page offers only the sizes this server takes (--max-size; 0: no cap).
+        html = (page / "index.html").read_text().replace(
+            '<select id="size">', f'<select id="size" data-max-size="{service.settings.max_size}">')
+        return Response(html, media_type="text/html")
 
     @app.get("/app.js", include_in_schema=False)
     async def script() -> Response:

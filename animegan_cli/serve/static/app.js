@@ -27,6 +27,19 @@ function addPair(file) {
 // The form's fields, each sent only when set: an empty choice leaves the server's default.
 const FIELDS = ["format", "size", "keep_size"];
 
+// Sizes over the server's --max-size would only be refused: they are not offered. The
+// photo's own size (0) goes too, as most photos are larger than such a cap.
+function offerAllowedSizes() {
+  const choice = document.getElementById("size");
+  const maxSize = Number(choice.dataset.maxSize || 0);
+  if (!maxSize) return;
+  for (const option of choice.options) {
+    const value = Number(option.value);
+    if (option.value !== "" && (value === 0 || value > maxSize)) option.disabled = true;
+  }
+}
+offerAllowedSizes();
+
 // What to tell a person for an answer that is not a result.
 function problem(response, error, token) {
   if (response.status === 401) {
