@@ -10,7 +10,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from animegan_cli.media.formats import FORMATS, format_by_extension, format_named, read_record_text
-from animegan_cli.media.outputs import FORMAT_CHOICES
+from animegan_cli.media.outputs import FORMAT_CHOICES, format_of
 
 RECORD = '{"style":"a <b> & \\u00fc"}'
 # The XMP packet exactly as earlier versions wrote it (with the record XML-escaped).
@@ -34,7 +34,10 @@ def test_the_table_is_consistent():
         assert format_named(fmt.pil_name) is fmt
         assert all(format_by_extension(ext.upper()) is fmt for ext in fmt.extensions)
     assert FORMAT_CHOICES == ("same", "jpg", "jpeg", "png", "webp")  # jpeg: the same as jpg
-    assert format_by_extension(".heic") is None and format_named("GIF") is None
+    assert format_by_extension(".heic") is None
+    # GIF is written for animations only (issue 23 item 4): no --format choice, and a still
+    # GIF comes out as PNG.
+    assert not format_named("GIF").offered and format_of(Path("a.gif")).pil_name == "PNG"
 
 
 def old_file(tmp_path: Path, pil_name: str) -> Path:

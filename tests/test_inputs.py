@@ -72,7 +72,8 @@ def test_extension_filter_is_case_insensitive(tmp_path: Path):
     for name in ["A.JPG", "b.Jpeg", "c.TIFF", "d.PnG", "notes.txt", "e.jpg.bak", "README",
                  "f.gif", ".hidden"]:
         touch(root / name)
-    assert rels(discover_inputs([root])) == ["A.JPG", "b.Jpeg", "c.TIFF", "d.PnG"]
+    # GIFs are walked too (issue 23 item 4): animated, an animation; still, an image.
+    assert rels(discover_inputs([root])) == ["A.JPG", "b.Jpeg", "c.TIFF", "d.PnG", "f.gif"]
 
 
 def test_custom_extension_set_is_honoured(tree: Path):

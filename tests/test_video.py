@@ -142,14 +142,14 @@ def test_folder_walk_finds_video_suffixes_and_marks_them(tmp_path):
     (tmp_path / "in" / "b.MKV").write_bytes(b"x")
     (tmp_path / "in" / "c.txt").write_bytes(b"x")
     found = find_inputs([tmp_path / "in"]).files
-    assert [(f.relative.name, f.video) for f in found] == [("a.mp4", True), ("b.MKV", True)]
+    assert [(f.relative.name, f.kind) for f in found] == [("a.mp4", "video"), ("b.MKV", "video")]
 
 
 def test_a_named_clip_without_a_video_suffix_is_a_video_when_pyav_opens_it(tmp_path):
     clip = make_clip(tmp_path / "clip.bin", frames=2, audio=False, fmt="matroska")
     (tmp_path / "notes.bin").write_bytes(b"not a video at all")
     found = find_inputs([clip, tmp_path / "notes.bin"]).files
-    assert [f.video for f in found] == [True, False]
+    assert [f.kind for f in found] == ["video", "image"]
 
 
 @pytest.mark.parametrize("rotation", [0, 90, 180, 270])

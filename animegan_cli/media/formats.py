@@ -80,6 +80,16 @@ def _read_xmp(img: Image.Image) -> str | None:
     return node.text if node is not None else None
 
 
+def _embed_gif_comment(text: str) -> dict[str, object]:
+    return {"comment": text.encode("utf-8")}
+
+
+def _read_gif_comment(img: Image.Image) -> bytes | None:
+    comment = img.info.get("comment")
+    # Any GIF may have a comment; only a JSON object is meant to be ours.
+    return comment if isinstance(comment, bytes) and comment.lstrip().startswith(b"{") else None
+
+
 def _embed_tiff_description(text: str) -> dict[str, object]:
     return {"tiffinfo": {_TIFF_IMAGE_DESCRIPTION: text}}
 
@@ -147,6 +157,10 @@ FORMATS: dict[str, OutputFormat] = {
                         level_option="compress_level"),
     "webp": OutputFormat("WEBP", (".webp",), holds_alpha=True, lossy=True, offered=True,
                          embed=_embed_xmp, read=_read_xmp, max_side=16383, label="WebP"),
+    # Written only for animated GIFs (media/animation.py): a still GIF comes out as PNG
+    # (outputs.SAME_FORMAT), so GIF is no --format choice. Its record: a comment extension.
+    "gif": OutputFormat("GIF", (".gif",), holds_alpha=True, embed=_embed_gif_comment,
+                        read=_read_gif_comment),
     "bmp": OutputFormat("BMP", (".bmp",), holds_alpha=False),
     "tiff": OutputFormat("TIFF", (".tif", ".tiff"), holds_alpha=True,
                          embed=_embed_tiff_description, read=_read_tiff_description),

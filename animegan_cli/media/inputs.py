@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from animegan_cli.core.errors import UsageError, install_hint
-from animegan_cli.media.video import VIDEO_EXTENSIONS, can_open
+from animegan_cli.media import kinds
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
@@ -36,14 +36,20 @@ def supported_extensions() -> frozenset[str]:
 
 @dataclass(frozen=True)
 class InputFile:
-    """An image to convert: where it is, and its path relative to the root it was found under."""
+    """An input to convert: where it is, its path relative to the root it was found under,
+    and its kind (media/kinds.py: an image, a clip, an animation)."""
 
     path: Path
     relative: Path
     # Why it fails before anything is read (vanished, not a regular file, needs an extra):
     # planning turns such an input into a failure without opening it.
     error: str | None = None
-    video: bool = False  # a clip: converted frame by frame into a video (video.py)
+    kind: str = kinds.IMAGE  # a key of kinds.KINDS
+
+    @property
+    def styled_whole(self) -> bool:
+        """Whether its kind's runner styles it whole (a clip, an animation), not the loop."""
+        return kinds.is_file_unit(self.kind)
 
 
 @dataclass(frozen=True)
@@ -54,12 +60,9 @@ class ListedPath:
 
 
 # Files a folder walk leaves out, each kind said once with its count: (suffixes, why).
+# (GIFs are walked: an animated one is the animation kind's, a still one an image's.)
 LEFT_OUT = {
     "heif": (HEIF_EXTENSIONS, HEIF_EXTRA.format("them")),
-    # An animated GIF would become one still frame without a word: a walk leaves GIFs out
-    # and says so; a GIF named explicitly is converted (its first frame, as PNG).
-    "gif": (frozenset({".gif"}), "folder walks leave GIFs out (an animated one would become "
-                                 "a single still frame); name a GIF to convert its first frame"),
 }
 
 
@@ -128,7 +131,7 @@ def find_inputs(
     """
     finder = _Finder(
         supported_extensions() if extensions is None else extensions,
-        VIDEO_EXTENSIONS if extensions is None else frozenset(),
+        kinds.walked_suffixes() if extensions is None else frozenset(),
         recursive,
         _Exclusion.of(exclude),
         os.path.abspath(base) if base is not None else None,
@@ -189,7 +192,7 @@ class _Exclusion:
 @dataclass
 class _Finder:
     extensions: frozenset[str]
-    videos: frozenset[str]  # video suffixes taken from walks
+    others: frozenset[str]  # the other kinds' suffixes taken from walks (media/kinds.py)
     recursive: bool
     excluded: _Exclusion
     base: str | None
@@ -221,14 +224,14 @@ class _Finder:
             return []  # an earlier run's output, listed by a `find` over a tree holding OUT
         relative = mirrored(root, base) if base is not None else Path(root.name)
         error = self._named_file_error(root, st)
-        return [InputFile(root, relative, error, error is None and self._named_video(root))]
+        kind = self._kind(root, named=True) if error is None else kinds.IMAGE
+        return [InputFile(root, relative, error, kind)]
 
-    def _named_video(self, path: Path) -> bool:
-        """A named file is a clip by its suffix, or (no image suffix) when PyAV opens it."""
-        suffix = path.suffix.lower()
-        if suffix in self.videos:
-            return True
-        return bool(self.videos) and suffix not in self.extensions and can_open(path)
+    def _kind(self, path: Path, named: bool) -> str:
+        """The input's kind (kinds.kind_of); only images when the caller chose the suffixes."""
+        if not self.others:
+            return kinds.IMAGE
+        return kinds.kind_of(path, named, self.extensions)
 
     def _folder(self, root: Path, base: str | None) -> Iterator[InputFile]:
         if self.excluded.path is not None and root.resolve() == self.excluded.path:
@@ -238,7 +241,8 @@ class _Finder:
             )
         for path, error in self._walk(root):
             relative = mirrored(path, base) if base is not None else path.relative_to(root)
-            yield InputFile(path, relative, error, path.suffix.lower() in self.videos)
+            kind = self._kind(path, named=False) if error is None else kinds.IMAGE
+            yield InputFile(path, relative, error, kind)
 
     def _named_file_error(self, path: Path, st: os.stat_result | None) -> str | None:
         if st is not None and not stat.S_ISREG(st.st_mode):
@@ -273,7 +277,7 @@ class _Finder:
                     stack.append(iter(_sorted_entries(entry.path)))
                 continue
             suffix = Path(entry.name).suffix.lower()
-            if suffix in self.extensions or suffix in self.videos:
+            if suffix in self.extensions or suffix in self.others:
                 yield Path(entry.path), _entry_error(entry)
             else:
                 self._count_left_out(suffix)

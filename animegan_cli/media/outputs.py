@@ -17,7 +17,7 @@ from animegan_cli.core.errors import InputImageError, UsageError
 from animegan_cli.core.failures import PER_ITEM_ERRORS
 from animegan_cli.media.formats import BY_EXTENSION, FORMATS, OutputFormat, PngLevel, size_problem
 from animegan_cli.media.inputs import InputFile
-from animegan_cli.media.video import output_extension
+from animegan_cli.media.kinds import KINDS
 
 # --format names: each offered format's key and the other names of its extensions (jpeg
 # is jpg), from the table.
@@ -26,8 +26,10 @@ FORMAT_NAMES = {name: key for key, fmt in FORMATS.items() if fmt.offered
 FORMAT_CHOICES = ("same", *FORMAT_NAMES)
 
 # Input extension -> output format for --format same: an input keeps its format. HEIC
-# cannot be written without a plugin that may be absent, so phones' photos come out as JPEG.
-SAME_FORMAT = {**BY_EXTENSION, ".heic": "jpg", ".heif": "jpg"}
+# cannot be written without a plugin that may be absent, so phones' photos come out as JPEG;
+# a still GIF comes out as PNG (GIF's 256 colours would band a styled image; an animated
+# GIF is the animation kind's, which keeps GIF).
+SAME_FORMAT = {**BY_EXTENSION, ".heic": "jpg", ".heif": "jpg", ".gif": "png"}
 
 
 def format_for(input_path: Path, requested: str) -> OutputFormat:
@@ -73,9 +75,10 @@ def plan_outputs(
         raise UsageError(f"unknown format {requested_format!r}; choose from: {choices}")
     planned = []
     for item in inputs:
-        if item.video:  # a clip's container comes from --video-format, never --format
+        kind_extension = KINDS[item.kind].output_extension
+        if kind_extension is not None:  # a clip's (--video-format), an animation's (its own)
             rel = item.relative
-            extension = output_extension(item.path, video_format)
+            extension = kind_extension(item.path, requested_format, video_format)
             planned.append(out_dir / rel.parent / f"{rel.stem}{suffix}{extension}")
             continue
         fmt = format_for(item.path, requested_format)

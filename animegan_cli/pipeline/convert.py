@@ -25,7 +25,7 @@ from animegan_cli.core.signals import Interrupted, as_interrupted
 from animegan_cli.engines import openvino_warmup as ov_warmup
 from animegan_cli.engines.base import NON_FINITE_REASON, EngineSpec, NonFiniteOutput, torch_threads
 from animegan_cli.faces.detect import FaceSettings
-from animegan_cli.media import data, outputs, video
+from animegan_cli.media import data, kinds, outputs, video
 from animegan_cli.media.formats import DEFAULT_PNG_LEVEL, PngLevel, png_level_problem, size_problem
 from animegan_cli.media.inputs import ListedPath, find_inputs, refuse_outputs_inside
 from animegan_cli.model.weights import DEFAULT_STYLE, ir_cache_dir
@@ -292,7 +292,7 @@ def _plan(
     refuse_outputs_inside(found.inside_output, found.files, planned, options.output)
     inputs = outputs.fail_collisions(found.files, planned, options.format)
     summary.found = len(inputs)
-    summary.clip_inputs = frozenset(item.path for item in inputs if item.video)
+    summary.clip_inputs = frozenset(item.path for item in inputs if item.kind == kinds.VIDEO)
     manifest = Manifest.load(options.output)
     if manifest.warning:
         events.on_message(manifest.warning)
@@ -324,8 +324,8 @@ def _convert_locked(
     for output, record in plan.repairs:
         manifest.record(output, record)
     targets = _settle(plan, manifest, held, summary, events)
-    clips = [t for t in targets if t.lead.item.video]  # to video_run.py, after the images
-    targets = [t for t in targets if not t.lead.item.video]
+    whole = [t for t in targets if t.lead.item.styled_whole]  # to their kinds' runners, after
+    targets = [t for t in targets if not t.lead.item.styled_whole]
     targets = _fail_unwritable(options, targets, summary, events)
     stylizer = None
     if targets:
@@ -340,13 +340,8 @@ def _convert_locked(
         with _warmed(options, spec, targets) as warmup, torch_threads(options.threads):
             stylizer = _run(options, spec, targets, summary, events, manifest, started, held,
                             warmup)
-    if clips:
-        from animegan_cli.runners import video_run
-
-        load = functools.partial(load_stylizer, options, spec, events.on_message)
-        with torch_threads(options.threads):
-            video_run.convert_videos(options, clips, stylizer, load, manifest, held, summary,
-                                     events, started)
+    if whole:
+        _style_whole(options, spec, whole, stylizer, manifest, held, summary, events, started)
     if not held.shared:  # rewriting the manifest under running shards would lose lines
         held.check()
         manifest.compact_if_needed()
@@ -354,6 +349,28 @@ def _convert_locked(
         events.on_message(
             f"manifest not updated ({manifest.failure}); outputs still carry their provenance"
         )
+
+
+def _style_whole(
+    options: ConvertOptions,
+    spec: EngineSpec,
+    targets: list[Target],
+    stylizer: Stylizer | None,
+    manifest: Manifest,
+    held: HeldLock,
+    summary: Summary,
+    events: ConvertEvents,
+    started: float,
+) -> None:
+    """Hand the clips and animations to their kinds' runners, kind by kind, in registry
+    order, with the Stylizer the images loaded (or one the first runner loads)."""
+    load = functools.partial(load_stylizer, options, spec, events.on_message)
+    with torch_threads(options.threads):
+        for kind in kinds.KINDS.values():
+            mine = [t for t in targets if t.lead.item.kind == kind.name]
+            if mine:
+                stylizer = kind.load_runner().convert_all(
+                    options, mine, stylizer, load, manifest, held, summary, events, started)
 
 
 def _warmed(
@@ -526,10 +543,9 @@ def _report_dry_run(plan: incremental.Plan, summary: Summary, events: ConvertEve
         reused = d.source if d.action in (incremental.DUPLICATE, incremental.COPY) else None
         status = "would-convert" if d.writes else "would-skip"
         result = FileResult(d.item.path, d.output, status, reason=d.reason, reused_from=reused)
-        if d.item.video and d.writes:
-            from animegan_cli.runners.video_run import with_probe
-
-            result = with_probe(result)
+        probe = kinds.dry_run_probe(d.item.kind) if d.writes else None
+        if probe is not None:  # a clip's or an animation's frames and length, from its header
+            result = probe(result)  # type: ignore[assignment]
         if d.action == incremental.FAIL:
             result = FileResult(d.item.path, None, "failed", d.reason, reason=d.reason)
         if d.action == incremental.EXCLUDE:

@@ -50,15 +50,16 @@ def convert_videos(
     summary: Summary,
     events: ConvertEvents,
     started: float,
-) -> None:
-    """Style every clip; ``load`` makes the Stylizer when no image of the run did."""
+) -> Stylizer | None:
+    """Style every clip; ``load`` makes the Stylizer when no image of the run did (returned,
+    for the next kind's inputs)."""
     if options.faces.on:  # its records and crops are an image's; a clip's frames have none
         for decision in (d for target in clips for d in target.decisions):
             result = FileResult(decision.item.path, None, "failed", FACES_ON_CLIP,
                                 reason=decision.reason)
             summary.add(result)
             events.on_result(result)
-        return
+        return stylizer
     if stylizer is None:
         first = clips[0].lead
         assert first.record is not None
@@ -75,6 +76,10 @@ def convert_videos(
     budget = None if stylizer.spec.device != "cpu" else (
         options.max_memory or resources.default_budget())
     VideoRun(stylizer, settings, manifest, held, summary, events, budget).convert_all(clips)
+    return stylizer
+
+
+convert_all = convert_videos  # the video kind's runner entry (media/kinds.py)
 
 
 def calibration_pixels(path: Path, settings: PreprocessSettings) -> list[torch.Tensor]:
