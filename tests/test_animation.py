@@ -130,8 +130,25 @@ def test_item4_truncated_animation_fails_alone_with_one_line(tmp_path, checkpoin
     run = convert([tmp_path / "in"], tmp_path / "out", checkpoint)
     found = results(run)
     assert found["cut.gif"]["status"] == "failed"
+    assert found["cut.gif"]["error"].startswith("cannot decode frame ")  # one line, which
     assert "\n" not in found["cut.gif"]["error"]
     assert found[good.name]["status"] == "converted"
     assert found["photo.png"]["status"] == "converted"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()
                   if not p.name.startswith(".")) == ["good.gif", "photo.png"]
+
+
+@pytest.mark.slow
+def test_item4_animation_over_the_memory_budget_is_refused_from_its_header(tmp_path, checkpoint):
+    # 12 frames of 2000x2000 held at full size (--keep-size) need ~380 MB beside the run's
+    # base: over a 1G budget, refused before any frame is decoded; the photo is converted.
+    frames = [Image.new("RGB", (2000, 2000), (20 * i, 90, 160)) for i in range(12)]
+    make_image(tmp_path / "in" / "photo.png")
+    frames[0].save(tmp_path / "in" / "big.gif", save_all=True, append_images=frames[1:],
+                   duration=50)
+    run = convert([tmp_path / "in"], tmp_path / "out", checkpoint, "--keep-size",
+                  "--max-memory", "1G")
+    found = results(run)
+    assert found["big.gif"]["status"] == "failed"
+    assert "of memory to style and hold until written" in found["big.gif"]["error"]
+    assert found["photo.png"]["status"] == "converted"

@@ -22,6 +22,7 @@ from typing import BinaryIO
 from PIL import Image
 
 from animegan_cli.core.errors import InputImageError
+from animegan_cli.core.failures import PER_ITEM_ERRORS
 from animegan_cli.media.formats import FORMATS, OutputFormat, PngLevel
 
 # Pillow's name of each animated format -> its output format in the table.
@@ -77,7 +78,7 @@ def animated_format(path: Path) -> str | None:
                 return "WEBP" if _webp_frames(handle) >= 2 else None
             if start[:6] in (b"GIF87a", b"GIF89a"):
                 return "GIF" if _gif_is_animated(path) else None
-    except (OSError, struct.error, ValueError):
+    except PER_ITEM_ERRORS:  # whatever a damaged header makes a parser raise
         return None
     return None
 
@@ -124,26 +125,59 @@ def read_header(path: Path) -> Header:
         with Image.open(path) as img:
             if img.format not in ANIMATED_FORMATS or getattr(img, "n_frames", 1) < 2:
                 raise AnimationError("not an animation (any more): run it again")
-            if img.format == "WEBP":  # Pillow tells a WebP frame's duration once decoded
-                with open(path, "rb") as handle:
-                    durations = _webp_durations(handle)
-            else:
-                durations = _durations(img)
+            with open(path, "rb") as handle:  # Pillow tells durations only by decoding
+                durations = _DURATIONS[img.format](handle)
             return Header(img.format, img.width, img.height, img.n_frames,
                           _loop(img), sum(durations) / 1000)
     except AnimationError:
         raise
-    except (OSError, ValueError, EOFError, SyntaxError) as exc:
+    except PER_ITEM_ERRORS as exc:  # a damaged header: Pillow's or our parsers' errors
         raise AnimationError(f"cannot read the animation: {_reason(exc)}") from exc
 
 
-def _durations(img: Image.Image) -> list[float]:
-    """Each frame's duration (ms) from its header: GIF's and APNG's are read when seeking."""
+def _gif_durations(handle: BinaryIO) -> list[float]:
+    """Each image's delay (ms) from the Graphic Control Extension before it; no pixel read."""
+    handle.seek(10)
+    packed = handle.read(3)[0]
+    if packed & 0x80:  # the global colour table
+        handle.seek(3 << ((packed & 7) + 1), 1)
+    durations, delay = [], 0.0
+    while introducer := handle.read(1):
+        if introducer == b"\x21":  # an extension: its label, then sub-blocks
+            if handle.read(1) == b"\xf9":
+                control = handle.read(handle.read(1)[0])
+                delay = float(int.from_bytes(control[1:3], "little") * 10)
+            _skip_sub_blocks(handle)
+        elif introducer == b"\x2c":  # an image: descriptor, local colour table, LZW data
+            packed = handle.read(9)[8]
+            if packed & 0x80:
+                handle.seek(3 << ((packed & 7) + 1), 1)
+            handle.read(1)  # LZW minimum code size
+            _skip_sub_blocks(handle)
+            durations.append(delay)
+        else:  # the trailer (or what a cut file ends with)
+            break
+    return durations
+
+
+def _skip_sub_blocks(handle: BinaryIO) -> None:
+    while (size := handle.read(1)) and size[0]:
+        handle.seek(size[0], 1)
+
+
+def _png_durations(handle: BinaryIO) -> list[float]:
+    """Each fcTL chunk's delay (ms): delay_num / delay_den seconds (den 0 means 100)."""
+    handle.seek(len(_PNG_SIGNATURE))
     durations = []
-    for index in range(getattr(img, "n_frames", 1)):
-        img.seek(index)
-        durations.append(float(img.info.get("duration") or 0))
-    img.seek(0)
+    while len(head := handle.read(8)) == 8:
+        length, kind = struct.unpack(">I4s", head)
+        if kind == b"IEND":
+            break
+        payload = handle.read(26) if kind == b"fcTL" else b""
+        if len(payload) == 26:
+            num, den = struct.unpack(">HH", payload[20:24])
+            durations.append(num / (den or 100) * 1000)
+        handle.seek(length + 4 - len(payload), 1)  # the rest of the data and its CRC
     return durations
 
 
@@ -160,6 +194,9 @@ def _webp_durations(handle: BinaryIO) -> list[float]:
     return durations
 
 
+_DURATIONS = {"GIF": _gif_durations, "PNG": _png_durations, "WEBP": _webp_durations}
+
+
 def _loop(img: Image.Image) -> int | None:
     loop = img.info.get("loop")
     return int(loop) if loop is not None else None
@@ -167,6 +204,7 @@ def _loop(img: Image.Image) -> int | None:
 
 def read_frames(path: Path, header: Header) -> Iterator[Frame]:
     """The composed frames, in order, each decoded when asked for: a run holds one chunk."""
+    index = 0
     try:
         with Image.open(path) as img:
             has_alpha = False
@@ -177,8 +215,8 @@ def read_frames(path: Path, header: Header) -> Iterator[Frame]:
                 image = img.convert("RGBA" if has_alpha else "RGB")
                 image.info.pop("exif", None)  # frames are upright as the canvas is
                 yield Frame(image, float(img.info.get("duration") or 0))
-    except (OSError, ValueError, EOFError, SyntaxError) as exc:
-        raise AnimationError(f"cannot decode frame: {_reason(exc)}") from exc
+    except PER_ITEM_ERRORS as exc:  # a damaged frame: whatever the decoder raises
+        raise AnimationError(f"cannot decode frame {index}: {_reason(exc)}") from exc
 
 
 def _has_alpha(img: Image.Image) -> bool:
@@ -207,4 +245,4 @@ def write(
 
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
