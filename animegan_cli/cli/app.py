@@ -358,7 +358,7 @@ def video_options(command: Callable) -> Callable:
                     show_default=True),
         _env_option("--frames-per-batch", envvar="ANIMEGAN_FRAMES_PER_BATCH", type=int,
                     default=DEFAULT_FRAMES_PER_BATCH, show_default=True,
-                    help="Video frames run through the model together."),
+                    help="Frames of a clip or an animation run through the model together."),
         click.option("--keep-partial-video", is_flag=True,
                      help="Keep what decodes of a damaged or cut-short clip (and say so) "
                           "instead of failing it."),
