@@ -123,12 +123,13 @@ def read_header(path: Path) -> Header:
     for a file that is not one (or whose header is damaged)."""
     try:
         with Image.open(path) as img:
-            if img.format not in ANIMATED_FORMATS or getattr(img, "n_frames", 1) < 2:
+            frames = int(getattr(img, "n_frames", 1))
+            if img.format not in ANIMATED_FORMATS or frames < 2:
                 raise AnimationError("not an animation (any more): run it again")
             with open(path, "rb") as handle:  # Pillow tells durations only by decoding
                 durations = _DURATIONS[img.format](handle)
-            return Header(img.format, img.width, img.height, img.n_frames,
-                          _loop(img), sum(durations) / 1000)
+            return Header(img.format, img.width, img.height, frames, _loop(img),
+                          sum(durations) / 1000)
     except AnimationError:
         raise
     except PER_ITEM_ERRORS as exc:  # a damaged header: Pillow's or our parsers' errors

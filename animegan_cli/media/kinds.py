@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from animegan_cli.media import animation, video
 
@@ -126,10 +127,10 @@ def is_file_unit(kind: str) -> bool:
     return KINDS[kind].unit == UNIT_FILE
 
 
-def dry_run_probe(kind: str) -> Callable[..., object] | None:
+def dry_run_probe(kind: str) -> Callable[..., Any] | None:
     """The kind's dry-run hook (a FileResult in, the same with its header's facts), or None."""
     hook = KINDS[kind].dry_run
     if hook is None:
         return None
     module, _, name = hook.partition(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), name)

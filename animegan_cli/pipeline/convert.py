@@ -545,7 +545,7 @@ def _report_dry_run(plan: incremental.Plan, summary: Summary, events: ConvertEve
         result = FileResult(d.item.path, d.output, status, reason=d.reason, reused_from=reused)
         probe = kinds.dry_run_probe(d.item.kind) if d.writes else None
         if probe is not None:  # a clip's or an animation's frames and length, from its header
-            result = probe(result)  # type: ignore[assignment]
+            result = probe(result)
         if d.action == incremental.FAIL:
             result = FileResult(d.item.path, None, "failed", d.reason, reason=d.reason)
         if d.action == incremental.EXCLUDE:

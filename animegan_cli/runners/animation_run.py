@@ -88,8 +88,9 @@ def calibration_pixels(path: Path, settings: data.PreprocessSettings) -> list[to
         frames = list(itertools.islice(animation.read_frames(path, header), CALIBRATION_FRAMES))
     except animation.AnimationError:
         return []
-    return [data.prepare_decoded(i, f.image, f.image.size, settings).pixels
-            for i, f in enumerate(frames)]
+    prepared = [data.prepare_decoded(i, f.image, f.image.size, settings)
+                for i, f in enumerate(frames)]
+    return [item.pixels for item in prepared if item.pixels is not None]
 
 
 def with_probe(result: FileResult) -> FileResult:
