@@ -14,14 +14,20 @@ import io
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 
 from animegan_cli.core.errors import InputImageError, UsageError, WeightsError
 from animegan_cli.core.failures import PER_ITEM_ERRORS
-from animegan_cli.engines.base import Engine, EngineContext, EngineSpec, create_engine
+from animegan_cli.engines.base import (
+    Engine,
+    EngineContext,
+    EngineSpec,
+    WarmupHandle,
+    create_engine,
+    resolve_spec,
+)
 from animegan_cli.media import data
 from animegan_cli.model.generator import MIN_SIDE
 from animegan_cli.model.weights import (
@@ -32,9 +38,6 @@ from animegan_cli.model.weights import (
     load_generator,
 )
 from animegan_cli.records.provenance import pixel_settings
-
-if TYPE_CHECKING:
-    from animegan_cli.engines.openvino_warmup import Warmup
 
 # What stylize() and prepare() take: a PIL image (opened or decoded), a file, or its bytes.
 ImageSource = Image.Image | str | Path | bytes
@@ -110,7 +113,7 @@ class Stylizer:
         on_message: Callable[[str], None] = _ignore,
         calibration: Callable[[], Sequence[torch.Tensor]] | None = None,
         expected_checkpoint: str | None = None,
-        warmup: Warmup | None = None,
+        warmup: WarmupHandle | None = None,
     ) -> Stylizer:
         """Find (or download) a style or checkpoint file and set up its engine.
 
@@ -118,14 +121,13 @@ class Stylizer:
         threads/streams/compile/shapes. ``calibration`` supplies images for an INT8 model.
         ``expected_checkpoint`` is an id the caller already recorded: a checkpoint file
         replaced since is refused rather than run under the wrong id. ``warmup`` holds
-        OpenVINO models compiled ahead (ov_warmup) for the engine to adopt.
+        what the engine's warm-up made ahead (OpenVINO's compiled models) for it to adopt.
         """
         pixels = PixelSettings(size, keep_size, align_corners, max_pixels)
         pixels.validate()
         if spec is None:
-            spec = EngineSpec.resolve(
-                device, backend, precision, threads, streams, compile, shapes
-            )
+            spec = resolve_spec(device, backend, precision, threads,
+                                streams=streams, compile=compile, shapes=shapes)
         resolved = WeightsStore.from_env().resolve(
             style,
             weights=Path(weights) if weights is not None else None,

@@ -7,6 +7,7 @@ import torch
 
 from animegan_cli.core.errors import UsageError
 from animegan_cli.engines import base as engine
+from animegan_cli.engines import contract
 from animegan_cli.engines.base import (
     TorchEngine,
     resolve_device,
@@ -33,9 +34,9 @@ def test_to_pixels_clamps_out_of_range_values() -> None:
 
 def test_auto_precision_follows_cpu_features(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
-    monkeypatch.setattr(engine, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    monkeypatch.setattr(contract, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
     assert resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(engine, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(contract, "cpu_flags", lambda: frozenset({"avx2"}))
     assert resolve_precision("auto", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"
 
@@ -102,10 +103,13 @@ def test_to_pixels_names_the_images_whose_result_is_not_finite(bad: float) -> No
 
 
 def test_shapes_default_to_static_and_are_checked_where_auto_is_resolved() -> None:
-    assert engine.EngineSpec.resolve(backend="openvino").shapes == "static"
-    assert engine.EngineSpec.resolve(backend="openvino", shapes="dynamic").shapes == "dynamic"
+    def shapes(spec: engine.EngineSpec) -> str:
+        return spec.options.shapes  # type: ignore[attr-defined]
+
+    assert shapes(engine.resolve_spec(backend="openvino")) == "static"
+    assert shapes(engine.resolve_spec(backend="openvino", shapes="dynamic")) == "dynamic"
     with pytest.raises(UsageError, match="unknown shapes 'bounded'; choose from: static, dynamic"):
-        engine.EngineSpec.resolve(shapes="bounded")
+        engine.resolve_spec(shapes="bounded")
 
 
 def test_static_or_dynamic_shapes_never_make_an_output_stale() -> None:
@@ -113,7 +117,7 @@ def test_static_or_dynamic_shapes_never_make_an_output_stale() -> None:
     from animegan_cli.stylizer import PixelSettings, Stylizer
 
     def settings(shapes: str) -> dict[str, object]:
-        spec = engine.EngineSpec.resolve(backend="openvino", precision="fp32", shapes=shapes)
+        spec = engine.resolve_spec(backend="openvino", precision="fp32", shapes=shapes)
         return Stylizer(None, spec, None, PixelSettings()).settings  # type: ignore[arg-type]
 
     assert settings_change(settings("static"), settings("dynamic")) is None

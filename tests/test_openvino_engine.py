@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from animegan_cli.core.errors import UsageError
-from animegan_cli.engines import base as engine_module
+from animegan_cli.engines import contract as engine_module
 from animegan_cli.engines.base import TorchEngine, resolve_backend, resolve_precision, to_pixels
 from animegan_cli.engines.openvino_engine import OpenVINOEngine
 from animegan_cli.model.generator import Generator

@@ -12,15 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
-from animegan_cli.engines.base import EngineSpec
+from animegan_cli.engines.base import EngineSpec, WarmupRequest
+from animegan_cli.engines.base import warmed as engine_warmed
+from animegan_cli.engines.openvino_engine import OpenVINOOptions
 from animegan_cli.engines.openvino_engine import OpenVINOEngine
-from animegan_cli.engines.openvino_warmup import LOOKAHEAD, Warmup, first_shapes, warmed
+from animegan_cli.engines.openvino_warmup import LOOKAHEAD, Warmup, first_shapes
 from animegan_cli.media import data
 from animegan_cli.model.generator import Generator
 from tests.conftest import make_image
 
 KEY = "1" * 40
-SPEC = EngineSpec(backend="openvino", precision="fp32", threads=2, shapes="static")
+SPEC = EngineSpec(backend="openvino", precision="fp32", threads=2,
+                  options=OpenVINOOptions(shapes="static"))
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +101,14 @@ def test_without_a_cached_ir_the_warmup_leaves_the_conversion_to_the_engine(
 def test_only_a_static_openvino_run_with_a_known_checkpoint_warms_up(tmp_path):
     paths = [make_image(tmp_path / "a.jpg", 80, 60)]
     settings = data.PreprocessSettings(size=64)
-    for spec, key in [(EngineSpec(backend="torch"), KEY), (SPEC, None),
-                      (EngineSpec(backend="openvino", shapes="dynamic"), KEY)]:
-        with warmed(spec, key, False, tmp_path, paths, settings, 1) as warmup:
+    def request(key: str) -> WarmupRequest:
+        return WarmupRequest(key, False, tmp_path, paths, settings, 1)
+
+    dynamic = EngineSpec(backend="openvino", options=OpenVINOOptions(shapes="dynamic"))
+    for spec, key in [(EngineSpec(backend="torch"), KEY), (SPEC, ""), (dynamic, KEY)]:
+        with engine_warmed(spec, request(key)) as warmup:
             assert warmup is None
-    with warmed(SPEC, KEY, False, tmp_path, paths, settings, 1) as warmup:
+    with engine_warmed(SPEC, request(KEY)) as warmup:
         assert warmup is not None and warmup.shapes == [(1, 3, 48, 64)]
 
 
@@ -112,8 +118,8 @@ import json, sys
 from pathlib import Path
 from animegan_cli.engines.base import EngineSpec
 from animegan_cli.engines.openvino_warmup import Warmup
-from animegan_cli.engines.openvino_engine import compile_config, ir_path
-spec = EngineSpec(backend="openvino", precision="fp32", threads=2, shapes="static")
+from animegan_cli.engines.openvino_engine import OpenVINOOptions, compile_config, ir_path
+spec = EngineSpec(backend="openvino", precision="fp32", threads=2, options=OpenVINOOptions())
 cache = Path({str(ir_cache)!r})
 warmup = Warmup(spec, {KEY!r}, False, cache, [(1, 3, 64, 72)])
 ready = warmup.take(ir_path(cache, {KEY!r}, False, False), compile_config("fp32", 2, 1))

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import make_image
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "openvino")
+HEAVY = ("torch", "openvino", "onnxruntime")
 
 # Runs each command of argv[1] (a JSON list of [name, args]) in one process, in order, and
 # prints {name: [exit status, heavy modules imported so far]}: the first command that

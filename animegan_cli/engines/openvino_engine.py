@@ -18,21 +18,30 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from animegan_cli.core.atomic import atomic_write
 from animegan_cli.core.errors import UsageError, install_hint
 from animegan_cli.core.limits import MAX_COMPILED_PIXELS, MAX_COMPILED_SHAPES
 from animegan_cli.engines import signal_stack
-from animegan_cli.engines.base import SHAPE_MODES, to_model_input, to_pixels
+from animegan_cli.engines.contract import (
+    SHAPE_MODES,
+    Backend,
+    Engine,
+    EngineContext,
+    EngineSpec,
+    WarmupHandle,
+    cpu_has_fast_bf16,
+    to_model_input,
+    to_pixels,
+)
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
-    from animegan_cli.engines.openvino_warmup import Warmup
     from animegan_cli.model.generator import Generator
 
 # OpenVINO names for our precisions. bf16 is a hint: CPUs without bf16 units run f32.
@@ -43,6 +52,32 @@ MIN_STATIC_PIXELS = 64 * 64
 DYNAMIC_SHAPE = (-1, 3, -1, -1)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OpenVINOOptions:
+    """The OpenVINO backend's own settings: how a batch is spread, how shapes are compiled."""
+
+    # With several streams, the images of a batch run side by side, one per stream.
+    streams: int = 1
+    # One model compiled per input shape (faster), or one for every shape.
+    shapes: str = "static"
+
+    def __post_init__(self) -> None:
+        if self.streams < 1:
+            raise UsageError("--streams must be at least 1")
+        if self.shapes not in SHAPE_MODES:
+            raise UsageError(
+                f"unknown shapes {self.shapes!r}; choose from: {', '.join(SHAPE_MODES)}"
+            )
+
+
+class Ahead(WarmupHandle, Protocol):
+    """Models read and compiled ahead (openvino_warmup.Warmup), for the engine to adopt."""
+
+    def take(self, xml: Path, config: dict[str, object]) -> Any:
+        """What was made, if it is ``xml`` compiled with ``config``; else None."""
+        ...
 
 
 def ir_cache_key(checkpoint_id: str, align_corners: bool, int8: bool) -> str:
@@ -81,16 +116,15 @@ class OpenVINOEngine:
         threads: int | None,
         cache_dir: Path,
         calibration: Callable[[], Sequence[torch.Tensor]] | None = None,
-        streams: int = 1,
-        shapes: str = "static",
+        streams: int = OpenVINOOptions.streams,
+        shapes: str = OpenVINOOptions.shapes,
         max_shapes: int = MAX_COMPILED_SHAPES,
         max_pixels: int = MAX_COMPILED_PIXELS,
-        warmup: Warmup | None = None,
+        warmup: Ahead | None = None,
     ) -> None:
         if precision == "int8" and calibration is None:
             raise UsageError("--precision int8 needs calibration images")
-        if shapes not in SHAPE_MODES:
-            raise UsageError(f"unknown shapes {shapes!r}; choose from: {', '.join(SHAPE_MODES)}")
+        OpenVINOOptions(streams, shapes)  # checked as resolve_spec checks them
         started = time.perf_counter()
         xml = ir_path(cache_dir, checkpoint_id, generator.align_corners, precision == "int8")
         self.config = compile_config(precision, threads, streams)
@@ -160,6 +194,7 @@ class OpenVINOEngine:
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         """Style one uint8 batch (N, 3, H, W); returns uint8 (N, H, W, 3)."""
+        import numpy as np
         import torch
 
         x = to_model_input(batch, torch.float32).numpy()
@@ -175,6 +210,13 @@ class OpenVINOEngine:
         y = next(iter(result.values()))
         return to_pixels(torch.from_numpy(np.asarray(y)))
 
+    def threads_in_use(self) -> int:
+        """The CPU plugin's inference threads for the model compiled last (0: its default)."""
+        if not self.compiled:
+            return int(self.config.get("INFERENCE_NUM_THREADS", 0))  # type: ignore[call-overload]
+        latest = next(reversed(self.compiled.values()))
+        return int(latest.model.get_property("INFERENCE_NUM_THREADS"))
+
 
 class CompiledShape:
     """One compiled model with its infer request (and, with streams, its async queue)."""
@@ -189,6 +231,8 @@ class CompiledShape:
 
     def run_streams(self, x: np.ndarray) -> np.ndarray:
         """Each image of ``x`` as its own request, side by side on the streams."""
+        import numpy as np
+
         assert self.queue is not None
         out: list[np.ndarray | None] = [None] * len(x)
 
@@ -335,3 +379,39 @@ def warnings_silenced():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+def _create(generator: Generator, spec: EngineSpec, context: EngineContext) -> Engine:
+    options = spec.options_as(OpenVINOOptions)
+    return OpenVINOEngine(
+        generator,
+        context.checkpoint_id,
+        spec.precision,
+        spec.threads,
+        cache_dir=context.cache_dir,
+        calibration=context.calibration,
+        streams=options.streams,
+        shapes=options.shapes,
+        warmup=context.warmup,  # type: ignore[arg-type]  # openvino_warmup's, or None
+    )
+
+
+def _rank() -> int:
+    # First where the CPU has bf16 units (AMX, AVX512-BF16: 35 vs 15.8 img/s at 256x256 in
+    # bf16 against torch); below torch elsewhere (see torch_engine). int8 is its own.
+    return 2 if cpu_has_fast_bf16() else 0
+
+
+BACKEND = Backend(
+    name="openvino",
+    factory=_create,
+    package="openvino",
+    install="pip install openvino",
+    devices=("cpu",),
+    precisions=("fp32", "bf16", "int8"),
+    shape_modes=SHAPE_MODES,
+    rank=_rank,
+    options=OpenVINOOptions,
+    default_threads=lambda: "OpenVINO's default",
+    warm_up="animegan_cli.engines.openvino_warmup:warmed",
+)

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from animegan_cli.core.limits import MAX_COMPILED_PIXELS, MIN_SIDE
-from animegan_cli.engines.base import EngineSpec
+from animegan_cli.engines import openvino_engine as ove
+from animegan_cli.engines.contract import EngineSpec, WarmupRequest
+from animegan_cli.engines.openvino_engine import OpenVINOOptions
 from animegan_cli.media import data
 
 # Headers read for the first shapes: enough for the first batches of a run of any length,
@@ -106,23 +108,22 @@ class Warmup:
     def _read_and_compile(self) -> Ready | None:
         import openvino  # noqa: F401  (all this thread imports, before before_fork returns)
 
-        from animegan_cli.engines import openvino_engine as ove
-
         self._imported.set()
         spec = self.spec
+        streams = spec.options_as(OpenVINOOptions).streams
         xml = ove.ir_path(self.cache_dir, self.checkpoint_id, self.align_corners,
                           spec.precision == "int8")
         if not ove.ir_is_cached(xml):
             return None
         core = ove.shared_core()
-        config = ove.compile_config(spec.precision, spec.threads, spec.streams)
+        config = ove.compile_config(spec.precision, spec.threads, streams)
         ready = Ready(xml, config, core.read_model(xml))
         for shape in self.shapes:
             if self._stop.is_set():
                 break
             if not ove.static_is_safe(shape):
                 continue
-            entry, seconds = ove.compile_shape(core, ready.model, shape, config, spec.streams)
+            entry, seconds = ove.compile_shape(core, ready.model, shape, config, streams)
             ready.compiled[shape] = entry
             ready.seconds += seconds
             ove.log_compiled(shape, seconds, ahead=True)
@@ -148,23 +149,21 @@ class Warmup:
 
 
 @contextlib.contextmanager
-def warmed(
-    spec: EngineSpec,
-    checkpoint_id: str | None,
-    align_corners: bool,
-    cache_dir: Path,
-    paths: Sequence[Path],
-    settings: data.PreprocessSettings,
-    batch_size: int,
-) -> Iterator[Warmup | None]:
-    """A Warmup for a run on OpenVINO with static shapes (None on any other engine), closed
-    when the run ends: an interrupted run does not exit under a compile."""
-    if spec.backend != "openvino" or spec.shapes != "static" or not checkpoint_id:
+def warmed(spec: EngineSpec, request: WarmupRequest) -> Iterator[Warmup | None]:
+    """A Warmup for a run with static shapes (None with dynamic ones: one model, compiled by
+    the engine), closed when the run ends: an interrupted run does not exit under a compile.
+    The OpenVINO backend's warm-up (Backend.warm_up), called through base.warmed."""
+    options = spec.options_as(OpenVINOOptions)
+    if options.shapes != "static":
         yield None
         return
     # With streams each image runs on its own, as a batch of one (OpenVINOEngine.run).
-    shapes = first_shapes(paths, settings, 1 if spec.streams > 1 else batch_size)
-    warmup = Warmup(spec, checkpoint_id, align_corners, cache_dir, shapes)
+    batch = 1 if options.streams > 1 else request.batch_size
+    settings = request.preprocess
+    assert isinstance(settings, data.PreprocessSettings)
+    shapes = first_shapes(request.paths, settings, batch)
+    warmup = Warmup(spec, request.checkpoint_id, request.align_corners, request.cache_dir,
+                    shapes)
     try:
         yield warmup
     finally:

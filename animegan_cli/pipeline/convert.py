@@ -22,7 +22,7 @@ from animegan_cli.core.errors import RunStopped, UsageError, WeightsError
 from animegan_cli.core.failures import PER_ITEM_ERRORS, item_failure_reason
 from animegan_cli.core.limits import MIN_SIDE
 from animegan_cli.core.signals import Interrupted, as_interrupted
-from animegan_cli.engines import openvino_warmup as ov_warmup
+from animegan_cli.engines import base as engines
 from animegan_cli.engines.base import NON_FINITE_REASON, EngineSpec, NonFiniteOutput, torch_threads
 from animegan_cli.faces.detect import FaceSettings
 from animegan_cli.media import data, kinds, outputs, video
@@ -41,7 +41,6 @@ from animegan_cli.records.selection import Selection
 if TYPE_CHECKING:
     import torch
 
-    from animegan_cli.engines.openvino_warmup import Warmup
     from animegan_cli.faces.stage import FaceStage  # imported when --faces is on: needs OpenCV
     from animegan_cli.stylizer import Stylizer
 
@@ -111,7 +110,7 @@ def validate(options: ConvertOptions) -> None:
     """Reject option values that cannot work, before anything is read or loaded.
 
     The engine's own settings (--threads, --streams, device, backend, precision) are
-    checked where they are resolved: EngineSpec.resolve, right after this.
+    checked where they are resolved: engines.resolve_spec, right after this.
     """
     png_problem = png_level_problem(options.png_level)
     checks = [
@@ -183,7 +182,7 @@ def load_stylizer(
     on_message: Callable[[str], None],
     calibration: Callable[[], list[torch.Tensor]] | None = None,
     expected_checkpoint: str | None = None,
-    warmup: Warmup | None = None,
+    warmup: engines.WarmupHandle | None = None,
 ) -> Stylizer:
     """The Stylizer a run's options ask for, on the engine resolved for the run."""
     from animegan_cli.stylizer import Stylizer
@@ -207,14 +206,14 @@ def load_stylizer(
 
 def engine_spec(options: ConvertOptions) -> EngineSpec:
     """The run's engine, with ``auto`` resolved: computed once per run."""
-    return EngineSpec.resolve(
+    return engines.resolve_spec(
         options.device,
         options.backend,
         options.precision,
         options.threads,
-        options.streams,
-        options.compile,
-        options.shapes,
+        streams=options.streams,
+        compile=options.compile,
+        shapes=options.shapes,
     )
 
 
@@ -375,18 +374,17 @@ def _style_whole(
 
 def _warmed(
     options: ConvertOptions, spec: EngineSpec, targets: list[Target]
-) -> contextlib.AbstractContextManager[Warmup | None]:
-    """The OpenVINO warm-up for the run's first images (ov_warmup)."""
+) -> contextlib.AbstractContextManager[engines.WarmupHandle | None]:
+    """The engine's warm-up for the run's first images (OpenVINO's compiles them ahead)."""
     assert targets[0].lead.record is not None
-    return ov_warmup.warmed(
-        spec,
-        targets[0].lead.record.checkpoint or None,
+    return engines.warmed(spec, engines.WarmupRequest(
+        targets[0].lead.record.checkpoint,
         options.align_corners,
         ir_cache_dir(),
         [t.lead.item.path for t in targets],
         options.preprocess,
         options.batch_size,
-    )
+    ))
 
 
 def _targets(decisions: list[incremental.Decision]) -> list[Target]:
@@ -595,7 +593,7 @@ def _run(
     manifest: Manifest,
     started: float,
     held: HeldLock,
-    warmup: Warmup | None = None,
+    warmup: engines.WarmupHandle | None = None,
 ) -> Stylizer:
     """Decode, style and write every target: the run's one loop; returns the Stylizer."""
     from animegan_cli.pipeline import workers  # torch's DataLoader: only a run that styles needs it

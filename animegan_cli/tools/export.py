@@ -17,11 +17,11 @@ import numpy as np
 from animegan_cli.core.atomic import atomic_write
 from animegan_cli.core.errors import AnimeganError, UsageError, install_hint
 from animegan_cli.engines import signal_stack
+from animegan_cli.engines.onnxruntime_engine import INPUT_NAME, write_onnx
 
 # The exported model must reproduce torch fp32 this closely on the test image, or it is
 # refused (float reordering gives ~1 level of 255 at most; a broken export gives far less).
 MIN_PSNR_DB = 40.0
-ONNX_OPSET = 17
 ONNX_EXTRA = install_hint("export")
 
 
@@ -82,23 +82,16 @@ def export_checkpoint(
 
 
 def export_onnx(generator, path: Path, size: int = 512) -> Verification:
-    """Write ``generator`` as ONNX (dynamic batch, height, width), verified by onnxruntime."""
-    import torch
+    """Write ``generator`` as ONNX (dynamic batch, height, width), verified by onnxruntime.
 
+    The same exporter as the onnxruntime engine's (onnxruntime_engine.write_onnx)."""
     onnx, onnxruntime = _onnx_modules()
-    example = torch.zeros(1, 3, 64, 64)
     with tempfile.TemporaryDirectory(prefix=".onnx-", dir=_parent(path)) as tmp:
         staged = Path(tmp) / "model.onnx"
-        with torch.inference_mode(), _warnings_silenced():
-            torch.onnx.export(
-                generator.eval(), (example,), str(staged), input_names=["image"],
-                output_names=["styled"], opset_version=ONNX_OPSET, dynamo=False,
-                dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                              "styled": {0: "batch", 2: "height", 3: "width"}},
-            )
+        write_onnx(generator, staged)
         onnx.checker.check_model(str(staged))
         session = onnxruntime.InferenceSession(str(staged), providers=["CPUExecutionProvider"])
-        verification = verify(generator, lambda x: session.run(None, {"image": x})[0], size)
+        verification = verify(generator, lambda x: session.run(None, {INPUT_NAME: x})[0], size)
         _place(staged, path)
     return verification
 
@@ -175,8 +168,3 @@ def _onnx_modules():
         raise UsageError(f"--onnx needs onnx and onnxruntime: {ONNX_EXTRA}") from exc
     return onnx, onnxruntime
 
-
-def _warnings_silenced():
-    from animegan_cli.engines.openvino_engine import warnings_silenced
-
-    return warnings_silenced()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from animegan_cli import __version__
 from animegan_cli.core.errors import UsageError, install_hint
-from animegan_cli.engines.base import cpu_flags, resolve_backend, resolve_precision
+from animegan_cli.engines.base import ENGINES, cpu_flags, resolve_backend, resolve_precision
 from animegan_cli.model.weights import WeightsStore, user_cache_dir
 from animegan_cli.pipeline.resources import DEFAULT_BUDGET_SHARE, default_budget, format_bytes
 from animegan_cli.settings.config import config_path
@@ -52,8 +52,7 @@ def describe_system() -> dict[str, dict[str, str]]:
         "versions": {
             "animegan": __version__,
             "python": platform.python_version(),
-            "torch": _version("torch"),
-            "openvino": _version("openvino"),
+            **{b.package: _version(b.package) for b in ENGINES.values()},
             "pillow": _version("pillow"),
             "nncf (int8)": _version("nncf"),
         },
@@ -68,9 +67,22 @@ def describe_system() -> dict[str, dict[str, str]]:
             "cache": str(user_cache_dir()),
             "weights search": " -> ".join(str(p) for p in store.search_dirs),
         },
+        "engines": engines_section(),
         "weights": installed or {"installed": "none (animegan weights download NAME)"},
         "faces": _faces_section(),
     }
+
+
+def engines_section() -> dict[str, str]:
+    """Each registered engine (a --backend choice): what it runs, or how to install it."""
+    rows = {}
+    for backend in ENGINES.values():
+        if not backend.available():
+            rows[backend.name] = f"not installed ({backend.install})"
+            continue
+        rows[backend.name] = (f"{'/'.join(backend.devices)}, {' '.join(backend.precisions)}, "
+                              f"{' or '.join(backend.shape_modes)} shapes")
+    return rows
 
 
 def _faces_section() -> dict[str, str]:
@@ -113,13 +125,8 @@ def describe_auto(name: str, value: object, params: Mapping[str, object]) -> str
     except UsageError:
         return ""
     if name == "threads":
-        # torch's default is what a torch run uses (only torch knows it: imported for this
-        # row alone); OpenVINO picks its own per stream.
-        if backend != "torch":
-            return "OpenVINO's default"
-        import torch
-
-        return str(torch.get_num_threads())
+        # Each runtime has its own default (torch's is imported for this row alone).
+        return ENGINES[backend].default_threads()
     if name == "backend":
         return backend
     try:

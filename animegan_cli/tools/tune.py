@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from animegan_cli.engines.base import EngineSpec, cpu_has_fast_bf16, torch_threads
+from animegan_cli.engines.base import ENGINES, resolve_spec, torch_threads, tune_candidates
 from animegan_cli.media import data
 from animegan_cli.media.formats import DEFAULT_PNG_LEVEL
 from animegan_cli.media.inputs import discover_inputs
@@ -96,15 +96,14 @@ class TuneResult:
 
 
 def candidate_engines() -> list[tuple[str, str]]:
-    """(backend, precision) pairs worth measuring here; int8 is opt-in, never tuned in."""
-    bf16 = cpu_has_fast_bf16()
-    pairs = [("openvino", "fp32")]
-    if bf16:
-        pairs.append(("openvino", "bf16"))
-    pairs.append(("torch", "fp32"))
-    if bf16:
-        pairs.append(("torch", "bf16"))
-    return pairs
+    """(backend, precision) pairs worth measuring here, from the engine registry; int8 is
+    opt-in, never tuned in."""
+    return tune_candidates()
+
+
+def _has_option(backend: str, name: str) -> bool:
+    """Whether the engine declares an option of its own by this name (streams, shapes)."""
+    return name in ENGINES[backend].option_names()
 
 
 def tuning_images(request: TuneRequest, workdir: Path) -> Path:
@@ -251,10 +250,12 @@ def _tune_engines(tuning: _Tuning, engines: list[tuple[str, str]]) -> Trial:
 
 
 def _tune_shapes(tuning: _Tuning, best: Trial) -> Trial:
-    """OpenVINO: one dynamic model against the per-shape static ones (the default)."""
-    if best.backend != "openvino" or tuning.out_of_time():
+    """An engine that compiles per shape (OpenVINO): one dynamic model against the per-shape
+    static ones (the default)."""
+    if not _has_option(best.backend, "shapes") or tuning.out_of_time():
         return best
-    best = replace(best, shapes="static")  # what it measured: the default
+    default = ENGINES[best.backend].options().shapes  # type: ignore[attr-defined]
+    best = replace(best, shapes=default)  # what it measured: the default
     trial = _measure(tuning, replace(best, shapes="dynamic", note="dynamic shapes"))
     return trial if tuning.better(trial, best) else best
 
@@ -282,8 +283,10 @@ def _tune_batch_sizes(tuning: _Tuning, engine_best: Trial) -> Trial:
 
 
 def _tune_streams(tuning: _Tuning, best: Trial) -> Trial:
-    """OpenVINO, for throughput: one stream per core, each on its own image of a batch."""
-    if best.backend != "openvino" or tuning.cores <= 1 or tuning.request.objective != "throughput":
+    """An engine with streams (OpenVINO), for throughput: one stream per core, each on its
+    own image of a batch."""
+    if (not _has_option(best.backend, "streams") or tuning.cores <= 1
+            or tuning.request.objective != "throughput"):
         return best
     # No cross-core sync inside an image: each stream's image runs on its own core.
     streams = min(tuning.cores, 4)
@@ -322,11 +325,13 @@ def _convert_options(request: TuneRequest, trial: Trial, photos: Path,
     extra: dict[str, object] = {"style": request.style} if request.style else {}
     if trial.png_level is not None:  # the PNG stage: PNG outputs at the trial's level
         extra.update(format="png", png_level=trial.png_level)
+    if trial.shapes is not None:
+        extra.update(shapes=trial.shapes)
     return ConvertOptions(
         inputs=[str(photos)], output=out, weights=request.weights,
         size=request.size, batch_size=trial.batch_size, threads=trial.threads,
         num_workers=trial.num_workers or 0, backend=trial.backend, streams=trial.streams,
-        precision=trial.precision, shapes=trial.shapes or "static", **extra,  # type: ignore[arg-type]
+        precision=trial.precision, **extra,  # type: ignore[arg-type]
     )
 
 
@@ -348,9 +353,10 @@ def _end_to_end(tuning: _Tuning, trial: Trial, name: str,
 def _stylizer(request: TuneRequest, trial: Trial, on_message: Callable[[str], None]) -> Stylizer:
     from animegan_cli.stylizer import Stylizer
 
-    spec = EngineSpec.resolve(backend=trial.backend, precision=trial.precision,
-                              threads=trial.threads, streams=trial.streams,
-                              shapes=trial.shapes or "static")
+    # The trial's streams and shapes go to the engine that declares them (OpenVINO).
+    shapes = {"shapes": trial.shapes} if trial.shapes else {}
+    spec = resolve_spec(backend=trial.backend, precision=trial.precision,
+                        threads=trial.threads, streams=trial.streams, **shapes)
     return Stylizer.load(
         request.style or DEFAULT_STYLE, weights=request.weights, size=request.size,
         spec=spec, on_message=on_message, calibration=_calibration_refused,
