@@ -294,7 +294,7 @@ def engine_options(command: Callable | None = None, *, batch_size: bool = True) 
         _env_option("--batch-size", envvar="ANIMEGAN_BATCH_SIZE", type=int, default=1,
                     help="Images of the same shape run through the model together."),
         _env_option("--threads", envvar="ANIMEGAN_THREADS", type=int, default=None,
-                    help="Threads for the model (torch or OpenVINO); default: all cores."),
+                    help="Threads for the model (any engine); default: all cores."),
         _env_option("--streams", envvar="ANIMEGAN_STREAMS", type=int, default=1,
                     help="OpenVINO: images of a batch run side by side on this many streams."),
         _env_option("--device", envvar="ANIMEGAN_DEVICE", type=click.Choice(DEVICES),
@@ -302,7 +302,8 @@ def engine_options(command: Callable | None = None, *, batch_size: bool = True) 
         _env_option("--backend", envvar="ANIMEGAN_BACKEND", type=click.Choice(BACKENDS),
                     default="auto",
                     help="auto = OpenVINO on CPUs with bf16 units and for int8, torch "
-                         "otherwise."),
+                         "otherwise; onnxruntime (fp32, CPU) only when asked for. "
+                         "`animegan info` lists the engines installed."),
         _env_option("--precision", envvar="ANIMEGAN_PRECISION",
                     type=click.Choice(PRECISIONS), default="auto",
                     help="auto = bf16 where the CPU has AMX/AVX512-BF16 or on CUDA, else "
