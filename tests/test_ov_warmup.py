@@ -14,8 +14,7 @@ from PIL import Image
 
 from animegan_cli.engines.base import EngineSpec, WarmupRequest
 from animegan_cli.engines.base import warmed as engine_warmed
-from animegan_cli.engines.openvino_engine import OpenVINOOptions
-from animegan_cli.engines.openvino_engine import OpenVINOEngine
+from animegan_cli.engines.openvino_engine import OpenVINOEngine, OpenVINOOptions
 from animegan_cli.engines.openvino_warmup import LOOKAHEAD, Warmup, first_shapes
 from animegan_cli.media import data
 from animegan_cli.model.generator import Generator

@@ -14,7 +14,13 @@ from pathlib import Path
 
 from animegan_cli import __version__
 from animegan_cli.core.errors import UsageError, install_hint
-from animegan_cli.engines.base import ENGINES, cpu_flags, resolve_backend, resolve_precision
+from animegan_cli.engines.base import (
+    ENGINES,
+    available_backends,
+    cpu_flags,
+    resolve_backend,
+    resolve_precision,
+)
 from animegan_cli.model.weights import WeightsStore, user_cache_dir
 from animegan_cli.pipeline.resources import DEFAULT_BUDGET_SHARE, default_budget, format_bytes
 from animegan_cli.settings.config import config_path
@@ -76,12 +82,15 @@ def describe_system() -> dict[str, dict[str, str]]:
 def engines_section() -> dict[str, str]:
     """Each registered engine (a --backend choice): what it runs, or how to install it."""
     rows = {}
+    ranked = available_backends()
     for backend in ENGINES.values():
         if not backend.available():
             rows[backend.name] = f"not installed ({backend.install})"
             continue
+        preference = f"{ranked.index(backend) + 1} of {len(ranked)}"
         rows[backend.name] = (f"{'/'.join(backend.devices)}, {' '.join(backend.precisions)}, "
-                              f"{' or '.join(backend.shape_modes)} shapes")
+                              f"{' or '.join(backend.shape_modes)} shapes; auto's preference "
+                              f"here: {preference}")
     return rows
 
 

@@ -254,7 +254,7 @@ def _tune_shapes(tuning: _Tuning, best: Trial) -> Trial:
     static ones (the default)."""
     if not _has_option(best.backend, "shapes") or tuning.out_of_time():
         return best
-    default = ENGINES[best.backend].options().shapes  # type: ignore[attr-defined]
+    default = ENGINES[best.backend].options().shapes
     best = replace(best, shapes=default)  # what it measured: the default
     trial = _measure(tuning, replace(best, shapes="dynamic", note="dynamic shapes"))
     return trial if tuning.better(trial, best) else best
