@@ -34,7 +34,7 @@ from animegan_cli.model.weights import (
     DEFAULT_STYLE,
     ResolvedWeights,
     WeightsStore,
-    ir_cache_dir,
+    engine_cache_dir,
     load_generator,
 )
 from animegan_cli.records.provenance import pixel_settings
@@ -141,7 +141,8 @@ class Stylizer:
         generator = load_generator(resolved.state_dict, align_corners=align_corners)
         if spec.precision == "int8":
             on_message("quantizing the model to INT8 on the first images (cached afterwards)")
-        context = EngineContext(resolved.checkpoint_id, ir_cache_dir(), calibration, warmup)
+        cache = engine_cache_dir(spec.backend)
+        context = EngineContext(resolved.checkpoint_id, cache, calibration, warmup)
         return cls(create_engine(generator, spec, context), spec, resolved, pixels)
 
     @property

@@ -115,7 +115,9 @@ class Backend:
     # What ``info`` shows for --threads left to the runtime.
     default_threads: Callable[[], str] = lambda: "the runtime's default (all cores)"
     # "module:function" of a context manager that prepares models ahead of a run
-    # (warm_up(spec, request) -> object | None); imported only when a run starts.
+    # (warm_up(spec, request) -> WarmupHandle | None), imported only when a run starts: the
+    # warm-up module imports its engine module, never the reverse (no import cycle), and
+    # its own imports (media, threads) stay out of the start.
     warm_up: str | None = None
     tuned_precisions: tuple[str, ...] = ("fp32", "bf16")  # what `tune` may measure
 

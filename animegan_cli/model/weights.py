@@ -101,9 +101,9 @@ def user_cache_dir() -> Path:
     return base / "animegan"
 
 
-def ir_cache_dir() -> Path:
-    """Where the OpenVINO engine caches each checkpoint's converted IR."""
-    return user_cache_dir() / "openvino"
+def engine_cache_dir(backend: str) -> Path:
+    """Where an engine caches each checkpoint's converted model (OpenVINO's IR, ONNX)."""
+    return user_cache_dir() / backend
 
 
 def repo_weights_dir() -> Path:

@@ -28,7 +28,7 @@ from animegan_cli.faces.detect import FaceSettings
 from animegan_cli.media import data, kinds, outputs, video
 from animegan_cli.media.formats import DEFAULT_PNG_LEVEL, PngLevel, png_level_problem, size_problem
 from animegan_cli.media.inputs import ListedPath, find_inputs, refuse_outputs_inside
-from animegan_cli.model.weights import DEFAULT_STYLE, ir_cache_dir
+from animegan_cli.model.weights import DEFAULT_STYLE, engine_cache_dir
 from animegan_cli.pipeline import resources
 from animegan_cli.pipeline.lock import HeldLock, output_lock, remove_stale_temp_files
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
@@ -380,7 +380,7 @@ def _warmed(
     return engines.warmed(spec, engines.WarmupRequest(
         targets[0].lead.record.checkpoint,
         options.align_corners,
-        ir_cache_dir(),
+        engine_cache_dir(spec.backend),
         [t.lead.item.path for t in targets],
         options.preprocess,
         options.batch_size,
