@@ -118,5 +118,4 @@ BACKEND = Backend(
     shape_modes=("dynamic",),
     rank=lambda: -1,
     default_threads=lambda: "ONNX Runtime's default (all cores)",
-    tuned_precisions=("fp32",),
 )
