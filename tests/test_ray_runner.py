@@ -72,22 +72,6 @@ def test_ray_value_that_is_not_an_address_is_a_usage_error(tmp_path, checkpoint,
     assert not (tmp_path / "out").exists()
 
 
-def test_reuse_similar_is_refused_with_ray(tmp_path, checkpoint, photo_dir):
-    result = CliRunner().invoke(main, ["convert", str(photo_dir), "-o", str(tmp_path / "out"),
-                                       "--weights", str(checkpoint), "--ray", "local",
-                                       "--reuse-similar", "4"])
-    assert result.exit_code == 2
-    assert "--reuse-similar does not work with --ray" in result.output
-
-
-def test_faces_are_refused_with_ray(tmp_path, checkpoint, photo_dir):
-    result = CliRunner().invoke(main, ["convert", str(photo_dir), "-o", str(tmp_path / "out"),
-                                       "--weights", str(checkpoint), "--ray", "local",
-                                       "--faces", "paste"])
-    assert result.exit_code == 2
-    assert "--faces does not work with --ray yet" in result.output
-
-
 def test_without_ray_installed_one_line_names_the_extra(tmp_path, checkpoint, photo_dir,
                                                         monkeypatch):
     real = ray_runner.importlib.util.find_spec

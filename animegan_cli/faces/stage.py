@@ -150,7 +150,10 @@ class _Job:
 
 
 class FaceStage:
-    """Between the decoders and the model: faces found, crops batched, results written."""
+    """Between the decoders and the model: faces found, crops batched, results written.
+
+    A stage of the styling loop (pipeline/loop.py's Stage): ``admit`` gives an image's parts
+    (the whole image and its face crops), ``take`` collects their results."""
 
     def __init__(
         self,
@@ -209,6 +212,9 @@ class FaceStage:
         if job.complete:
             self._write(job)
         return True
+
+    def settled(self, item: data.PreparedImage, pixels: torch.Tensor | None, reason: str) -> None:
+        """Nothing to do: the stage writes its inputs' results itself (a loop Stage's hook)."""
 
     def _capped(self, found: list[Box], target: Target) -> list[Box]:
         """The faces to style: at most --max-faces, the largest, said once for the image."""

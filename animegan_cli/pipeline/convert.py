@@ -19,21 +19,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from animegan_cli.core.errors import RunStopped, UsageError, WeightsError
-from animegan_cli.core.failures import PER_ITEM_ERRORS, item_failure_reason
 from animegan_cli.core.limits import MIN_SIDE
 from animegan_cli.core.signals import Interrupted, as_interrupted
 from animegan_cli.engines import base as engines
-from animegan_cli.engines.base import NON_FINITE_REASON, EngineSpec, NonFiniteOutput, torch_threads
+from animegan_cli.engines.base import EngineSpec, torch_threads
 from animegan_cli.faces.detect import FaceSettings
 from animegan_cli.media import data, kinds, outputs, video
 from animegan_cli.media.formats import DEFAULT_PNG_LEVEL, PngLevel, png_level_problem, size_problem
 from animegan_cli.media.inputs import ListedPath, find_inputs, refuse_outputs_inside
 from animegan_cli.model.weights import DEFAULT_STYLE, engine_cache_dir
-from animegan_cli.pipeline import resources
+from animegan_cli.pipeline import distributors, loop, resources
 from animegan_cli.pipeline.lock import HeldLock, output_lock, remove_stale_temp_files
+from animegan_cli.pipeline.loop import CHANGED_WHILE_READING  # noqa: F401  (said by convert)
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
-from animegan_cli.pipeline.similar import HASH_BITS, Borrowed, ReuseStage
-from animegan_cli.pipeline.writer import Lender, Target, Writer
+from animegan_cli.pipeline.similar import HASH_BITS
+from animegan_cli.pipeline.writer import Target, Writer
 from animegan_cli.records import incremental
 from animegan_cli.records.provenance import Manifest, checkpoint_id, pixel_settings, record_style
 from animegan_cli.records.selection import Selection
@@ -41,12 +41,10 @@ from animegan_cli.records.selection import Selection
 if TYPE_CHECKING:
     import torch
 
-    from animegan_cli.faces.stage import FaceStage  # imported when --faces is on: needs OpenCV
     from animegan_cli.stylizer import Stylizer
 
 # Images an INT8 model is calibrated on (NNCF's accuracy flattened out beyond a handful).
 CALIBRATION_IMAGES = 8
-CHANGED_WHILE_READING = "changed while the run was reading it; run it again"
 # The smallest --max-memory accepted: a smaller number is a slip (10 meant as 10G), and
 # no image fits in it (the run's base footprint alone is resources.BASE_BYTES).
 MIN_MEMORY_BUDGET = 64 << 20
@@ -140,12 +138,8 @@ def validate(options: ConvertOptions) -> None:
     if not options.inputs:
         raise UsageError("no input given")
     options.faces.validate(reuse_similar=options.reuse_similar is not None)
-    if options.ray is not None:
-        from animegan_cli.runners import (
-            ray_runner,  # Ray itself is imported only when a run uses it
-        )
-
-        ray_runner.validate(options)
+    if options.ray is not None:  # Ray itself is imported only when a run uses it
+        distributors.runner("ray").validate(options)
 
 
 def prepare_output_dir(path: Path) -> list[Path]:
@@ -330,10 +324,10 @@ def _convert_locked(
     if targets:
         targets, batch_size = _fit_in_memory(options, spec, targets, summary, events)
         options = dataclasses.replace(options, batch_size=batch_size)
-    if targets and options.ray is not None:
-        from animegan_cli.runners import ray_runner
-
-        ray_runner.run(options, spec, targets, summary, events, manifest, started, held)
+    if options.ray is not None and (targets or whole):  # clips too: each styled on an actor
+        distributors.runner("ray").run(options, spec, targets + whole, summary, events, manifest,
+                                       started, held)
+        whole = []
     elif targets:
         # The warm-up compiles on a thread while torch_threads imports torch.
         with _warmed(options, spec, targets) as warmup, torch_threads(options.threads):
@@ -569,21 +563,6 @@ def _copy(decision: incremental.Decision, manifest: Manifest) -> FileResult:
     )
 
 
-def _changed_since_planning(item: data.PreparedImage, target: incremental.Decision) -> bool:
-    """Whether the bytes decoded are not those hashed when planning (the file was replaced).
-
-    An input that could not be hashed then gets the hash of what was decoded.
-    """
-    assert target.record is not None
-    planned = target.record.input_blake2b
-    if item.blake2b is None:
-        return False
-    if not planned:
-        target.record = dataclasses.replace(target.record, input_blake2b=item.blake2b)
-        return False
-    return item.blake2b != planned
-
-
 def _run(
     options: ConvertOptions,
     spec: EngineSpec,
@@ -610,47 +589,22 @@ def _run(
                                  warmup)
         summary.engine = stylizer.description
         summary.startup_seconds = time.perf_counter() - started
-        batcher = data.ShapeBatcher(options.batch_size)
         with Writer(stylizer, manifest, held, summary, events, options.quality,
                     png_level=options.png_level) as writer:
-            reuse = ReuseStage(options.reuse_similar)
-            styling = _Styling(stylizer, targets, reuse, writer, summary)
-            styling.faces = _face_stage(options, writer, manifest, events)
-            for item in images:
-                summary.prepare_seconds += item.seconds
-                if writer.stopped:
-                    break
-                if not styling.readable(item):
-                    continue
-                if styling.faces is not None:  # --faces: the image's parts, faces included
-                    for part in styling.faces.admit(item, targets[item.index]):
-                        for batch in batcher.add(part):
-                            styling.style(batch)
-                    continue
-                borrowed = styling.reuse.admit(item)
-                if borrowed is not None:  # a look-alike's result, now or once it is styled
-                    styling.lend(borrowed)
-                    continue
-                for batch in batcher.add(item):
-                    styling.style(batch)
-            for batch in batcher.flush():
-                styling.style(batch)
+            stages = loop.stages_for(options.faces, options.reuse_similar, writer, manifest,
+                                     events.on_message, _face_style_note(options))
+            loop.StylingLoop(stylizer, targets, writer, summary, options.batch_size,
+                             stages).run(images)
     return stylizer
 
 
-def _face_stage(
-    options: ConvertOptions, writer: Writer, manifest: Manifest, events: ConvertEvents
-) -> FaceStage | None:
-    """The --faces stage, or None when faces are off."""
+def _face_style_note(options: ConvertOptions) -> str | None:
+    """The note --faces gives for a style not trained on faces (said once, by the driver)."""
     if not options.faces.on:
         return None
     from animegan_cli.faces.detect import style_note
-    from animegan_cli.faces.stage import FaceStage
 
-    note = style_note(options.style, options.weights)
-    if note is not None:
-        events.on_message(note)
-    return FaceStage(options.faces, writer, manifest, events.on_message)
+    return style_note(options.style, options.weights)
 
 
 class _ReadAhead:
@@ -674,85 +628,3 @@ class _ReadAhead:
     def close(self) -> None:
         """Stop the decoder processes."""
         self.prepared.close()  # type: ignore[attr-defined]
-
-
-@dataclass
-class _Styling:
-    """Where the loop hands prepared images: checks, the reuse stage, the model, the writer."""
-
-    stylizer: Stylizer
-    targets: list[Target]  # targets[i] is the input of dataset item i
-    reuse: ReuseStage
-    writer: Writer
-    summary: Summary
-    faces: FaceStage | None = None  # with --faces: it takes the results of its parts
-
-    def readable(self, item: data.PreparedImage) -> bool:
-        """False, with its inputs reported failed, for an image that cannot be styled."""
-        target = self.targets[item.index]
-        if item.error is not None:
-            self.writer.fail(target, item.error, item.seconds)
-            return False
-        if not _changed_since_planning(item, target.lead):
-            return True
-        lead = target.lead
-        self.writer.report(FileResult(
-            lead.item.path, None, "failed", CHANGED_WHILE_READING, item.seconds, lead.reason
-        ))
-        for dup in target.duplicates:
-            reason = f"identical to {lead.item.path}, which {CHANGED_WHILE_READING}"
-            self.writer.report(FileResult(dup.item.path, None, "failed", reason, 0.0, dup.reason))
-        return False
-
-    def lend(self, borrowed: list[Borrowed]) -> None:
-        """Write look-alikes' results to the images that borrow them (--reuse-similar)."""
-        for loan in borrowed:
-            lender = Lender(self.targets[loan.lender], loan.distance)
-            self.writer.submit(
-                self.targets[loan.item.index], loan.item, loan.pixels, loan.item.seconds, lender
-            )
-
-    def style(self, batch: list[data.PreparedImage]) -> None:
-        """Run one batch on the model and queue its results; only non-finite ones fail.
-
-        A batch the engine raises on fails its inputs alone; the run goes on.
-        """
-        if self.writer.stopped:
-            return
-        start = time.perf_counter()
-        bad: set[int] = set()
-        try:
-            styled = self.stylizer.run(batch)
-        except NonFiniteOutput as exc:
-            styled, bad = exc.pixels, set(exc.bad)
-        except PER_ITEM_ERRORS as exc:
-            self._fail_batch(batch, f"the model failed on it: {item_failure_reason(exc)}",
-                             time.perf_counter() - start)
-            return
-        spent = time.perf_counter() - start
-        self.summary.engine_seconds += spent
-        share = spent / len(batch)
-        for position, (item, pixels) in enumerate(zip(batch, styled)):
-            kept = None if position in bad else pixels
-            if self.faces is not None and self.faces.take(item, kept):
-                continue
-            target = self.targets[item.index]
-            if position in bad:
-                self.writer.fail(target, NON_FINITE_REASON, item.seconds + share)
-                for follower in self.reuse.failed(item):  # look-alikes that waited for it
-                    self.writer.fail(
-                        self.targets[follower.index], NON_FINITE_REASON, follower.seconds
-                    )
-                continue
-            self.writer.submit(target, item, pixels, item.seconds + share)
-            self.lend(self.reuse.styled(item, pixels))
-
-    def _fail_batch(self, batch: list[data.PreparedImage], reason: str, spent: float) -> None:
-        """Fail every input of a batch the engine could not run (a face's: its whole image)."""
-        self.summary.engine_seconds += spent
-        for item in batch:
-            if self.faces is not None and self.faces.take(item, None, reason):
-                continue
-            self.writer.fail(self.targets[item.index], reason, item.seconds)
-            for follower in self.reuse.failed(item):  # look-alikes that waited for it
-                self.writer.fail(self.targets[follower.index], reason, follower.seconds)

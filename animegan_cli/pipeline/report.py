@@ -80,7 +80,8 @@ def build_report(
         **({"faces": [_jsonable(f) for f in summary.faces]} if summary.faces else {}),
         **({"videos": [
             {"input": json_safe(r.input), "output": json_safe(r.output or ""),
-             "frames": r.frames, "duration": round(r.duration or 0.0, 3)}
+             "frames": r.frames, "duration": round(r.duration or 0.0, 3),
+             **({"worker": r.worker} if r.worker else {})}
             for r in summary.videos
         ]} if summary.videos else {}),
     }

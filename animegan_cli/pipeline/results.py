@@ -21,10 +21,11 @@ class FileResult:
     faces: dict[str, object] | None = None  # --faces: {"count", "boxes"[, "index"]}
     frames: int | None = None  # a video: frames written (dry run: in the header)
     duration: float | None = None  # a video: seconds
+    worker: str | None = None  # --ray: the actor that styled it ("ray actor PID on NODE")
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form (paths as strings); "faces" only with --faces, "frames" and
-        "duration" only for a video."""
+        "duration" only for a video, "worker" only with --ray."""
         extra = {} if self.faces is None else {"faces": self.faces}
         record: dict[str, object] = {
             "input": str(self.input),
@@ -39,6 +40,8 @@ class FileResult:
         if self.frames is not None:
             record["frames"] = self.frames
             record["duration"] = round(self.duration or 0.0, 3)
+        if self.worker is not None:
+            record["worker"] = self.worker
         return record
 
 

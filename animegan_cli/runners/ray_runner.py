@@ -3,11 +3,14 @@
 The driver plans exactly as a local run (convert.py: discovery, selection, up-to-date
 skips, identical inputs, output names, the lock on OUT); only the styling moves. Each work
 item is one ``Target`` (an input to style and its identical duplicates, with the records
-their outputs get) plus the stat its outputs had when planned. Items go through a Ray
-Dataset's ``map_batches`` to an actor pool; an actor reads the input from shared storage,
-styles it with its Stylizer and writes the outputs with the same ``Writer`` a local run
-uses (atomic, with provenance, manifest line before the rename), then returns one small
-status row per input. The driver streams those rows into the run's ConvertEvents.
+their outputs get) plus the stat its outputs had when planned. A Dataset row is a shard of
+work items: one image, one clip, or (--reuse-similar) all the images, which must meet
+their look-alikes in one stream. Rows go through a Ray Dataset's ``map_batches`` to an
+actor pool; an actor reads the inputs from shared storage and runs the local run's own
+code on them: the styling loop (pipeline/loop.py, with its stages: faces, reuse) for
+images, the clip runner (video_run.py) for clips, writing with the same ``Writer`` (atomic,
+with provenance, manifest line before the rename); it returns one small status row per
+input, naming the actor. The driver streams those rows into the run's ConvertEvents.
 
 Ray is imported only here, and this module only when ``--ray`` is given.
 """
@@ -36,18 +39,14 @@ from animegan_cli.core.errors import AnimeganError, RunStopped, UsageError, inst
 from animegan_cli.core.signals import deferred
 from animegan_cli.engines.base import EngineSpec
 from animegan_cli.media import data
-from animegan_cli.pipeline.convert import (
-    CALIBRATION_IMAGES,
-    ConvertOptions,
-    _Styling,  # the local loop's per-batch step: the actors run the very same one
-    load_stylizer,
-)
+from animegan_cli.pipeline import loop
+from animegan_cli.pipeline.convert import CALIBRATION_IMAGES, ConvertOptions, load_stylizer
 from animegan_cli.pipeline.lock import LOCK_NAME, HeldLock, remove_stale_temp_files
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
-from animegan_cli.pipeline.similar import ReuseStage
 from animegan_cli.pipeline.writer import Target, Writer
 from animegan_cli.records import incremental
 from animegan_cli.records.provenance import Manifest, Provenance, read_embedded
+from animegan_cli.runners import video_run
 
 RAY_EXTRA = f"convert --ray needs Ray: {install_hint('ray')}"
 # A line of Ray's C++ logging below FATAL: "[2026-12-07 12:25:04,635 E 12109 12109] file.cc:N: ".
@@ -68,8 +67,7 @@ Fingerprint = tuple[int, int, int] | None
 
 
 def validate(options: ConvertOptions) -> None:
-    """UsageError for a --ray run that cannot work: a bad address, Ray missing, --reuse-similar
-    or --faces.
+    """UsageError for a --ray run that cannot work: a bad address, or Ray missing.
 
     A dry run plans without Ray, so it needs neither Ray nor a cluster.
     """
@@ -78,16 +76,6 @@ def validate(options: ConvertOptions) -> None:
         raise UsageError(
             f"--ray {address}: not local, auto or an address (host:port, ray://host:port); "
             "give --ray its value, or put it after the inputs"
-        )
-    if options.reuse_similar is not None:
-        raise UsageError(
-            "--reuse-similar does not work with --ray: look-alikes are matched within one "
-            "stream of images, and each actor sees only part of it"
-        )
-    if options.faces.on:
-        raise UsageError(
-            "--faces does not work with --ray yet: the face stage runs inside a local "
-            "convert's loop; run without --ray (or split the job with --shard)"
         )
     if not options.dry_run and importlib.util.find_spec("ray") is None:
         raise UsageError(RAY_EXTRA)
@@ -108,8 +96,9 @@ class ActorConfig:
     options: ConvertOptions
     spec: EngineSpec  # resolved on the driver, threads made explicit
     expected_checkpoint: str | None
-    calibration: list[Path]  # the run's first inputs: INT8 calibrates on what a local run does
+    calibration: list[Path]  # the run's first images: INT8 calibrates on what a local run does
     driver_pid: int  # written in OUT's lock file: proves a worker sees the driver's OUT
+    calibration_clip: Path | None = None  # a run of clips only: calibrates on a clip's frames
 
 
 def fingerprint(path: Path) -> Fingerprint:
@@ -121,13 +110,19 @@ def fingerprint(path: Path) -> Fingerprint:
     return found.st_ino, found.st_size, found.st_mtime_ns
 
 
-def work_items(targets: list[Target]) -> list[dict[str, bytes]]:
-    """The Dataset rows: each target pickled with the stat of its outputs now."""
-    rows = []
-    for target in targets:
-        planned = {str(d.output): fingerprint(d.output) for d in target.decisions}
-        rows.append({"work": pickle.dumps(WorkItem(target, planned))})
-    return rows
+def work_items(targets: list[Target], one_stream: bool = False) -> list[dict[str, bytes]]:
+    """The Dataset rows: shards of targets, each pickled with the stat of its outputs now.
+
+    A shard is one target, or with ``one_stream`` (--reuse-similar) all the images at once:
+    look-alikes are matched within one stream, in input order, as in a local run.
+    """
+    items = [
+        WorkItem(t, {str(d.output): fingerprint(d.output) for d in t.decisions}) for t in targets
+    ]
+    images = [w for w in items if not w.target.lead.item.video]
+    clips = [[w] for w in items if w.target.lead.item.video]  # one task per clip
+    shards = ([images] if images else []) if one_stream else [[w] for w in images]
+    return [{"work": pickle.dumps(shard)} for shard in shards + clips]
 
 
 def actor_threads(spec: EngineSpec, node_cpus: list[float]) -> int:
@@ -156,7 +151,13 @@ def run(
     started: float,
     held: HeldLock,
 ) -> None:
-    """Style and write every target on a Ray actor pool; same reporting as convert._run."""
+    """Style and write every target (images and clips) on a Ray actor pool; the same
+    results and reporting as a local run."""
+    from animegan_cli.pipeline.convert import _face_style_note
+
+    note = _face_style_note(options)
+    if note is not None:  # said once, by the driver (the actors' messages are not shown)
+        events.on_message(note)
     ray = _import_ray()
     try:
         with _quiet_unless(options.verbose), _connected(ray, options.ray) as node_cpus:
@@ -180,12 +181,14 @@ def run(
 def _actor_config(options: ConvertOptions, spec: EngineSpec, targets: list[Target]) -> ActorConfig:
     first = targets[0].lead.record
     assert first is not None
+    images = [t.lead.item.path for t in targets if not t.lead.item.video]
     return ActorConfig(
         dataclasses.replace(options, listed=[], progress=False),
         spec,
         first.checkpoint or None,  # refuse a checkpoint replaced since planning
-        [t.lead.item.path for t in targets[: 4 * CALIBRATION_IMAGES]],
+        images[: 4 * CALIBRATION_IMAGES],
         os.getpid(),
+        None if images else targets[0].lead.item.path,
     )
 
 
@@ -258,7 +261,7 @@ def _dataset(ray: Any, targets: list[Target], config: ActorConfig, actors: int, 
     context.enable_progress_bars = False  # the run has its own
     context.print_on_execution_start = False
     env = {k: v for k, v in os.environ.items() if k.startswith("ANIMEGAN_") or k in FORWARDED_ENV}
-    items = work_items(targets)
+    items = work_items(targets, one_stream=config.options.reuse_similar is not None)
     batch = config.options.batch_size
     # A block is what one actor task takes (and what a retry redoes, written outputs
     # skipped) and when its rows come back: one model batch per block, up to MAX_BLOCKS.
@@ -301,6 +304,9 @@ def _collect(
         result = _file_result(status["result"])
         with deferred():  # a Ctrl-C waits until the result is counted
             summary.add(result)
+            if result.frames is not None and result.status == "converted" and (
+                    result.reused_from is None):
+                summary.videos.append(result)  # as video_run's convert_all keeps them
             events.on_result(result)
         held.check()
 
@@ -310,7 +316,8 @@ def _file_result(fields: dict[str, Any]) -> FileResult:
     path = lambda key: Path(fields[key]) if fields[key] else None  # noqa: E731
     return FileResult(
         Path(fields["input"]), path("output"), fields["status"], fields["error"],
-        fields["seconds"], fields["reason"], path("reused_from"),
+        fields["seconds"], fields["reason"], path("reused_from"), fields.get("faces"),
+        fields.get("frames"), fields.get("duration"), fields.get("worker"),
     )
 
 
@@ -320,6 +327,7 @@ class StylizeActor:
     def __init__(self, config: ActorConfig) -> None:
         self.config = config
         self.node = socket.gethostname()
+        self.name = f"ray actor {os.getpid()} on {self.node}"  # said in each result it styles
         self.model_lock = threading.Lock()  # calls run in threads; one engine run at a time
         self.fatal = _out_problem(config, self.node)
         self.stylizer = None
@@ -338,12 +346,15 @@ class StylizeActor:
             return f"cannot load the model on node {self.node}: {exc}"
         out = options.output
         self.held = _held_here(out)
-        self.manifest = _append_only_manifest(out)
+        # The face stage reads existing crops' records (a BMP's are in the manifest only).
+        self.manifest = Manifest.load(out) if options.faces.on else _append_only_manifest(out)
         return None
 
     def _calibration(self) -> list[Any]:
         """INT8 calibration on the run's first good images, as a local run takes them."""
         preprocess = self.config.options.preprocess
+        if self.config.calibration_clip is not None:
+            return video_run.calibration_pixels(self.config.calibration_clip, preprocess)
         found = []
         for i, path in enumerate(self.config.calibration):
             item = data.prepare_image(i, path, preprocess)
@@ -357,7 +368,7 @@ class StylizeActor:
         """Style one batch of work items; one JSON status row per input."""
         if self.fatal is not None:
             return {"status": [json.dumps({"fatal": self.fatal})] * len(batch["work"])}
-        work = [pickle.loads(blob) for blob in batch["work"]]
+        work = [item for blob in batch["work"] for item in pickle.loads(blob)]
         rows, todo = [], []
         for item in work:
             decisions = item.target.decisions
@@ -370,15 +381,21 @@ class StylizeActor:
                 ]
             else:
                 todo.append(item)
-        if todo:
-            rows += self._style(todo)
+        images = [w for w in todo if not w.target.lead.item.video]
+        if images:
+            rows += self._style(images)
+        for clip in (w for w in todo if w.target.lead.item.video):
+            rows += self._clip(clip)
+        for row in rows:
+            if "result" in row:
+                row["result"]["worker"] = self.name
         return {"status": [json.dumps(row) for row in rows]}
 
     def _written(self, decision: incremental.Decision, planned: dict[str, Fingerprint]) -> bool:
         return written_since(decision, planned, self.config.options.output)
 
     def _style(self, work: list[WorkItem]) -> list[dict[str, Any]]:
-        """The local loop over these targets: decode, check, batch, style, write."""
+        """The local run's loop over these images: decode, check, stages, batch, style, write."""
         assert self.stylizer is not None
         targets = [w.target for w in work]
         planned = {k: v for w in work for k, v in w.planned.items()}
@@ -386,31 +403,40 @@ class StylizeActor:
         summary = Summary()
         events = ConvertEvents(on_result=results.append)
         options = self.config.options
-        preprocess = options.preprocess
         written = lambda decision: self._written(decision, planned)  # noqa: E731
         stopped = None
         try:
             with Writer(self.stylizer, self.manifest, self.held, summary, events,
                         options.quality, png_level=options.png_level,
                         already_written=written) as writer:
-                styling = _Styling(self.stylizer, targets, ReuseStage(None), writer, summary)
+                stages = loop.stages_for(options.faces, options.reuse_similar, writer,
+                                         self.manifest, events.on_message)
+                loop.StylingLoop(self.stylizer, targets, writer, summary, options.batch_size,
+                                 stages, self.model_lock).run(self._prepared(targets))
+        except RunStopped as exc:
+            stopped = str(exc)
+        return self._rows(results, summary, stopped)
 
-                def style(batch: list[data.PreparedImage]) -> None:
-                    with self.model_lock:  # the other call's batch decodes meanwhile
-                        styling.style(batch)
+    def _prepared(self, targets: list[Target]) -> Iterator[data.PreparedImage]:
+        """The targets' inputs decoded in turn, a missing one's reason saying where."""
+        for i, target in enumerate(targets):
+            item = data.prepare_image(i, target.lead.item.path, self.config.options.preprocess)
+            if item.error is not None:
+                item.error = _storage_hint(item.error, target, self.node)
+            yield item
 
-                batcher = data.ShapeBatcher(options.batch_size)
-                for i, target in enumerate(targets):
-                    item = data.prepare_image(i, target.lead.item.path, preprocess)
-                    summary.prepare_seconds += item.seconds
-                    if item.error is not None:
-                        item.error = _storage_hint(item.error, target, self.node)
-                    if writer.stopped or not styling.readable(item):
-                        continue
-                    for ready in batcher.add(item):
-                        style(ready)
-                for ready in batcher.flush():
-                    style(ready)
+    def _clip(self, work: WorkItem) -> list[dict[str, Any]]:
+        """One clip styled here by the local run's clip runner (video_run.py)."""
+        assert self.stylizer is not None
+        results: list[FileResult] = []
+        summary = Summary(clip_inputs=frozenset([work.target.lead.item.path]))
+        events = ConvertEvents(on_result=results.append)
+        stopped = None
+        try:
+            with self.model_lock:  # the clip's frame batches run the engine one after another
+                video_run.convert_videos(self.config.options, [work.target], self.stylizer,
+                                         load_stylizer, self.manifest, self.held, summary,
+                                         events, time.perf_counter())
         except RunStopped as exc:
             stopped = str(exc)
         return self._rows(results, summary, stopped)

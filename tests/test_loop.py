@@ -1,0 +1,107 @@
+"""Issue 23 item 3, one styling loop: the stages (faces, reuse-similar) and clips under --ray,
+and --faces paste on clips; each compared with a plain run's decoded pixels, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from animegan_cli.cli.app import main
+from tests.conftest import make_image
+
+av = pytest.importorskip("av")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module's runs (start-up is slow and memory-heavy)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 << 20,
+             log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def _convert(src: Path, out: Path, checkpoint: Path, *extra: str, code: int = 0) -> list[dict]:
+    """A CLI run (--json) that exits with ``code``; returns its result lines."""
+    args = ["convert", str(src), "-o", str(out), "--weights", str(checkpoint), "--size", "64",
+            "--backend", "torch", "--precision", "fp32", "--threads", "1", "--json", *extra]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == code, result.output
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def _pixels(out: Path) -> dict[str, np.ndarray]:
+    """Every output's decoded pixels, by name (the run's own hidden files left out)."""
+    found = {}
+    for path in sorted(out.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            with Image.open(path) as img:
+                found[str(path.relative_to(out))] = np.asarray(img.convert("RGBA"))
+    return found
+
+
+def _same_outputs(a: Path, b: Path) -> None:
+    pixels_a, pixels_b = _pixels(a), _pixels(b)
+    assert pixels_a and sorted(pixels_a) == sorted(pixels_b)
+    for name, pixels in pixels_a.items():
+        assert np.array_equal(pixels, pixels_b[name]), name
+
+
+def _face_photo(path: Path) -> Path:
+    """An astronaut (one face Haar finds) on a grey canvas, small enough to be quick."""
+    skimage_data = pytest.importorskip("skimage.data")
+    one = Image.fromarray(skimage_data.astronaut()).resize((300, 300))
+    canvas = Image.new("RGB", (340, 300), (128, 128, 128))
+    canvas.paste(one, (0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+# ---- item 3, outcome 1: --faces and --reuse-similar with --ray -------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["paste", "crop"])
+def test_item3_ray_faces_write_the_files_and_pixels_of_a_plain_run(
+    tmp_path, checkpoint, local_ray, mode
+):
+    src = tmp_path / "in"
+    _face_photo(src / "astronaut.png")
+    make_image(src / "tiny.jpg", 40, 28, seed=3)  # no face: crop fails it, paste styles it whole
+    code = 1 if mode == "crop" else 0  # tiny.jpg: no face found
+    plain = _convert(src, tmp_path / "plain", checkpoint, "--faces", mode, code=code)
+    ray = _convert(src, tmp_path / "ray", checkpoint, "--faces", mode, "--ray", "local",
+                   code=code)
+    _same_outputs(tmp_path / "plain", tmp_path / "ray")
+    assert [(r["input"], r["status"], r.get("faces")) for r in sorted(
+        plain, key=lambda r: r["input"])] == [(r["input"], r["status"], r.get("faces"))
+                                              for r in sorted(ray, key=lambda r: r["input"])]
+    assert any(r.get("faces", {}).get("count") == 1 for r in ray)
+    assert all(r["worker"].startswith("ray actor ") for r in ray if r["status"] == "converted")
+
+
+@pytest.mark.slow
+def test_item3_ray_reuse_similar_writes_the_files_and_pixels_of_a_plain_run(
+    tmp_path, checkpoint, local_ray
+):
+    src = tmp_path / "in"
+    for i in range(3):
+        make_image(src / f"p{i}.png", 40, 28, seed=i)
+    base = np.asarray(Image.open(src / "p0.png")).copy()
+    base[0, 0] = base[0, 0] ^ 1  # a look-alike of p0: borrows its result
+    Image.fromarray(base).save(src / "p3.png")
+    plain = _convert(src, tmp_path / "plain", checkpoint, "--reuse-similar", "4")
+    ray = _convert(src, tmp_path / "ray", checkpoint, "--reuse-similar", "4", "--ray", "local")
+    _same_outputs(tmp_path / "plain", tmp_path / "ray")
+    reused = {Path(r["input"]).name: r["reused_from"] and Path(r["reused_from"]).name
+              for r in ray}
+    assert reused["p3.png"] == "p0.png"
+    assert reused == {Path(r["input"]).name: r["reused_from"] and Path(r["reused_from"]).name
+                      for r in plain}
