@@ -105,3 +105,44 @@ def test_item3_ray_reuse_similar_writes_the_files_and_pixels_of_a_plain_run(
     assert reused["p3.png"] == "p0.png"
     assert reused == {Path(r["input"]).name: r["reused_from"] and Path(r["reused_from"]).name
                       for r in plain}
+
+
+# ---- item 3, outcome 2: clips styled on the cluster under --ray ------------------------------
+
+
+def _frames(path: Path) -> list[tuple[int, np.ndarray]]:
+    """A clip's decoded frames: (pts, RGB pixels)."""
+    with av.open(str(path)) as clip:
+        return [(f.pts, f.to_ndarray(format="rgb24")) for f in clip.decode(video=0)]
+
+
+def _audio_packets(path: Path) -> list[tuple[int, bytes]]:
+    with av.open(str(path)) as clip:
+        return [(p.pts, bytes(p)) for p in clip.demux(audio=0) if p.size]
+
+
+@pytest.mark.slow
+def test_item3_ray_styles_each_clip_on_an_actor_with_the_frames_of_a_plain_run(
+    tmp_path, checkpoint, local_ray
+):
+    from tests.test_video import make_clip
+
+    src = tmp_path / "in"
+    make_clip(src / "one.mp4", frames=5, width=40, height=28)
+    make_clip(src / "two.mp4", frames=4, width=32, height=24, vfr=True)
+    # --video-crf 0: lossless, so the decoded frames are the styled frames (x264's lossy
+    # output at the default CRF differs between two plain runs of the same clip).
+    plain = _convert(src, tmp_path / "plain", checkpoint, "--video-crf", "0")
+    ray = _convert(src, tmp_path / "ray", checkpoint, "--video-crf", "0", "--ray", "local",
+                   "--report", str(tmp_path / "r.json"))
+    assert {r["status"] for r in plain + ray} == {"converted"}
+    for name in ("one.mp4", "two.mp4"):
+        a, b = _frames(tmp_path / "plain" / name), _frames(tmp_path / "ray" / name)
+        assert len(a) == len(b) and [pts for pts, _ in a] == [pts for pts, _ in b]
+        assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b))
+        assert _audio_packets(tmp_path / "plain" / name) == _audio_packets(tmp_path / "ray" / name)
+    clips = [r for r in ray if "frames" in r]
+    assert len(clips) == 2 and all(r["worker"].startswith("ray actor ") for r in clips)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [v["worker"][:10] for v in report["videos"]] == ["ray actor "] * 2
+    assert sorted(v["frames"] for v in report["videos"]) == [4, 5]
