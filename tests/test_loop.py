@@ -146,3 +146,87 @@ def test_item3_ray_styles_each_clip_on_an_actor_with_the_frames_of_a_plain_run(
     report = json.loads((tmp_path / "r.json").read_text())
     assert [v["worker"][:10] for v in report["videos"]] == ["ray actor "] * 2
     assert sorted(v["frames"] for v in report["videos"]) == [4, 5]
+
+
+# ---- item 3, outcome 3: --faces paste on clips ----------------------------------------------
+
+
+def _face_clip(path: Path, frames: int = 3) -> Path:
+    """A clip of the astronaut (one face) drifting right, 30 fps, with AAC audio."""
+    from fractions import Fraction
+
+    photo = Image.open(_face_photo(path.with_suffix(".png")))
+    path.unlink(missing_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 340, 300, "yuv420p"
+        stream.time_base = Fraction(1, 90000)
+        stream.options = {"crf": "10"}
+        sound = out.add_stream("aac", rate=44100)
+        for i in range(frames):
+            moved = Image.new("RGB", photo.size, (128, 128, 128))
+            moved.paste(photo, (2 * i, 0))
+            frame = av.VideoFrame.from_image(moved)
+            frame.pts, frame.time_base = i * 3000, stream.time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+        for i in range(frames * 2):
+            tone = np.sin(np.arange(i * 1024, (i + 1) * 1024) * 0.05).astype(np.float32)
+            chunk = av.AudioFrame.from_ndarray(tone[None], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 44100, i * 1024
+            out.mux(sound.encode(chunk))
+        out.mux(sound.encode())
+    path.with_suffix(".png").unlink()
+    return path
+
+
+@pytest.mark.slow
+def test_item3_faces_paste_on_a_clip_keeps_timing_audio_and_pixels_outside_the_faces(
+    tmp_path, checkpoint
+):
+    src = _face_clip(tmp_path / "in" / "face.mp4")
+    common = ("--size", "256", "--video-crf", "0")  # lossless: decoded frames are the styled
+    _convert(src, tmp_path / "plain", checkpoint, *common)
+    [result] = _convert(src, tmp_path / "paste", checkpoint, *common, "--faces", "paste",
+                        "--min-face", "24")
+    assert result["status"] == "converted" and result["faces"] == {"count": 3, "frames": 3}
+    plain, pasted = _frames(tmp_path / "plain" / "face.mp4"), _frames(tmp_path / "paste" /
+                                                                      "face.mp4")
+    assert [pts for pts, _ in plain] == [pts for pts, _ in pasted] == [0, 3000, 6000]
+    plain_audio = _audio_packets(tmp_path / "plain" / "face.mp4")
+    assert plain_audio and plain_audio == _audio_packets(tmp_path / "paste" / "face.mp4")
+    for (_, a), (_, b) in zip(plain, pasted):
+        changed = np.argwhere(np.any(a != b, axis=2))
+        assert len(changed) > 100  # the face was styled at 512x512 and pasted
+        top, left = changed.min(axis=0)
+        bottom, right = changed.max(axis=0)
+        # The face (about 43 px at this size) with --face-margin 1.3 and 4:2:0 chroma's
+        # reach: every changed pixel is in one square of under 70 px around it.
+        assert bottom - top < 70 and right - left < 70
+
+
+def test_item3_faces_paste_changes_no_pixel_outside_each_frames_crops(monkeypatch):
+    """The frame stage's seam, before encoding: outside every crop, the plain styled frame."""
+    pytest.importorskip("cv2")
+    from animegan_cli.faces import frames as face_frames
+    from animegan_cli.faces.detect import Box, FaceSettings
+
+    boxes = {0: [Box(10, 12, 20, 20)], 1: [], 2: [Box(50, 30, 16, 16), Box(5, 5, 12, 12)]}
+    seen = iter(boxes.values())
+    monkeypatch.setattr(face_frames, "find_faces", lambda detector, image: next(seen))
+    paste = face_frames.FramePaste(FaceSettings("paste"), batch_size=2)
+    frames = [Image.new("RGB", (80, 60), (i * 40, 90, 30)) for i in range(3)]
+    styled = [Image.new("RGB", (80, 60), (200, 10 * i, 60)) for i in range(3)]
+    white = lambda batch: [np.full((512, 512, 3), 255, np.uint8) for _ in batch]  # noqa: E731
+    import torch
+
+    done = paste.apply(frames, styled, lambda batch: [torch.from_numpy(p) for p in white(batch)])
+    assert paste.report() == {"count": 3, "frames": 2}
+    for i, (image, plain) in enumerate(zip(done, styled)):
+        inside = np.zeros((60, 80), bool)
+        for box in boxes[i]:
+            crop = face_frames.face_blend.square_crop(box, 1.3, 80, 60)
+            inside[crop.y:crop.y + crop.h, crop.x:crop.x + crop.w] = True
+        a, b = np.asarray(image), np.asarray(plain)
+        assert np.array_equal(a[~inside], b[~inside])
+        assert np.any(a[inside] != b[inside]) == bool(boxes[i])

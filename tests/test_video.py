@@ -353,15 +353,15 @@ def test_sigterm_during_a_clip_leaves_no_temp_file_and_no_output(tmp_path, check
         [], [".animegan-manifest.jsonl"])
 
 
-def test_faces_mode_leaves_clips_failed_alone(tmp_path, checkpoint):
+def test_faces_crop_leaves_clips_failed_alone(tmp_path, checkpoint):
     pytest.importorskip("cv2")
     from animegan_cli.faces.detect import FaceSettings
-    from animegan_cli.runners.video_run import FACES_ON_CLIP
+    from animegan_cli.faces.frames import FACES_CROP_ON_CLIP
 
     make_clip(tmp_path / "in" / "clip.mp4", frames=2, audio=False)
     summary, results = run([tmp_path / "in"], tmp_path / "out", checkpoint,
-                           faces=FaceSettings("paste"))
-    assert [(r.status, r.error) for r in results] == [("failed", FACES_ON_CLIP)]
+                           faces=FaceSettings("crop"))
+    assert [(r.status, r.error) for r in results] == [("failed", FACES_CROP_ON_CLIP)]
 
 
 def test_without_pyav_a_clip_fails_alone_saying_which_extra(tmp_path, checkpoint, monkeypatch):

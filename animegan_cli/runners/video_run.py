@@ -21,7 +21,7 @@ from animegan_cli.core.errors import RunStopped
 from animegan_cli.core.failures import PER_ITEM_ERRORS, item_failure_reason
 from animegan_cli.engines.base import NON_FINITE_REASON, NonFiniteOutput
 from animegan_cli.media import video
-from animegan_cli.media.data import PreprocessSettings, prepare_decoded
+from animegan_cli.media.data import PreparedImage, PreprocessSettings, prepare_decoded
 from animegan_cli.pipeline import resources
 from animegan_cli.pipeline.lock import HeldLock
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
@@ -32,11 +32,12 @@ from animegan_cli.records.provenance import Manifest, hash_file
 if TYPE_CHECKING:  # the model's modules: loaded by the caller, only when a clip is styled
     import torch
 
+    from animegan_cli.faces.detect import FaceSettings
+    from animegan_cli.faces.frames import FramePaste
     from animegan_cli.pipeline.convert import ConvertOptions
     from animegan_cli.stylizer import Stylizer
 
 CHANGED_WHILE_READING = "changed while the run was reading it; run it again"
-FACES_ON_CLIP = "--faces is for photos; convert clips in a run without --faces"
 CALIBRATION_FRAMES = 8  # as convert.CALIBRATION_IMAGES, spread over a clip's first frames
 
 
@@ -53,9 +54,11 @@ def convert_videos(
 ) -> Stylizer | None:
     """Style every clip; ``load`` makes the Stylizer when no image of the run did (returned,
     for the next kind's inputs)."""
-    if options.faces.on:  # its records and crops are an image's; a clip's frames have none
+    if options.faces.mode == "crop":  # one file per face of a photo: a clip has no such thing
+        from animegan_cli.faces.frames import FACES_CROP_ON_CLIP
+
         for decision in (d for target in clips for d in target.decisions):
-            result = FileResult(decision.item.path, None, "failed", FACES_ON_CLIP,
+            result = FileResult(decision.item.path, None, "failed", FACES_CROP_ON_CLIP,
                                 reason=decision.reason)
             summary.add(result)
             events.on_result(result)
@@ -75,7 +78,9 @@ def convert_videos(
     # The estimate is of host memory for the CPU engine, as for images (convert._fit_in_memory).
     budget = None if stylizer.spec.device != "cpu" else (
         options.max_memory or resources.default_budget())
-    VideoRun(stylizer, settings, manifest, held, summary, events, budget).convert_all(clips)
+    faces = options.faces if options.faces.on else None  # --faces paste: a frame stage
+    VideoRun(stylizer, settings, manifest, held, summary, events, budget,
+             faces).convert_all(clips)
     return stylizer
 
 
@@ -112,6 +117,8 @@ class VideoRun:
     summary: Summary
     events: ConvertEvents
     budget: int | None = None  # bytes of memory a clip may plan for; None: not checked
+    faces: FaceSettings | None = None  # --faces paste: each frame's faces pasted back
+    _paste: FramePaste | None = None  # the clip's face stage while one is styled
 
     def convert_all(self, targets: Sequence[Target]) -> None:
         """Convert each clip in turn; a bad clip fails alone."""
@@ -154,8 +161,10 @@ class VideoRun:
             return failed(item_failure_reason(exc))
         for note in done.notes:
             self.events.on_message(f"{source}: {note}")
+        faces = None if self._paste is None else self._paste.report()
         return FileResult(source, out, "converted", None, time.perf_counter() - start,
-                          decision.reason, frames=done.frames, duration=done.seconds)
+                          decision.reason, faces=faces, frames=done.frames,
+                          duration=done.seconds)
 
     def _write(self, decision: Decision) -> video.Transcoded:
         """Check the clip's header, then style it into its output through a temp file."""
@@ -164,6 +173,10 @@ class VideoRun:
         # Refused from its header before a temp file exists or a frame is decoded.
         settings = self._clip_settings(source, record.to_json())
         done: list[video.Transcoded] = []
+        if self.faces is not None:
+            from animegan_cli.faces.frames import FramePaste  # OpenCV: only with --faces
+
+            self._paste = FramePaste(self.faces, settings.frames_per_batch)
 
         def write(handle: BinaryIO) -> None:
             done.append(video.transcode(
@@ -223,13 +236,21 @@ class VideoRun:
     def _style(self, frames: list[video.Frame]) -> list[Image.Image]:
         """Style frames (scaled by FFmpeg) as images: Stylizer.prepare_sized -> run -> finish."""
         prepared = [self.stylizer.prepare_sized(f.image, f.size, i) for i, f in enumerate(frames)]
+        pixels = self._run(prepared)
+        styled = [self.stylizer.finish(item, p) for item, p in zip(prepared, pixels)]
+        if self._paste is None:
+            return styled
+        return self._paste.apply([f.image for f in frames], styled, self._run)
+
+    def _run(self, prepared: list[PreparedImage]) -> list[torch.Tensor]:
+        """The model on one batch; a non-finite result fails the clip (VideoError)."""
         start = time.perf_counter()
         try:
             pixels = self.stylizer.run(prepared)
         except NonFiniteOutput:
             raise video.VideoError(NON_FINITE_REASON) from None
         self.summary.engine_seconds += time.perf_counter() - start
-        return [self.stylizer.finish(item, p) for item, p in zip(prepared, pixels)]
+        return pixels
 
 
 def _pixels(size: tuple[int, int]) -> int:
