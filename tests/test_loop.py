@@ -230,3 +230,18 @@ def test_item3_faces_paste_changes_no_pixel_outside_each_frames_crops(monkeypatc
         a, b = np.asarray(image), np.asarray(plain)
         assert np.array_equal(a[~inside], b[~inside])
         assert np.any(a[inside] != b[inside]) == bool(boxes[i])
+
+
+def test_item3_the_pipeline_never_imports_a_runner():
+    """A seam test (no user-visible bug): convert <-> ray_runner <-> video_run was a cycle;
+    the pipeline reaches runners only through distributors.py's registry, by name."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "animegan_cli"
+    importers = []
+    for path in sorted((package / "pipeline").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            importers += [path.name for name in names if name.startswith("animegan_cli.runners")]
+    assert importers == []
