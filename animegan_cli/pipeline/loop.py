@@ -186,6 +186,7 @@ class StylingLoop:
             return
         start = time.perf_counter()
         bad: set[int] = set()
+        styled: list[torch.Tensor] | torch.Tensor  # the batch's tensor when some are bad
         try:
             with self.model_lock:  # a Ray actor's other call decodes meanwhile
                 styled = self.stylizer.run(batch)

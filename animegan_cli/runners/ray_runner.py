@@ -8,7 +8,8 @@ work items: one image, one clip, or (--reuse-similar) all the images, which must
 their look-alikes in one stream. Rows go through a Ray Dataset's ``map_batches`` to an
 actor pool; an actor reads the inputs from shared storage and runs the local run's own
 code on them: the styling loop (pipeline/loop.py, with its stages: faces, reuse) for
-images, the clip runner (video_run.py) for clips, writing with the same ``Writer`` (atomic,
+images, its kind's runner (media/kinds.py: video_run.py, animation_run.py) for a clip or
+an animation, writing with the same ``Writer`` (atomic,
 with provenance, manifest line before the rename); it returns one small status row per
 input, naming the actor. The driver streams those rows into the run's ConvertEvents.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import json
 import logging
@@ -38,7 +40,7 @@ from animegan_cli.core import stderr_filter
 from animegan_cli.core.errors import AnimeganError, RunStopped, UsageError, install_hint
 from animegan_cli.core.signals import deferred
 from animegan_cli.engines.base import EngineSpec
-from animegan_cli.media import data
+from animegan_cli.media import data, kinds
 from animegan_cli.pipeline import loop
 from animegan_cli.pipeline.convert import CALIBRATION_IMAGES, ConvertOptions, load_stylizer
 from animegan_cli.pipeline.lock import LOCK_NAME, HeldLock, remove_stale_temp_files
@@ -46,7 +48,6 @@ from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
 from animegan_cli.pipeline.writer import Target, Writer
 from animegan_cli.records import incremental
 from animegan_cli.records.provenance import Manifest, Provenance, read_embedded
-from animegan_cli.runners import video_run
 
 RAY_EXTRA = f"convert --ray needs Ray: {install_hint('ray')}"
 # A line of Ray's C++ logging below FATAL: "[2026-12-07 12:25:04,635 E 12109 12109] file.cc:N: ".
@@ -98,7 +99,8 @@ class ActorConfig:
     expected_checkpoint: str | None
     calibration: list[Path]  # the run's first images: INT8 calibrates on what a local run does
     driver_pid: int  # written in OUT's lock file: proves a worker sees the driver's OUT
-    calibration_clip: Path | None = None  # a run of clips only: calibrates on a clip's frames
+    # A run of clips or animations only: INT8 calibrates on the first one's frames.
+    calibration_whole: tuple[str, Path] | None = None  # (its kind, its path)
 
 
 def fingerprint(path: Path) -> Fingerprint:
@@ -119,8 +121,8 @@ def work_items(targets: list[Target], one_stream: bool = False) -> list[dict[str
     items = [
         WorkItem(t, {str(d.output): fingerprint(d.output) for d in t.decisions}) for t in targets
     ]
-    images = [w for w in items if not w.target.lead.item.video]
-    clips = [[w] for w in items if w.target.lead.item.video]  # one task per clip
+    images = [w for w in items if not w.target.lead.item.styled_whole]
+    clips = [[w] for w in items if w.target.lead.item.styled_whole]  # one task per clip
     shards = ([images] if images else []) if one_stream else [[w] for w in images]
     return [{"work": pickle.dumps(shard)} for shard in shards + clips]
 
@@ -181,14 +183,15 @@ def run(
 def _actor_config(options: ConvertOptions, spec: EngineSpec, targets: list[Target]) -> ActorConfig:
     first = targets[0].lead.record
     assert first is not None
-    images = [t.lead.item.path for t in targets if not t.lead.item.video]
+    images = [t.lead.item.path for t in targets if not t.lead.item.styled_whole]
+    lead = targets[0].lead.item
     return ActorConfig(
         dataclasses.replace(options, listed=[], progress=False),
         spec,
         first.checkpoint or None,  # refuse a checkpoint replaced since planning
         images[: 4 * CALIBRATION_IMAGES],
         os.getpid(),
-        None if images else targets[0].lead.item.path,
+        None if images else (lead.kind, lead.path),
     )
 
 
@@ -304,7 +307,7 @@ def _collect(
         result = _file_result(status["result"])
         with deferred():  # a Ctrl-C waits until the result is counted
             summary.add(result)
-            if result.frames is not None and result.status == "converted" and (
+            if result.input in summary.clip_inputs and result.status == "converted" and (
                     result.reused_from is None):
                 summary.videos.append(result)  # as video_run's convert_all keeps them
             events.on_result(result)
@@ -316,8 +319,8 @@ def _file_result(fields: dict[str, Any]) -> FileResult:
     path = lambda key: Path(fields[key]) if fields[key] else None  # noqa: E731
     return FileResult(
         Path(fields["input"]), path("output"), fields["status"], fields["error"],
-        fields["seconds"], fields["reason"], path("reused_from"), fields.get("faces"),
-        fields.get("frames"), fields.get("duration"), fields.get("worker"),
+        fields["seconds"], fields["reason"], path("reused_from"), faces=fields.get("faces"),
+        frames=fields.get("frames"), duration=fields.get("duration"), worker=fields.get("worker"),
     )
 
 
@@ -342,6 +345,10 @@ class StylizeActor:
                 options, config.spec, lambda message: None, self._calibration,
                 config.expected_checkpoint,
             )
+            if options.faces.on:
+                # OpenCV imported now, once: two calls importing it at once in their
+                # threads saw a half-initialized cv2 (no cv2.data). Also proves it is here.
+                options.faces.build_detector()
         except AnimeganError as exc:
             return f"cannot load the model on node {self.node}: {exc}"
         out = options.output
@@ -353,8 +360,9 @@ class StylizeActor:
     def _calibration(self) -> list[Any]:
         """INT8 calibration on the run's first good images, as a local run takes them."""
         preprocess = self.config.options.preprocess
-        if self.config.calibration_clip is not None:
-            return video_run.calibration_pixels(self.config.calibration_clip, preprocess)
+        if self.config.calibration_whole is not None:
+            kind, path = self.config.calibration_whole
+            return kinds.KINDS[kind].load_runner().calibration_pixels(path, preprocess)
         found = []
         for i, path in enumerate(self.config.calibration):
             item = data.prepare_image(i, path, preprocess)
@@ -381,11 +389,11 @@ class StylizeActor:
                 ]
             else:
                 todo.append(item)
-        images = [w for w in todo if not w.target.lead.item.video]
+        images = [w for w in todo if not w.target.lead.item.styled_whole]
         if images:
             rows += self._style(images)
-        for clip in (w for w in todo if w.target.lead.item.video):
-            rows += self._clip(clip)
+        for whole in (w for w in todo if w.target.lead.item.styled_whole):
+            rows += self._whole(whole)
         for row in rows:
             if "result" in row:
                 row["result"]["worker"] = self.name
@@ -425,18 +433,21 @@ class StylizeActor:
                 item.error = _storage_hint(item.error, target, self.node)
             yield item
 
-    def _clip(self, work: WorkItem) -> list[dict[str, Any]]:
-        """One clip styled here by the local run's clip runner (video_run.py)."""
+    def _whole(self, work: WorkItem) -> list[dict[str, Any]]:
+        """One clip or animation styled here by its kind's runner, as in a local run."""
         assert self.stylizer is not None
         results: list[FileResult] = []
-        summary = Summary(clip_inputs=frozenset([work.target.lead.item.path]))
+        summary = Summary()
         events = ConvertEvents(on_result=results.append)
+        load = functools.partial(load_stylizer, self.config.options, self.config.spec,
+                                 lambda message: None)  # unused: the actor's Stylizer is given
         stopped = None
         try:
             with self.model_lock:  # the clip's frame batches run the engine one after another
-                video_run.convert_videos(self.config.options, [work.target], self.stylizer,
-                                         load_stylizer, self.manifest, self.held, summary,
-                                         events, time.perf_counter())
+                runner = kinds.KINDS[work.target.lead.item.kind].load_runner()
+                runner.convert_all(self.config.options, [work.target], self.stylizer,
+                                   load, self.manifest, self.held, summary, events,
+                                   time.perf_counter())
         except RunStopped as exc:
             stopped = str(exc)
         return self._rows(results, summary, stopped)
