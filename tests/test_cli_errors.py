@@ -144,7 +144,8 @@ def test_json_reader_going_away_stops_the_run_like_a_signal(tmp_path, checkpoint
     [
         ("ANIMEGAN_BATCH_SIZE", "abc", "'abc' is not a valid integer"),
         ("ANIMEGAN_QUALITY", "high", "'high' is not a valid integer"),
-        ("ANIMEGAN_BACKEND", "tensorrt", "'tensorrt' is not one of 'auto', 'onnxruntime', 'openvino', 'torch'"),
+        ("ANIMEGAN_BACKEND", "tensorrt",
+         "'tensorrt' is not one of 'auto', 'onnxruntime', 'openvino', 'torch'"),
         ("ANIMEGAN_KEEP_SIZE", "maybe", "'maybe' is not a valid boolean"),
     ],
 )
