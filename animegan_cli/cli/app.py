@@ -1060,7 +1060,7 @@ def _say(message: str) -> None:
     click.echo(f"animegan: {message}", err=True)
 
 
-_SOURCES = {
+_SOURCES: dict[ParameterSource | None, str] = {
     ParameterSource.DEFAULT: "built-in",
     ParameterSource.DEFAULT_MAP: "config file",
     ParameterSource.ENVIRONMENT: "environment",
@@ -1089,7 +1089,7 @@ def info_command(ctx: click.Context, with_torch: bool) -> None:
     if with_torch:
         report.update(torch_details())
     # One first column for every section, the defaults' sources in a column of their own.
-    width = max(len(key) for rows in [*report.values(), dict(defaults)] for key in rows)
+    width = max(len(key) for rows in [*report.values(), dict(defaults).keys()] for key in rows)
     for section, rows in report.items():
         click.echo(f"{section}:")
         for key, value in rows.items():

@@ -39,7 +39,7 @@ class SymlinkedFolderError(OSError):
 
 def atomic_write(
     path: Path,
-    write: Callable[[BinaryIO], None],
+    write: Callable[[BinaryIO], object],  # what it returns is ignored
     *,
     root: Path | None = None,
     mode: int = 0o666,
@@ -122,6 +122,7 @@ def _parent_folder(path: Path, root: Path | None) -> Iterator[int]:
         fd = os.open(root, _DIR_FLAGS)  # a symlinked root is the caller's choice: followed
     try:
         for depth, part in enumerate(() if root is None else parts, start=1):
+            assert root is not None  # parts is empty without a root
             child = _enter_folder(fd, part, Path(root, *parts[:depth]))
             os.close(fd)
             fd = child

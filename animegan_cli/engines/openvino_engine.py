@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from animegan_cli.core.atomic import atomic_write
 from animegan_cli.core.errors import UsageError, install_hint
@@ -149,7 +149,7 @@ class OpenVINOEngine:
         self.compile_seconds = 0.0  # all compiles so far, for -v and benchmarks
         if ready is not None:
             for shape, entry in ready.compiled.items():
-                self._keep(shape, entry)
+                self._keep(shape, cast(CompiledShape, entry))  # the warm-up's, untyped there
             self.compile_seconds += ready.seconds
         if shapes == "dynamic":
             self._compile(None)
@@ -366,7 +366,7 @@ def save_ir_atomic(model, xml: Path) -> None:
         # .bin first: the .xml's presence is what marks the pair complete.
         for name, target in (("model.bin", xml.with_suffix(".bin")), ("model.xml", xml)):
             with open(tmp / name, "rb") as source:
-                atomic_write(target, lambda out, source=source: shutil.copyfileobj(source, out))
+                atomic_write(target, functools.partial(shutil.copyfileobj, source))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

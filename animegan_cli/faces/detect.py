@@ -163,7 +163,8 @@ class HaarDetector:
         except ImportError:
             raise UsageError(EXTRA_HINT) from None
         self._cv2 = cv2
-        self.classifier = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / cascade))
+        cascades = cv2.data.haarcascades  # type: ignore[attr-defined]  # not in cv2's stubs
+        self.classifier = cv2.CascadeClassifier(str(Path(cascades) / cascade))
         if self.classifier.empty():
             raise UsageError(f"OpenCV has no {cascade}; {EXTRA_HINT}")
         self.min_face = min_face

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 import torch
 from PIL import Image
@@ -61,7 +62,7 @@ def record_of(manifest: Manifest, path: Path) -> Provenance | None:
     return entry.provenance if entry is not None else read_embedded(path)
 
 
-def _is_crop_output(record: Provenance | None) -> bool:
+def _is_crop_output(record: Provenance | None) -> TypeGuard[Provenance]:
     return record is not None and record.settings.get("faces") == "crop"
 
 
@@ -174,7 +175,7 @@ class FaceStage:
         start = time.perf_counter()
         try:
             upright = self._read_upright(target.lead.item.path, item)
-        except (*data.DECODE_ERRORS, ValueError) as exc:
+        except data.DECODE_ERRORS + (ValueError,) as exc:
             reason = CHANGED if isinstance(exc, ValueError) else data.describe_error(exc)
             self.writer.fail(target, reason, item.seconds)
             return []
@@ -291,7 +292,7 @@ class FaceStage:
         carry a crop-mode record: they are no longer this input's faces."""
         for d in target.decisions:
             base = base_of(d.output)
-            stale = [] if keep_whole else [(base, None)]
+            stale: list[tuple[Path, int | None]] = [] if keep_whole else [(base, None)]
             k = first
             while crop_output(base, k).exists():
                 stale.append((crop_output(base, k), k))

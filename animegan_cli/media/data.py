@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from PIL import Image, ImageOps
 
@@ -309,7 +309,7 @@ class ImageDataset:
         return prepare_image(index, self.paths[index], self.settings)
 
 
-def _keep_as_is(item: PreparedImage) -> PreparedImage:
+def _keep_as_is(item: Any) -> Any:  # batch_size=None: one item in, the same out
     return item
 
 
@@ -340,13 +340,17 @@ def _init_worker(_: int) -> None:
     end_with_parent()
 
 
-def make_loader(dataset: Dataset, num_workers: int, prefetch: int = 4) -> DataLoader:
+def make_loader(
+    dataset: Dataset | ImageDataset, num_workers: int, prefetch: int = 4
+) -> DataLoader:
     """A DataLoader that yields single PreparedImages, decoded ahead by worker processes."""
     from torch.utils.data import DataLoader
 
-    extra = {"prefetch_factor": prefetch, "worker_init_fn": _init_worker} if num_workers else {}
+    extra: dict[str, Any] = (
+        {"prefetch_factor": prefetch, "worker_init_fn": _init_worker} if num_workers else {}
+    )
     return DataLoader(
-        dataset,
+        cast("Dataset", dataset),  # ImageDataset is one by duck typing
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,

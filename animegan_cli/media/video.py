@@ -519,6 +519,7 @@ class _Job:
             raise VideoError(f"no frame could be decoded ({damaged or 'empty video stream'})")
         tb = self.video.time_base
         start = self.video.start_time or 0
+        assert self.last_pts is not None  # frames > 0: one was written
         self.result.seconds = float((self.last_pts - start) * tb + 1 / self.rate)
         short = self.expected and self.result.seconds < self.expected - _SHORT_FRAMES / self.rate
         if damaged is None and not short:

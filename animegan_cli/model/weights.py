@@ -273,6 +273,7 @@ class WeightsStore:
     ) -> ResolvedWeights:
         """Pick and load the checkpoint for a run: a file, an imported name or a published
         style (downloaded when missing); each is read once, verified and parsed."""
+        path: Path | None  # a published style's: None until found or downloaded
         if weights is not None:
             path = Path(weights)
             data = _read_bytes(path)
@@ -320,7 +321,7 @@ def published_name(blob_id: str) -> str | None:
     return next((s.name for s in STYLES.values() if s.blob_id == blob_id), None)
 
 
-def _write_file(target: Path, write: Callable[[BinaryIO], None]) -> None:
+def _write_file(target: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write ``target`` with atomic_write; a file-system error becomes a WeightsError."""
     started = False
 

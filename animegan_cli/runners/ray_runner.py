@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from animegan_cli.core import stderr_filter
 from animegan_cli.core.errors import AnimeganError, RunStopped, UsageError, install_hint
@@ -48,6 +48,9 @@ from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
 from animegan_cli.pipeline.writer import Target, Writer
 from animegan_cli.records import incremental
 from animegan_cli.records.provenance import Manifest, Provenance, read_embedded
+
+if TYPE_CHECKING:
+    from animegan_cli.stylizer import Stylizer
 
 RAY_EXTRA = f"convert --ray needs Ray: {install_hint('ray')}"
 # A line of Ray's C++ logging below FATAL: "[2026-12-07 12:25:04,635 E 12109 12109] file.cc:N: ".
@@ -333,7 +336,7 @@ class StylizeActor:
         self.name = f"ray actor {os.getpid()} on {self.node}"  # said in each result it styles
         self.model_lock = threading.Lock()  # calls run in threads; one engine run at a time
         self.fatal = _out_problem(config, self.node)
-        self.stylizer = None
+        self.stylizer: Stylizer | None = None
         if self.fatal is None:
             self.fatal = self._load()
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from PIL import Image
 
@@ -93,7 +93,9 @@ def calibration_pixels(path: Path, settings: PreprocessSettings) -> list[torch.T
         frames = video.first_frames(path, CALIBRATION_FRAMES)
     except video.VideoError:
         return []
-    return [prepare_decoded(i, f, f.size, settings).pixels for i, f in enumerate(frames)]
+    # a prepared image's pixels are set
+    return [cast("torch.Tensor", prepare_decoded(i, f, f.size, settings).pixels)
+            for i, f in enumerate(frames)]
 
 
 def with_probe(result: FileResult) -> FileResult:

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import IO, Any, cast
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -53,9 +54,10 @@ PUBLIC_PATHS = frozenset({"/healthz", "/", "/app.js", "/favicon.ico"})
 # A liveness probe answers whatever Host a load balancer sends: it tells nothing.
 UNCHECKED_HOST_PATHS = frozenset({"/healthz"})
 # What a page at an --allowed-origin may send and read (CORS).
-CORS_HEADERS = {"allow_methods": ("GET", "POST"), "allow_headers": ("Authorization",),
-                "expose_headers": ("Content-Disposition", "Retry-After", "Server-Timing",
-                                   "X-Animegan-Cached")}
+CORS_HEADERS: dict[str, Any] = {
+    "allow_methods": ("GET", "POST"), "allow_headers": ("Authorization",),
+    "expose_headers": ("Content-Disposition", "Retry-After", "Server-Timing", "X-Animegan-Cached"),
+}
 _ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                 405: "method_not_allowed", 408: "timeout", 413: "too_large",
                 415: "not_an_image", 422: "invalid", 500: "failed", 503: "busy"}
@@ -84,7 +86,7 @@ class Outcome:
     result: CachedResult | None = None
     error: ImageError | None = None
     cached: bool = False
-    item: object = None
+    item: Any = None  # its data.PreparedImage, once prepared
     future: Future | None = None
 
 
@@ -279,8 +281,9 @@ async def _animeify(request: HTTPRequest, service: ImageService, metrics: Metric
         raise Busy(f"the queue is full ({service.batcher.depth} image(s) waiting); try again")
     with service.inflight.hold() as held:  # bodies in memory, within --max-inflight-mb
         body = metered(request.stream(), held, settings.body_timeout, settings.body_idle_timeout)
+        # max_files: filled in by ServeSettings.for_model
         form = await read_form(request.headers.get("content-type", ""), body,
-                               settings.max_upload_bytes, settings.max_files,
+                               settings.max_upload_bytes, cast(int, settings.max_files),
                                settings.max_body_bytes)
         job = service.request(**_request_fields(form.fields),
                               scope=_CACHE_SCOPE_OF[settings.cache_scope](request))
@@ -306,12 +309,12 @@ _CACHE_SCOPE_OF: dict[str, Callable[[HTTPRequest], str]] = {
 }
 
 
-def _request_fields(fields: dict[str, str]) -> dict[str, object]:
+def _request_fields(fields: dict[str, str]) -> dict[str, Any]:
     """The form's optional fields as ImageService.request's arguments (422 if malformed)."""
     unknown = set(fields) - {"format", "quality", "size", "keep_size"}
     if unknown:
         raise ImageError(422, f"unknown form field {sorted(unknown)[0]!r}")
-    parsed: dict[str, object] = {"format_": fields.get("format", "png").lower()}
+    parsed: dict[str, Any] = {"format_": fields.get("format", "png").lower()}
     for name in ("quality", "size"):
         if fields.get(name):
             try:
@@ -355,7 +358,7 @@ async def _start(uploads: list[Upload], job: RequestSettings, service: ImageServ
     queued = [o for o in misses if o.error is None and o.result is None]
     service.batcher.release(len(misses) - len(queued))
     try:
-        futures = service.submit([o.item for o in queued], reserved=True)  # type: ignore[misc]
+        futures = service.submit([o.item for o in queued], reserved=True)
     except (QueueFull, Closed) as exc:
         raise Busy(f"{exc}; try again") from None
     for outcome, future in zip(queued, futures):
@@ -389,7 +392,7 @@ async def _prepare(outcome: Outcome, job: RequestSettings, service: ImageService
         except ImageError as exc:
             outcome.error = exc
             return
-    outcome.result = service.similar(job, outcome.item)  # type: ignore[arg-type]
+    outcome.result = service.similar(job, outcome.item)
     outcome.cached = outcome.result is not None
 
 
@@ -455,11 +458,12 @@ async def _zip_stream(outcomes: list[Outcome], names: list[str], job: RequestSet
     sink = _Sink()
     records = []
     try:
-        with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as archive:
+        # IO[bytes]: ZipFile only writes and flushes a stream it is given, never closes it
+        with zipfile.ZipFile(cast(IO[bytes], sink), "w", zipfile.ZIP_STORED) as archive:
             for outcome, stem in zip(outcomes, names):
                 await _finish(outcome, job, service, metrics, state=state)
-                record = {"file": outcome.upload.filename, "status": "converted",
-                          "error": None, "cached": outcome.cached, "output": None}
+                record: dict[str, Any] = {"file": outcome.upload.filename, "status": "converted",
+                                          "error": None, "cached": outcome.cached, "output": None}
                 if outcome.error is not None:
                     record.update(status="failed", error=outcome.error.reason)
                 else:

@@ -300,6 +300,7 @@ class ImageService:
             return None
         from animegan_cli.pipeline.similar import dhash
 
+        assert item.pixels is not None  # prepared
         return self.cache.find_similar(self._group(request, item), dhash(item.pixels))
 
     def submit(self, items: Sequence[data.PreparedImage], reserved: bool = False
@@ -327,6 +328,7 @@ class ImageService:
         if self.cache.similar is not None:
             from animegan_cli.pipeline.similar import dhash
 
+            assert item.pixels is not None  # prepared
             dhash_value = dhash(item.pixels)
         self.cache.put(key, result, self._group(request, item), dhash_value)
         return result

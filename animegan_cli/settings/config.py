@@ -120,7 +120,7 @@ def load_config(path: Path | None = None, section: str = SECTION) -> dict[str, o
         wrong_bool = isinstance(value, bool) and expected is not bool
         wrong_items = isinstance(value, list) and not all(isinstance(v, str) for v in value)
         if wrong_bool or wrong_items or not isinstance(value, expected):
-            name = _KEY_TYPE_NAMES.get(key) or _TYPE_NAMES.get(expected, "value")  # type: ignore[arg-type]
+            name = _KEY_TYPE_NAMES.get(key) or _TYPE_NAMES.get(expected, "value")
             raise UsageError(f"config file {path}, line {line}: {key} must be {name}, "
                              f"not {value!r}")
     return dict(settings)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -174,9 +175,10 @@ def _engine_of(source: object, weights: Path | None, style: str | None) -> Engin
     if isinstance(source, EngineSpec):
         from animegan_cli.stylizer import Stylizer
 
-        extra = {"style": style} if style else {}
+        extra: dict[str, Any] = {"style": style} if style else {}
         return Stylizer.load(weights=weights, spec=source, **extra).engine
-    return getattr(source, "engine", source)  # a Stylizer's engine, or the engine itself
+    # a Stylizer's engine, or the engine itself
+    return cast(Engine, getattr(source, "engine", source))
 
 
 def _random_batch(shape: BatchShape) -> torch.Tensor:

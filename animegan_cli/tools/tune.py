@@ -15,7 +15,7 @@ from PIL import Image
 
 from animegan_cli.engines.base import ENGINES, resolve_spec, torch_threads, tune_candidates
 from animegan_cli.media import data
-from animegan_cli.media.formats import DEFAULT_PNG_LEVEL
+from animegan_cli.media.formats import DEFAULT_PNG_LEVEL, PngLevel
 from animegan_cli.media.inputs import discover_inputs
 from animegan_cli.model.weights import DEFAULT_STYLE
 from animegan_cli.pipeline import resources
@@ -61,7 +61,7 @@ class Trial:
     peak_mb: float = 0.0
     per_image_mb: float = 0.0  # memory one more image in the batch costs (measured)
     note: str = ""
-    png_level: int | None = None  # set by the PNG stage only
+    png_level: PngLevel | None = None  # set by the PNG stage only
     # OpenVINO: "static" (a model per input shape) or "dynamic"; None until tune compared them.
     shapes: str | None = None
 
