@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from animegan_cli.core.atomic import atomic_write
 from animegan_cli.core.errors import UsageError, install_hint
@@ -149,7 +149,7 @@ class OpenVINOEngine:
         self.compile_seconds = 0.0  # all compiles so far, for -v and benchmarks
         if ready is not None:
             for shape, entry in ready.compiled.items():
-                self._keep(shape, cast(CompiledShape, entry))  # the warm-up's, untyped there
+                self._keep(shape, entry)
             self.compile_seconds += ready.seconds
         if shapes == "dynamic":
             self._compile(None)
