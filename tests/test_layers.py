@@ -12,12 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("importlinter")
-
-from importlinter import api  # noqa: E402,F401  (configures import-linter's adapters)
-from importlinter.application import use_cases  # noqa: E402
-from importlinter.application.app_config import settings  # noqa: E402
+from importlinter import api  # noqa: F401  (configures import-linter's adapters)
+from importlinter.application import use_cases
+from importlinter.application.app_config import settings
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 CONTRACTS = ("layers", "acyclic", "model-engines", "core")  # the contracts' ids there
