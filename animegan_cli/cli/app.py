@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -10,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,38 +20,18 @@ import click
 from click.core import ParameterSource
 
 from animegan_cli import __version__
+from animegan_cli.cli.options import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    CommandError,
+    by_param,
+    options,
+)
 from animegan_cli.core.errors import AnimeganError, UsageError, install_hint
-from animegan_cli.core.limits import (
-    SERVE_BODY_IDLE_TIMEOUT_S,
-    SERVE_BODY_TIMEOUT_S,
-    SERVE_GRACE_S,
-    SERVE_HEADER_TIMEOUT_S,
-    SERVE_KEEP_ALIVE_TIMEOUT_S,
-    SERVE_MAX_CONNECTIONS,
-    SERVE_MAX_INFLIGHT_MB,
-    SERVE_MAX_OUTPUT_PIXELS,
-    SERVE_MAX_REQUEST_PIXELS,
-)
 from animegan_cli.core.signals import Interrupted, release_early, stop_on_signals
-from animegan_cli.engines.base import BACKENDS, DEVICES, PRECISIONS, SHAPE_MODES
-from animegan_cli.faces.detect import (
-    DEFAULT_DETECTOR,
-    DEFAULT_MARGIN,
-    DEFAULT_MAX_FACES,
-    DEFAULT_MIN_FACE,
-    DEFAULT_NEIGHBOURS,
-    DETECTORS,
-    FALLBACKS,
-    MODES,
-    FaceSettings,
-    face_styles,
-)
-from animegan_cli.media.data import DEFAULT_MAX_PIXELS
-from animegan_cli.media.formats import DEFAULT_PNG_LEVEL, png_level_problem
+from animegan_cli.faces.detect import FaceSettings
 from animegan_cli.media.inputs import read_path_list
-from animegan_cli.media.outputs import FORMAT_CHOICES, format_key
-from animegan_cli.media.video import DEFAULT_CRF, DEFAULT_FRAMES_PER_BATCH, VIDEO_FORMAT_CHOICES
-from animegan_cli.model.weights import DEFAULT_STYLE, STYLES, WeightsStore
+from animegan_cli.model.weights import STYLES, WeightsStore
 from animegan_cli.pipeline.convert import (
     ConvertEvents,
     ConvertOptions,
@@ -59,37 +40,19 @@ from animegan_cli.pipeline.convert import (
     convert,
 )
 from animegan_cli.pipeline.report import build_report, json_safe, one_line, write_report
-from animegan_cli.pipeline.resources import DEFAULT_BUDGET_SHARE, parse_size
 from animegan_cli.records.provenance import find_provenance
 from animegan_cli.records.selection import parse_shard, parse_since
-from animegan_cli.serve.access import (
-    CACHE_SCOPES,
-    DEFAULT_CACHE_SCOPE,
-    DEFAULT_LISTEN_HOST,
-    LOCAL_HOSTS,
-)
-from animegan_cli.settings.config import SERVE_KEYS, config_path, load_config, save_config
+from animegan_cli.serve.access import LOCAL_HOSTS
+from animegan_cli.settings import fields
+from animegan_cli.settings.config import SERVE_KEYS, load_config, save_config
 from animegan_cli.tools.system import describe_auto, describe_system, torch_details
 from animegan_cli.tools.tune import Trial, TuneRequest, TuneResult, run_tune
 
 if TYPE_CHECKING:  # tqdm (~50 ms) is imported by the commands that show a progress bar
     from tqdm import tqdm
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 # The shell's status for a program whose reader went away (128 + SIGPIPE), as `ls | head`.
 EXIT_PIPE = 128 + signal.SIGPIPE
-
-
-class CommandError(click.ClickException):
-    """A library error shown as one line ``animegan: error: ...`` with its exit status."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
-        click.echo(f"animegan: error: {self.format_message()}", err=True)
 
 
 def _raise_for(exc: AnimeganError) -> None:
@@ -99,67 +62,6 @@ def _raise_for(exc: AnimeganError) -> None:
 
 def _stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
-
-
-def _size_option(unit: int) -> Callable[[click.Context, click.Parameter, str | None], int | None]:
-    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-        if value is None:
-            return None
-        try:
-            return parse_size(str(value), unit)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-
-    return parse
-
-
-def _png_level(ctx: click.Context, param: click.Parameter, value: object) -> object:
-    """--png-level: a zlib level 0-9 or rle, from a flag, a variable or the config file."""
-    text = str(value).strip().lower()
-    level: object = int(text) if text.isdigit() else text
-    problem = png_level_problem(level)  # type: ignore[arg-type]
-    if problem is not None:
-        raise click.BadParameter(problem.removeprefix("--png-level "))
-    return level
-
-
-class _SourcedOption(click.Option):
-    """An option whose bad value is blamed on where it came from: flag, variable or file."""
-
-    def handle_parse_result(self, ctx: click.Context, opts, args):  # noqa: ANN001, ANN201
-        try:
-            return super().handle_parse_result(ctx, opts, args)
-        except click.BadParameter as exc:
-            _, source = self.consume_value(ctx, opts)
-            reason = exc.message.rstrip(".")
-            if source is ParameterSource.ENVIRONMENT:
-                where = f"{self.envvar} (environment)"
-            elif source is ParameterSource.DEFAULT_MAP:
-                key = next((k for k, v in _PARAM_NAMES.items() if v == self.name), self.name)
-                where = f"{key} (config file {config_path()})"
-            else:
-                raise
-            raise CommandError(f"invalid value for {where}: {reason}", EXIT_USAGE) from None
-
-
-_env_option = functools.partial(click.option, cls=_SourcedOption)
-
-
-class _StyleOption(_SourcedOption):
-    """--style, whose help also lists the checkpoints imported on this machine."""
-
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - click's signature
-        super().__init__(*args, **kwargs)
-        self.base_help = self.help or ""
-
-    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
-        imported = ", ".join(WeightsStore.from_env().custom())
-        self.help = self.base_help + (f"; imported here: {imported}" if imported else "")
-        return super().get_help_record(ctx)
-
-
-_STYLE_HELP = (f"Published style ({', '.join(STYLES)}) or a name given to "
-               "`animegan weights import`")
 
 
 def _quiet_stdout() -> None:
@@ -184,8 +86,6 @@ class _Commands(click.Group):
             ctx.exit(EXIT_PIPE)
 
 
-# Config keys whose click parameter is named differently (a Python keyword or builtin).
-_PARAM_NAMES = {"format": "format_"}
 _CONFIG_ERROR = "animegan.config_error"
 
 
@@ -216,7 +116,7 @@ def main(ctx: click.Context) -> None:
             return
         _raise_for(exc)
     ctx.default_map = {
-        "convert": {_PARAM_NAMES.get(k, k): v for k, v in settings.items()},
+        "convert": {_CONVERT_PARAMS[k]: v for k, v in settings.items()},
         # tune measures the model convert will run: the same style and size.
         "tune": {k: v for k, v in settings.items() if k in ("style", "size")},
         # serve runs the model convert runs (what tune measured), unless [serve] says otherwise.
@@ -253,131 +153,9 @@ def _report_argument(args: list[str]) -> Path | None:
     return None
 
 
-def _apply(command: Callable, options: Sequence[Callable]) -> Callable:
-    """``command`` with ``options`` applied, the first one listed first in --help."""
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def model_options(command: Callable) -> Callable:
-    """--style, --weights, --size: which model runs and at what size (convert, tune, serve)."""
-    return _apply(command, (
-        _env_option("--style", envvar="ANIMEGAN_STYLE", default=DEFAULT_STYLE, cls=_StyleOption,
-                    help=_STYLE_HELP),
-        click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                     help="Use this checkpoint file instead of a published style."),
-        _env_option("--size", envvar="ANIMEGAN_SIZE", type=int, default=512,
-                    help="Long side of the model input in pixels (multiple of 4); "
-                         "0 = native size."),
-    ))
-
-
-def pixel_options(command: Callable) -> Callable:
-    """--keep-size, --align-corners: what else decides a result's pixels (convert, serve)."""
-    return _apply(command, (
-        _env_option("--keep-size", envvar="ANIMEGAN_KEEP_SIZE",
-                    is_flag=True, help="Scale each result back to its input's size."),
-        _env_option("--align-corners/--no-align-corners", envvar="ANIMEGAN_ALIGN_CORNERS",
-                    default=False,
-                    help="Upsampling mode; the upstream command line used --no-align-corners."),
-    ))
-
-
-def engine_options(command: Callable | None = None, *, batch_size: bool = True) -> Callable:
-    """--batch-size, --threads, --streams, --device, --backend, --precision, --compile,
-    --shapes: how the model runs (convert; serve, which batches by --max-batch-size, takes
-    batch_size=False)."""
-    if command is None:
-        return functools.partial(engine_options, batch_size=batch_size)
-    bundle = (
-        _env_option("--batch-size", envvar="ANIMEGAN_BATCH_SIZE", type=int, default=1,
-                    help="Images of the same shape run through the model together."),
-        _env_option("--threads", envvar="ANIMEGAN_THREADS", type=int, default=None,
-                    help="Threads for the model (any engine); default: all cores."),
-        _env_option("--streams", envvar="ANIMEGAN_STREAMS", type=int, default=1,
-                    help="OpenVINO: images of a batch run side by side on this many streams."),
-        _env_option("--device", envvar="ANIMEGAN_DEVICE", type=click.Choice(DEVICES),
-                    default="cpu", help="cuda needs a CUDA GPU (and --backend torch or auto)."),
-        _env_option("--backend", envvar="ANIMEGAN_BACKEND", type=click.Choice(BACKENDS),
-                    default="auto",
-                    help="auto = OpenVINO on CPUs with bf16 units and for int8, torch "
-                         "otherwise; onnxruntime (fp32, CPU) only when asked for. "
-                         "`animegan info` lists the engines installed."),
-        _env_option("--precision", envvar="ANIMEGAN_PRECISION",
-                    type=click.Choice(PRECISIONS), default="auto",
-                    help="auto = bf16 where the CPU has AMX/AVX512-BF16 or on CUDA, else "
-                         "fp32; int8 (OpenVINO only) is faster at visibly lower quality."),
-        click.option("--compile", "compile_", is_flag=True,
-                     help="torch backend: torch.compile the model (slow first batch per "
-                          "shape)."),
-        _env_option("--shapes", envvar="ANIMEGAN_SHAPES", type=click.Choice(SHAPE_MODES),
-                    default="static",
-                    help="OpenVINO: compile the model for each input shape (faster; ~0.1 s "
-                         "per new shape) or once for any shape. Same pixels either way."),
-    )
-    return _apply(command, bundle if batch_size else bundle[1:])
-
-
-def face_options(command: Callable) -> Callable:
-    """--faces and its settings: style each detected face at 512x512 (convert)."""
-    return _apply(command, (
-        click.option("--faces", "faces_mode", type=click.Choice(MODES), default="off",
-                     help="crop: one output per face (<stem>_face<K>); paste: the whole image, "
-                          "each face re-styled at 512x512 and blended back. Made for the "
-                          f"styles trained on faces ({', '.join(face_styles())})."),
-        click.option("--face-margin", type=float, default=DEFAULT_MARGIN, show_default=True,
-                     help="Side of a face's square crop, times its detected box."),
-        click.option("--face-detector", type=click.Choice(list(DETECTORS)),
-                     default=DEFAULT_DETECTOR, show_default=True,
-                     help="OpenCV's bundled frontal-face Haar cascades: alt2 (fewer false "
-                          "faces) or the default one (finds a few more)."),
-        click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True,
-                     metavar="PX", help="Smallest face looked for, in pixels of the input."),
-        click.option("--face-neighbours", type=int, default=DEFAULT_NEIGHBOURS,
-                     show_default=True, metavar="N",
-                     help="Detections a face needs (higher: fewer false faces, more missed)."),
-        click.option("--faces-fallback", type=click.Choice(FALLBACKS), default="fail",
-                     show_default=True,
-                     help="With --faces crop, an image without a face fails, or is converted "
-                          "whole (--faces paste always styles it whole)."),
-        click.option("--max-faces", type=int, default=DEFAULT_MAX_FACES, show_default=True,
-                     metavar="N",
-                     help="Faces styled per image (each is a 512x512 model run); beyond N "
-                          "the largest N are used, and the run says so."),
-    ))
-
-
-def video_options(command: Callable) -> Callable:
-    """--video-format, --video-crf, --frames-per-batch, --keep-partial-video (convert)."""
-    return _apply(command, (
-        _env_option("--video-format", envvar="ANIMEGAN_VIDEO_FORMAT",
-                    type=click.Choice(VIDEO_FORMAT_CHOICES), default="same",
-                    help="Container of video outputs; 'same' keeps the input's (AVI -> mkv)."),
-        _env_option("--video-crf", envvar="ANIMEGAN_VIDEO_CRF", type=int, default=DEFAULT_CRF,
-                    help="Video quality, x264's CRF scale: 0 lossless, 51 worst.",
-                    show_default=True),
-        _env_option("--frames-per-batch", envvar="ANIMEGAN_FRAMES_PER_BATCH", type=int,
-                    default=DEFAULT_FRAMES_PER_BATCH, show_default=True,
-                    help="Frames of a clip or an animation run through the model together."),
-        click.option("--keep-partial-video", is_flag=True,
-                     help="Keep what decodes of a damaged or cut-short clip (and say so) "
-                          "instead of failing it."),
-    ))
-
-
-def _face_settings(p: Mapping[str, Any]) -> FaceSettings:
-    return FaceSettings(p["faces_mode"], p["face_margin"], p["face_detector"], p["min_face"],
-                        p["face_neighbours"], p["faces_fallback"], p["max_faces"])
-
-
-def max_pixels_option(command: Callable) -> Callable:
-    """--max-pixels: the largest image decoded, checked from its header (convert, serve)."""
-    return click.option(
-        "--max-pixels", default=f"{DEFAULT_MAX_PIXELS // 10**6}M", show_default=True,
-        callback=_size_option(1000), metavar="N", cls=_SourcedOption,
-        help="Refuse larger images (width x height, e.g. 50M) from their header, "
-             "before decoding; 0 = no limit.")(command)
+# The model options convert, serve, tune and export share; convert's own, in --help order.
+model_options = options((fields.STYLE, fields.WEIGHTS, fields.SIZE))
+_CONVERT_PARAMS = {s.name: s.param for s in fields.CONVERT_OPTIONS}
 
 
 def _refuse_style_with_weights(weights: Path | None) -> None:
@@ -389,72 +167,7 @@ def _refuse_style_with_weights(weights: Path | None) -> None:
 
 @main.command("convert", cls=_ConvertCommand)
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="Output folder; the input tree is mirrored under it.")
-@model_options
-@click.option("--recursive/--no-recursive", default=True,
-              help="Walk input folders recursively.")
-@click.option("-0", "--null", is_flag=True,
-              help="With '-', paths on stdin are NUL-separated (find -print0).")
-@click.option("--base", type=click.Path(path_type=Path, file_okay=False), default=None,
-              metavar="DIR",
-              help="Mirror every input under OUTPUT by its path relative to DIR (rsync -R). "
-                   "Default: listed paths relative to the working directory, a named file "
-                   "by its name, a named folder's files relative to it.")
-@click.option("--suffix", default="", help="Text added to each output file's stem.")
-@_env_option("--format", "format_", envvar="ANIMEGAN_FORMAT",
-              type=click.Choice(FORMAT_CHOICES), default="same",
-              callback=lambda ctx, param, value: format_key(value),
-              help="Output format; 'same' keeps the input's (jpeg is jpg).")
-@_env_option("--quality", envvar="ANIMEGAN_QUALITY", type=int, default=95,
-              help="JPEG/WebP quality, 1-100.")
-@_env_option("--png-level", envvar="ANIMEGAN_PNG_LEVEL", default=DEFAULT_PNG_LEVEL,
-              callback=_png_level, metavar="0-9|rle", show_default=True,
-              help="PNG compression: a zlib level, 0 (fastest, largest) to 9, or rle (zlib's "
-                   "run-length strategy, as OpenCV writes: a quarter of level 6's time). "
-                   "The pixels are the same either way: changing it leaves outputs up to date.")
-@pixel_options
-@face_options
-@engine_options
-@_env_option("--num-workers", envvar="ANIMEGAN_NUM_WORKERS", type=int, default=1,
-              help="Processes decoding and resizing ahead of the model (0 = in the main one).")
-@click.option("--overwrite", is_flag=True,
-              help="Redo every output, even those that are up to date.")
-@click.option("--trust-mtime", is_flag=True,
-              help="An input whose size and mtime match its output's record is unchanged "
-                   "(no hashing).")
-@click.option("--dry-run", is_flag=True,
-              help="List what would be converted or skipped and why; no model, no writes.")
-@click.option("--since", metavar="DATE", default=None,
-              help="Only inputs modified at or after DATE: 2026-11-01, 2026-11-01T12:00 "
-                   "(local time) or an age such as 7d, 12h.")
-@click.option("--newer-than", type=click.Path(path_type=Path), metavar="FILE", default=None,
-              help="Only inputs modified after FILE was (like find -newer).")
-@click.option("--shard", metavar="I/N", default=None,
-              help="Only shard I of N (I counts from 0), split by relative path: N jobs "
-                   "together cover every input exactly once.")
-@click.option("--ray", "ray_address", metavar="[local|auto|ADDRESS]", default=None,
-              is_flag=False, flag_value="",
-              help="Style on a Ray actor pool: 'local' starts Ray on this machine, 'auto' or "
-                   "an address (ray://host:10001) joins a cluster; bare: RAY_ADDRESS, else "
-                   "local. Inputs and OUTPUT must be on storage every node sees.")
-@click.option("--reuse-similar", type=int, metavar="MAXDIST", default=None,
-              help="Give a near-duplicate (dHash within MAXDIST of 64 bits; 4 is strict) "
-                   "an earlier image's result. Off by default: the result is not its own.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object per input on stdout.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary line.")
-@click.option("-v", "--verbose", is_flag=True,
-              help="Also print the engine used and where the time went.")
-@max_pixels_option
-@click.option("--max-memory", default=None, callback=_size_option(1024), metavar="SIZE",
-              help=f"Memory budget, e.g. 4G or 512M (default: {DEFAULT_BUDGET_SHARE:.0%} of "
-                   "available memory). The batch size is lowered to fit.")
-@click.option("--wait", is_flag=True,
-              help="If another run is writing to OUTPUT, wait for it (default: exit 2).")
-@click.option("--report", "report_file", type=click.Path(path_type=Path, dir_okay=False),
-              default=None, help="Write a JSON summary of the run to this file at the end.")
-@video_options
+@options(fields.CONVERT_OPTIONS)
 def convert_command(inputs: tuple[str, ...], weights: Path | None, dry_run: bool,
                     as_json: bool, quiet: bool, verbose: bool, report_file: Path | None,
                     **flags: object) -> None:  # the other flags reach ConvertOptions as params
@@ -526,24 +239,15 @@ def _convert_options(params: Mapping[str, Any], progress: bool) -> ConvertOption
     listed = _stdin_paths(p["null"]) if "-" in p["inputs"] else []
     since = parse_since(p["since"]) if p["since"] is not None else None
     shard = parse_shard(p["shard"]) if p["shard"] is not None else None
-    return ConvertOptions(
-        inputs=list(p["inputs"]), output=p["output"], listed=listed, base=p["base"],
-        style=p["style"], weights=p["weights"], recursive=p["recursive"], suffix=p["suffix"],
-        format=p["format_"], quality=p["quality"], png_level=p["png_level"], size=p["size"],
-        keep_size=p["keep_size"],
-        batch_size=p["batch_size"], num_workers=p["num_workers"], threads=p["threads"],
-        streams=p["streams"], device=p["device"], backend=p["backend"],
-        precision=p["precision"], compile=p["compile_"], align_corners=p["align_corners"],
-        overwrite=p["overwrite"], progress=progress, trust_mtime=p["trust_mtime"],
-        dry_run=p["dry_run"], since=since, newer_than=p["newer_than"], shard=shard,
-        reuse_similar=p["reuse_similar"], max_pixels=p["max_pixels"],
-        max_memory=p["max_memory"], wait=p["wait"], faces=_face_settings(p),
-        ray=p["ray_address"],
-        video_format=p["video_format"],
-        video_crf=p["video_crf"], frames_per_batch=p["frames_per_batch"],
-        keep_partial_video=p["keep_partial_video"],
-        shapes=p["shapes"], verbose=p["verbose"],
-    )
+    declared = by_param(p, [s for s in fields.CONVERT_OPTIONS if s.name in _OPTION_FIELDS])
+    faces = FaceSettings(*by_param(p, fields.FACES_GROUP).values())
+    return ConvertOptions(**declared, inputs=list(p["inputs"]), listed=listed, since=since,
+                          shard=shard, faces=faces, progress=progress)
+
+
+# The declared settings ConvertOptions holds as they are (since, shard: parsed above).
+_OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(ConvertOptions)) - {
+    "since", "shard", "faces", "progress", "inputs", "listed"}
 
 
 @dataclass
@@ -896,118 +600,12 @@ def weights_import(file: Path, name: str | None, force: bool) -> None:
         click.echo(f"imported {file} as {imported.path}", err=True)
 
 
-# Chosen from benchmarks/results/serve_load_*.md: batching did not pay on these CPUs (see
-# docs/serve.md); a 200 ms window, common where batching pays (GPUs), is one flag away.
-SERVE_MAX_BATCH = 1
-SERVE_WAIT_MS = 0.0
 _SERVE_EXTRA = frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client",
                           "python_multipart", "multipart"})
 
 
-def serve_access_options(command: Callable) -> Callable:
-    """--allowed-host, --allowed-origin, --cache-scope: who may use the server (issue 22)."""
-    return _apply(command, (
-        _env_option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
-                    help="Also answer requests whose Host is NAME (e.g. the name a reverse "
-                         "proxy passes on); repeatable, * = any. Default: localhost, the "
-                         "--host address, and any IP address when --host is 0.0.0.0 or ::."),
-        _env_option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
-                    help="Accept POSTs from pages at ORIGIN (https://app.example.com) besides "
-                         "the server's own page, with CORS headers; repeatable, * = any."),
-        _env_option("--cache-scope", type=click.Choice(CACHE_SCOPES),
-                    default=DEFAULT_CACHE_SCOPE, show_default=True,
-                    help="Whose cached results a request may get: only its own client "
-                         "address's, or anyone's (shared: a hit tells one client what "
-                         "another uploaded)."),
-    ))
-
-
-def serve_budget_options(command: Callable) -> Callable:
-    """What one request may cost (serve): size, memory, output, files, pixels, bytes, time."""
-    return _apply(command, (
-        _env_option("--max-size", type=int, default=None, metavar="N",
-                    help="Largest size a request may ask (422 above; size=0 only for images "
-                         "no longer than N). Default: --size; at --size 0, the largest square "
-                         "side --max-memory holds. 0 = no limit but --max-memory."),
-        _env_option("--max-memory", default=None, callback=_size_option(1024), metavar="SIZE",
-                    help="Memory the model may plan for (e.g. 4G): an image whose estimate "
-                         "is over it is refused before decoding (413). Default: "
-                         f"{DEFAULT_BUDGET_SHARE:.0%} of available memory."),
-        _env_option("--max-output-pixels", default=f"{SERVE_MAX_OUTPUT_PIXELS // 10**6}M",
-                    callback=_size_option(1000), metavar="N", show_default=True,
-                    help="Largest answer keep_size may ask (width x height; 413 above); "
-                         "0 = no limit."),
-        _env_option("--max-files", type=int, default=None, metavar="N",
-                    help="Files in one request (413 above). Default: half of --queue-size, "
-                         "so that one request never takes the whole queue."),
-        _env_option("--max-request-pixels", default=f"{SERVE_MAX_REQUEST_PIXELS // 10**6}M",
-                    callback=_size_option(1000), metavar="N", show_default=True,
-                    help="Pixels the images of one request may hold together, from their "
-                         "headers, before decoding (413 above); 0 = no limit."),
-        _env_option("--max-inflight-mb", type=float, default=SERVE_MAX_INFLIGHT_MB,
-                    metavar="N", show_default=True,
-                    help="Request bodies held in memory across all requests; a body read "
-                         "beyond it stops with 503 + Retry-After."),
-        _env_option("--body-timeout", type=float, default=SERVE_BODY_TIMEOUT_S,
-                    metavar="SECONDS", show_default=True,
-                    help="A request's whole body must arrive within it (408 after)."),
-        _env_option("--body-idle-timeout", type=float, default=SERVE_BODY_IDLE_TIMEOUT_S,
-                    metavar="SECONDS", show_default=True,
-                    help="Longest pause between two chunks of a body (408 after; its memory "
-                         "is freed)."),
-    ))
-
-
-def serve_connection_options(command: Callable) -> Callable:
-    """What a connection may hold without a request (serve_transport): a place, time."""
-    return _apply(command, (
-        _env_option("--max-connections", type=int, default=SERVE_MAX_CONNECTIONS, metavar="N",
-                    show_default=True,
-                    help="Open connections served at once; more are answered 503 at once. "
-                         "Kept under the open-file limit, whose soft value is raised to the "
-                         "hard one."),
-        _env_option("--header-timeout", type=float, default=SERVE_HEADER_TIMEOUT_S,
-                    metavar="SECONDS", show_default=True,
-                    help="A request's line and headers must arrive within it; a connection "
-                         "that sends nothing or trickles them is closed (408 if part came)."),
-        _env_option("--keep-alive-timeout", type=float, default=SERVE_KEEP_ALIVE_TIMEOUT_S,
-                    metavar="SECONDS", show_default=True,
-                    help="How long an idle connection stays open after a response."),
-    ))
-
-
 @main.command("serve")
-@_env_option("--host", default=DEFAULT_LISTEN_HOST,
-             help="Address to listen on; another than 127.0.0.1 without --token warns.")
-@_env_option("--port", type=int, default=8000, help="Port to listen on.")
-@model_options
-@pixel_options
-@engine_options(batch_size=False)
-@_env_option("--max-batch-size", type=int, default=SERVE_MAX_BATCH,
-             help="Images of one shape, from any requests, run through the model together.")
-@_env_option("--batch-wait-ms", type=float, default=SERVE_WAIT_MS, metavar="MS",
-             help="How long the first image of a batch waits for others (200 is common "
-                  "where batching pays, e.g. on a GPU).")
-@_env_option("--queue-size", type=int, default=32,
-             help="Images waiting for the model; beyond it requests get 503 + Retry-After.")
-@_env_option("--max-upload-mb", type=float, default=20.0, metavar="N",
-             help="Largest file accepted, counted while it is read (413 beyond).")
-@max_pixels_option
-@_env_option("--cache-mb", type=float, default=256.0, metavar="N",
-             help="Memory for cached results (same bytes and settings => same answer); "
-                  "0 = no cache.")
-@_env_option("--cache-similar", type=int, default=None, metavar="MAXDIST",
-             help="Also answer a near-duplicate (dHash within MAXDIST of 64 bits) from the "
-                  "cache. Off by default: the result is not its own.")
-@click.option("--token", envvar="ANIMEGAN_TOKEN", default=None, show_default=False,
-              help="Require 'Authorization: Bearer TOKEN' on every endpoint but /healthz "
-                   "(and the page). Env: ANIMEGAN_TOKEN.")
-@_env_option("--grace", type=float, default=SERVE_GRACE_S, metavar="SECONDS",
-             help="On SIGTERM/Ctrl-C, how long in-flight requests may take to finish "
-                  "(then they are answered 503); the whole stop takes about as long.")
-@serve_access_options
-@serve_budget_options
-@serve_connection_options
+@options(fields.SERVE_OPTIONS)
 def serve_command(host: str, port: int, style: str, weights: Path | None, size: int,
                   keep_size: bool, align_corners: bool, threads: int | None, streams: int,
                   device: str, backend: str, precision: str, compile_: bool, shapes: str,
@@ -1196,7 +794,8 @@ def export_command(style: str, weights: Path | None, size: int, onnx_file: Path 
 
     _refuse_style_with_weights(weights)
     request = ExportRequest(style=style, weights=weights, onnx=onnx_file,
-                            openvino=openvino_dir, size=size or 512, align_corners=align_corners)
+                            openvino=openvino_dir, size=size or fields.SIZE.default,
+                            align_corners=align_corners)
     try:
         written = export_checkpoint(request, on_message=lambda m: click.echo(f"animegan: {m}",
                                                                              err=True))

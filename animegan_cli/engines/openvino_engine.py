@@ -37,6 +37,7 @@ from animegan_cli.engines.contract import (
     to_model_input,
     to_pixels,
 )
+from animegan_cli.settings import fields
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,9 +60,9 @@ class OpenVINOOptions:
     """The OpenVINO backend's own settings: how a batch is spread, how shapes are compiled."""
 
     # With several streams, the images of a batch run side by side, one per stream.
-    streams: int = 1
+    streams: int = fields.STREAMS.default
     # One model compiled per input shape (faster), or one for every shape.
-    shapes: str = "static"
+    shapes: str = fields.SHAPES.default
 
     def __post_init__(self) -> None:
         if self.streams < 1:

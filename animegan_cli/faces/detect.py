@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from animegan_cli.core.errors import UsageError, install_hint
+from animegan_cli.settings import fields
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -22,12 +23,11 @@ if TYPE_CHECKING:
 MODES = ("off", "crop", "paste")
 FALLBACKS = ("fail", "whole")
 FACE_SIZE = 512  # the face styles' trained size: every crop is styled at FACE_SIZE x FACE_SIZE
-DEFAULT_MARGIN = 1.3
-DEFAULT_MIN_FACE = 40  # px of the input image
-DEFAULT_NEIGHBOURS = 5
-# Faces styled per image: each costs a 512x512 model run (about 1 s on a 2-core CPU), so a
-# crowd of 400 took 412 s. 32 covers a large group photo; beyond it the largest are kept.
-DEFAULT_MAX_FACES = 32
+# --faces' settings are declared (and their defaults explained) in settings/fields.py.
+DEFAULT_MARGIN: float = fields.FACE_MARGIN.default
+DEFAULT_MIN_FACE: int = fields.MIN_FACE.default  # px of the input image
+DEFAULT_NEIGHBOURS: int = fields.FACE_NEIGHBOURS.default
+DEFAULT_MAX_FACES: int = fields.MAX_FACES.default
 # Detection runs on a copy whose long side is at most this: the cascade's cost grows with
 # the pixel count, and a face worth styling is far above the 24 px window at this scale.
 DETECT_LONG_SIDE = 1280
@@ -39,7 +39,7 @@ DETECTORS = {
     "haar": "haarcascade_frontalface_default.xml",
     "haar-alt2": "haarcascade_frontalface_alt2.xml",
 }
-DEFAULT_DETECTOR = "haar-alt2"  # fewer false faces: see docs/faces.md
+DEFAULT_DETECTOR: str = fields.FACE_DETECTOR.default  # fewer false faces: docs/faces.md
 
 
 def face_styles() -> list[str]:
@@ -89,12 +89,13 @@ class Detector(Protocol):
 class FaceSettings:
     """What ``--faces`` does; everything here is recorded and redoes outputs when changed."""
 
-    mode: str = "off"
+    mode: str = fields.FACES.default
     margin: float = DEFAULT_MARGIN
     detector: str = DEFAULT_DETECTOR
     min_face: int = DEFAULT_MIN_FACE
     neighbours: int = DEFAULT_NEIGHBOURS
-    fallback: str = "fail"  # crop mode only: paste styles a faceless image whole anyway
+    # crop mode only: paste styles a faceless image whole anyway
+    fallback: str = fields.FACES_FALLBACK.default
     max_faces: int = DEFAULT_MAX_FACES
 
     @property

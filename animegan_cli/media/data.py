@@ -25,6 +25,7 @@ from animegan_cli.core.limits import MIN_SIDE
 from animegan_cli.core.orphans import end_with_parent
 from animegan_cli.core.priority import lower_this_thread
 from animegan_cli.records.provenance import hash_bytes, open_regular
+from animegan_cli.settings import fields
 
 try:  # HEIC/HEIF (phones) through the optional pillow-heif extra.
     from pillow_heif import register_heif_opener
@@ -53,10 +54,9 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
     Image.DecompressionBombError,
 )
 
-# Largest image (width x height) decoded by default; larger ones are refused from their
-# header, before any pixel is decoded (--max-pixels). 200 MP holds any camera photo and
-# most panoramas; a decompression bomb claims far more (50000x50000 is 2500 MP).
-DEFAULT_MAX_PIXELS = 200_000_000
+# Largest image (width x height) decoded by default (--max-pixels; why 200 MP: see its
+# declaration in settings/fields.py).
+DEFAULT_MAX_PIXELS: int = fields.MAX_PIXELS.default
 
 # The most bytes a file of W x H pixels can honestly take: every pixel stored raw at four
 # 32-bit channels (more than any format Pillow reads stores), plus room for what is not
@@ -70,7 +70,7 @@ FILE_BYTES_BESIDE_PIXELS = 256 << 20
 class PreprocessSettings:
     """How inputs are sized: long side in pixels (0 = native), sides rounded to a multiple."""
 
-    size: int = 512
+    size: int = fields.SIZE.default
     multiple: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS  # 0 = no limit
     max_file_bytes: int = 0  # the largest file one decoder may read (the memory budget's); 0 = any

@@ -17,6 +17,8 @@ from xml.sax.saxutils import escape
 
 from PIL import Image
 
+from animegan_cli.settings import fields
+
 # How records are stored: files written by every earlier version must still be read, so
 # these names and layouts never change.
 METADATA_KEY = "animegan"  # PNG tEXt chunk
@@ -32,13 +34,10 @@ _XMP_TEMPLATE = (
 )
 _TIFF_IMAGE_DESCRIPTION = 270
 # --png-level: a zlib level 0-9, or "rle", zlib's run-length strategy (what OpenCV writes).
-# The default, by measurement (benchmarks/png_level.py, docs/performance.md): at 512 px, rle
-# took about 0.25x the CPU time of zlib's default level 6 (which Pillow, libpng and ffmpeg
-# use) and 0.6x that of level 4, for files the size of level 4's (photos) or 5% larger than
-# level 6's (flat colours).
+# Its default is declared, with the measurement behind it, in settings/fields.py.
 PngLevel = int | str  # 0-9 or PNG_RLE
 PNG_RLE = "rle"
-DEFAULT_PNG_LEVEL: PngLevel = PNG_RLE
+DEFAULT_PNG_LEVEL: PngLevel = fields.PNG_LEVEL.default  # PNG_RLE, by measurement
 
 
 def png_level_problem(level: PngLevel) -> str | None:

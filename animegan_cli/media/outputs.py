@@ -18,6 +18,7 @@ from animegan_cli.core.failures import PER_ITEM_ERRORS
 from animegan_cli.media.formats import BY_EXTENSION, FORMATS, OutputFormat, PngLevel, size_problem
 from animegan_cli.media.inputs import InputFile
 from animegan_cli.media.kinds import KINDS
+from animegan_cli.settings import fields
 
 # --format names: each offered format's key and the other names of its extensions (jpeg
 # is jpg), from the table.
@@ -141,7 +142,7 @@ def _refuse_overwriting_inputs(inputs: Sequence[InputFile], planned: Sequence[Pa
 def write_image_atomic(
     image: Image.Image,
     path: Path,
-    quality: int = 95,
+    quality: int = fields.QUALITY.default,
     fsync: bool = True,
     metadata: str | None = None,
     root: Path | None = None,
@@ -170,7 +171,7 @@ def encode_image(
     image: Image.Image,
     handle: BinaryIO,
     fmt: OutputFormat,
-    quality: int = 95,
+    quality: int = fields.QUALITY.default,
     metadata: str | None = None,
     png_level: PngLevel | None = None,
 ) -> None:

@@ -23,16 +23,16 @@ from typing import Any
 from PIL import Image
 
 from animegan_cli.core.errors import InputImageError, install_hint
+from animegan_cli.settings import fields
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 VIDEO_FORMAT_CHOICES = ("same", "mp4", "mkv", "webm")
 VIDEO_EXTRA = f"install the video extra to convert videos ({install_hint('video')})"
 METADATA_KEY = "animegan"  # the container tag holding the provenance record (mkv: ANIMEGAN)
-# x264's CRF scale (0 = lossless, 23 = x264's default, 51 = worst). 18 is where x264's
-# docs put "visually lossless": styled frames have flat colours and hard edges, which
-# show blocking early, so the default is finer than x264's own.
-DEFAULT_CRF = 18
-DEFAULT_FRAMES_PER_BATCH = 4  # measured: see docs/video.md ("Batching")
+# --video-crf, x264's CRF scale, and --frames-per-batch: declared (and explained) in
+# settings/fields.py.
+DEFAULT_CRF: int = fields.VIDEO_CRF.default
+DEFAULT_FRAMES_PER_BATCH: int = fields.FRAMES_PER_BATCH.default
 # A stream's decoded end may fall short of its header's duration by this much (a last
 # frame's own duration, rounding) before the clip counts as cut short.
 _SHORT_FRAMES = 2
@@ -98,13 +98,12 @@ def container_for(output: Path) -> Container:
     return CONTAINERS.get(key, CONTAINERS["mkv"])
 
 
-def option_checks(video_format: str, crf: int, frames_per_batch: int) -> list[tuple[bool, str]]:
-    """(ok, message) for the video flags, as convert.validate checks its own."""
+def option_checks(video_format: str) -> list[tuple[bool, str]]:
+    """(ok, message) for --video-format, as convert.validate checks its own; --video-crf's
+    and --frames-per-batch's checks are declared with them (settings/fields.py)."""
     return [
         (video_format in VIDEO_FORMAT_CHOICES,
          f"--video-format must be one of {', '.join(VIDEO_FORMAT_CHOICES)}"),
-        (0 <= crf <= 51, "--video-crf must be between 0 and 51"),
-        (frames_per_batch >= 1, "--frames-per-batch must be at least 1"),
     ]
 
 

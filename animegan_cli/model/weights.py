@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from animegan_cli.core.atomic import atomic_write
 from animegan_cli.core.errors import DownloadError, UsageError, WeightsError
+from animegan_cli.settings import fields
 
 if TYPE_CHECKING:  # imported where a checkpoint is parsed: listing and planning need neither
     import torch
@@ -69,7 +70,7 @@ STYLES: dict[str, Style] = {
     name: Style(name, f"{name}.pt", blob_id, trained_on, resolution)
     for name, blob_id, trained_on, resolution in _PUBLISHED
 }
-DEFAULT_STYLE = "face_paint_512_v2"
+DEFAULT_STYLE: str = fields.STYLE.default
 DEFAULT_BASE_URL = "https://github.com/bryandlee/animegan2-pytorch/raw/main/weights/"
 
 DOWNLOAD_TIMEOUT_S = 30.0

@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from animegan_cli.core.errors import RunStopped, UsageError, WeightsError
-from animegan_cli.core.limits import MIN_SIDE
 from animegan_cli.core.signals import Interrupted, as_interrupted
 from animegan_cli.engines import base as engines
 from animegan_cli.engines.base import EngineSpec, torch_threads
 from animegan_cli.faces.detect import FaceSettings
 from animegan_cli.media import data, kinds, outputs, video
-from animegan_cli.media.formats import DEFAULT_PNG_LEVEL, PngLevel, png_level_problem, size_problem
+from animegan_cli.media.formats import PngLevel, png_level_problem, size_problem
 from animegan_cli.media.inputs import ListedPath, find_inputs, refuse_outputs_inside
-from animegan_cli.model.weights import DEFAULT_STYLE, engine_cache_dir
+from animegan_cli.model.weights import engine_cache_dir
 from animegan_cli.pipeline import distributors, loop, resources
 from animegan_cli.pipeline.lock import HeldLock, output_lock, remove_stale_temp_files
 from animegan_cli.pipeline.loop import CHANGED_WHILE_READING  # noqa: F401  (said by convert)
@@ -37,6 +36,7 @@ from animegan_cli.pipeline.writer import Target, Writer
 from animegan_cli.records import incremental
 from animegan_cli.records.provenance import Manifest, checkpoint_id, pixel_settings, record_style
 from animegan_cli.records.selection import Selection
+from animegan_cli.settings import fields
 
 if TYPE_CHECKING:
     import torch
@@ -52,30 +52,33 @@ MIN_MEMORY_BUDGET = 64 << 20
 
 @dataclass
 class ConvertOptions:
-    """Every setting of a conversion run; the CLI flags map one to one onto these."""
+    """Every setting of a conversion run; the CLI flags map one to one onto these.
+
+    Each default is its setting's declaration's (settings/fields.py), never written here.
+    """
 
     inputs: list[str]  # files and folders; "-" stands for the paths in ``listed``
     output: Path
     listed: list[str] = field(default_factory=list)  # read from stdin: may be missing
     base: Path | None = None  # mirror inputs relative to this folder (rsync -R)
-    style: str = DEFAULT_STYLE
+    style: str = fields.STYLE.default
     weights: Path | None = None
-    recursive: bool = True
-    suffix: str = ""
-    format: str = "same"
-    quality: int = 95
-    png_level: PngLevel = DEFAULT_PNG_LEVEL  # zlib level (or rle) of PNG outputs; no pixel
-    size: int = 512
+    recursive: bool = fields.RECURSIVE.default
+    suffix: str = fields.SUFFIX.default
+    format: str = fields.FORMAT.default
+    quality: int = fields.QUALITY.default
+    png_level: PngLevel = fields.PNG_LEVEL.default  # zlib level (or rle) of PNG outputs; no pixel
+    size: int = fields.SIZE.default
     keep_size: bool = False
-    batch_size: int = 1
-    num_workers: int = 1
+    batch_size: int = fields.BATCH_SIZE.default
+    num_workers: int = fields.NUM_WORKERS.default
     threads: int | None = None
-    streams: int = 1
-    device: str = "cpu"
-    backend: str = "auto"
-    precision: str = "auto"
+    streams: int = fields.STREAMS.default
+    device: str = fields.DEVICE.default
+    backend: str = fields.BACKEND.default
+    precision: str = fields.PRECISION.default
     compile: bool = False
-    shapes: str = "static"  # OpenVINO: compile per input shape, or one dynamic model
+    shapes: str = fields.SHAPES.default  # OpenVINO: compile per input shape, or one dynamic model
     align_corners: bool = False
     overwrite: bool = False
     download: bool = True
@@ -86,14 +89,14 @@ class ConvertOptions:
     newer_than: Path | None = None
     shard: tuple[int, int] | None = None  # (I, N), I counted from 0
     reuse_similar: int | None = None  # max dHash distance; None = off
-    max_pixels: int = data.DEFAULT_MAX_PIXELS
+    max_pixels: int = fields.MAX_PIXELS.default
     max_memory: int | None = None  # bytes; None = a share of the available memory
     wait: bool = False
     faces: FaceSettings = field(default_factory=FaceSettings)  # --faces and its settings
     ray: str | None = None  # --ray: None = off, "" = bare (RAY_ADDRESS, else local), or address
-    video_format: str = "same"  # same | mp4 | mkv | webm (video.py)
-    video_crf: int = video.DEFAULT_CRF
-    frames_per_batch: int = video.DEFAULT_FRAMES_PER_BATCH
+    video_format: str = fields.VIDEO_FORMAT.default  # same | mp4 | mkv | webm (video.py)
+    video_crf: int = fields.VIDEO_CRF.default
+    frames_per_batch: int = fields.FRAMES_PER_BATCH.default
     keep_partial_video: bool = False
     verbose: bool = False  # -v: also the libraries' own notes (Ray's warnings with --ray)
 
@@ -104,6 +107,11 @@ class ConvertOptions:
                                        max_file_bytes=resources.max_file_bytes(self.max_memory))
 
 
+# The declared settings of ConvertOptions that carry a check of their own.
+_CHECKED = tuple(s for s in fields.CONVERT_OPTIONS
+                 if s.check is not None and s.name in ConvertOptions.__dataclass_fields__)
+
+
 def validate(options: ConvertOptions) -> None:
     """Reject option values that cannot work, before anything is read or loaded.
 
@@ -111,23 +119,21 @@ def validate(options: ConvertOptions) -> None:
     checked where they are resolved: engines.resolve_spec, right after this.
     """
     png_problem = png_level_problem(options.png_level)
-    checks = [
-        (options.batch_size >= 1, "--batch-size must be at least 1"),
-        (options.size == 0 or options.size >= MIN_SIDE, f"--size must be 0 or at least {MIN_SIDE}"),
-        (1 <= options.quality <= 100, "--quality must be between 1 and 100"),
+    # The declared checks first (settings/fields.py: --batch-size, --size, --quality, ...).
+    checks = [(False, problem) for problem in fields.problems(
+        _CHECKED, {s.name: getattr(options, s.name) for s in _CHECKED})]
+    checks += [
         (png_problem is None, str(png_problem)),
-        (options.num_workers >= 0, "--num-workers must be 0 or more"),
         (
             options.reuse_similar is None or 0 <= options.reuse_similar <= HASH_BITS,
             f"--reuse-similar must be between 0 and {HASH_BITS}",
         ),
-        (options.max_pixels >= 0, "--max-pixels must be 0 (no limit) or more"),
         (
             options.max_memory is None or options.max_memory >= MIN_MEMORY_BUDGET,
             f"--max-memory must be at least {MIN_MEMORY_BUDGET >> 20}M",
         ),
         (options.base is None or options.base.is_dir(), f"--base {options.base}: not a folder"),
-        *video.option_checks(options.video_format, options.video_crf, options.frames_per_batch),
+        *video.option_checks(options.video_format),
     ]
     for ok, message in checks:
         if not ok:

@@ -32,6 +32,7 @@ from animegan_cli.pipeline.lock import HeldLock
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
 from animegan_cli.records import incremental
 from animegan_cli.records.provenance import Manifest, Provenance, with_reuse
+from animegan_cli.settings import fields
 
 if TYPE_CHECKING:  # planning builds Targets without the model's modules
     import torch
@@ -97,7 +98,7 @@ class Writer:
         held: HeldLock,
         summary: Summary,
         events: ConvertEvents,
-        quality: int = 95,
+        quality: int = fields.QUALITY.default,
         max_pending: int = MAX_PENDING_WRITES,
         png_level: PngLevel | None = None,
         already_written: Callable[[incremental.Decision], bool] | None = None,

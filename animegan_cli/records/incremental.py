@@ -24,6 +24,7 @@ from animegan_cli.records.provenance import (
     settings_for_output,
 )
 from animegan_cli.records.selection import Selection
+from animegan_cli.settings import fields
 
 EXCLUDE, SKIP, CONVERT, DUPLICATE, COPY = "exclude", "skip", "convert", "duplicate", "copy"
 FAIL = "fail"  # the input failed before planning (InputFile.error): never opened or hashed
@@ -37,7 +38,7 @@ class Rules:
     style: str
     checkpoint: str | None  # None: could not be identified (dry run); not compared
     settings: dict[str, object]
-    quality: int = 95
+    quality: int = fields.QUALITY.default
     overwrite: bool = False
     trust_mtime: bool = False
     reuse_similar: int | None = None

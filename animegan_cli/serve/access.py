@@ -16,7 +16,9 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-DEFAULT_LISTEN_HOST = "127.0.0.1"
+from animegan_cli.settings import fields
+
+DEFAULT_LISTEN_HOST: str = fields.HOST.default
 # Names of this machine's loopback interface that no page can point elsewhere.
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 # Listening on these means every address of the machine: any IP-address Host is ours.
@@ -27,7 +29,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # Whose cached results a request may be answered with (see docs/serve.md, "Security").
 CACHE_SCOPES = ("client", "shared")
-DEFAULT_CACHE_SCOPE = "client"
+DEFAULT_CACHE_SCOPE: str = fields.CACHE_SCOPE.default
 
 
 @dataclass(frozen=True)

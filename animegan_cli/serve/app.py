@@ -40,6 +40,7 @@ from animegan_cli.serve.cache import CachedResult
 from animegan_cli.serve.metrics import Metrics
 from animegan_cli.serve.service import ImageError, ImageService, RequestSettings, ServeSettings
 from animegan_cli.serve.uploads import FormError, Upload, read_form
+from animegan_cli.settings import fields
 from animegan_cli.stylizer import Stylizer
 
 # Seconds a client told "busy" should wait: about one batch on a loaded CPU.
@@ -621,7 +622,8 @@ _FORM_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-da
     "properties": {
         "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
         "format": {"type": "string", "enum": ["png", "jpg", "webp"], "default": "png"},
-        "quality": {"type": "integer", "minimum": 1, "maximum": 100, "default": 95},
+        "quality": {"type": "integer", "minimum": 1, "maximum": 100,
+                    "default": fields.QUALITY.default},
         "size": {"type": "integer", "description": "long side of the model input; 0 = native"},
         "keep_size": {"type": "boolean"},
     }}}}}}

@@ -21,18 +21,6 @@ from PIL import Image
 
 from animegan_cli.core.errors import InputImageError, UsageError
 from animegan_cli.core.failures import PER_ITEM_ERRORS, item_failure_reason
-from animegan_cli.core.limits import (
-    MIN_SIDE,
-    SERVE_BODY_IDLE_TIMEOUT_S,
-    SERVE_BODY_TIMEOUT_S,
-    SERVE_GRACE_S,
-    SERVE_HEADER_TIMEOUT_S,
-    SERVE_KEEP_ALIVE_TIMEOUT_S,
-    SERVE_MAX_CONNECTIONS,
-    SERVE_MAX_INFLIGHT_MB,
-    SERVE_MAX_OUTPUT_PIXELS,
-    SERVE_MAX_REQUEST_PIXELS,
-)
 from animegan_cli.media import data
 from animegan_cli.media.formats import DEFAULT_PNG_LEVEL, FORMATS, OutputFormat, size_problem
 from animegan_cli.media.outputs import format_key
@@ -45,24 +33,31 @@ from animegan_cli.serve.access import (
 from animegan_cli.serve.batcher import Batcher
 from animegan_cli.serve.budgets import InflightBytes, image_refusal, model_fits
 from animegan_cli.serve.cache import CachedResult, ResultCache, cache_key
+from animegan_cli.settings import fields
 from animegan_cli.stylizer import PixelSettings, Stylizer
 
 SERVED_FORMATS = tuple(key for key, fmt in FORMATS.items() if fmt.offered)
 MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
+# ServeSettings' names of the settings it calls otherwise.
+_ATTRIBUTES = {"grace": "grace_s", "host": "listen_host"}
+# The declared serve settings ServeSettings holds that carry a check of their own.
+_CHECKED = tuple(s for s in fields.SERVE_GROUP if s.check is not None)
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """The server's limits and batching; resolved once by the CLI."""
 
-    max_batch_size: int = 1
-    batch_wait_ms: float = 0.0
-    queue_size: int = 32
-    max_upload_mb: float = 20.0
-    cache_mb: float = 256.0
+    max_batch_size: int = fields.MAX_BATCH_SIZE.default
+    batch_wait_ms: float = fields.BATCH_WAIT_MS.default
+    queue_size: int = fields.QUEUE_SIZE.default
+    max_upload_mb: float = fields.MAX_UPLOAD_MB.default
+    cache_mb: float = fields.CACHE_MB.default
     cache_similar: int | None = None
     token: str | None = None
-    grace_s: float = SERVE_GRACE_S
+    grace_s: float = fields.GRACE.default
     # Who may talk to it (serve_access.py): the names it answers, the origins it accepts,
     # and whose cached results a request may get.
     listen_host: str = DEFAULT_LISTEN_HOST
@@ -72,32 +67,28 @@ class ServeSettings:
     # Budgets under hostile clients (issue 22, items 4-6); None: derived by for_model().
     max_size: int | None = None  # largest `size` a request may ask; None: --size (0: memory's)
     max_memory: int | None = None  # bytes the model plans for; None: resources.default_budget()
-    max_output_pixels: int = SERVE_MAX_OUTPUT_PIXELS  # keep_size's largest answer; 0 = no limit
+    # keep_size's largest answer; 0 = no limit
+    max_output_pixels: int = fields.MAX_OUTPUT_PIXELS.default
     max_files: int | None = None  # files in one request; None: half of queue_size
-    max_request_pixels: int = SERVE_MAX_REQUEST_PIXELS  # decoded per request; 0 = no limit
-    max_inflight_mb: float = SERVE_MAX_INFLIGHT_MB  # request bodies in memory, all requests
-    body_timeout: float = SERVE_BODY_TIMEOUT_S  # seconds for a whole request body
-    body_idle_timeout: float = SERVE_BODY_IDLE_TIMEOUT_S  # seconds between two chunks of it
+    # decoded per request; 0 = no limit
+    max_request_pixels: int = fields.MAX_REQUEST_PIXELS.default
+    # request bodies in memory, all requests
+    max_inflight_mb: float = fields.MAX_INFLIGHT_MB.default
+    body_timeout: float = fields.BODY_TIMEOUT.default  # seconds for a whole request body
+    body_idle_timeout: float = fields.BODY_IDLE_TIMEOUT.default  # seconds between two chunks of it
     # Connections and timeouts (serve_transport): what a client may hold without a request.
-    max_connections: int = SERVE_MAX_CONNECTIONS
-    header_timeout: float = SERVE_HEADER_TIMEOUT_S
-    keep_alive_timeout: float = SERVE_KEEP_ALIVE_TIMEOUT_S
+    max_connections: int = fields.MAX_CONNECTIONS.default
+    header_timeout: float = fields.HEADER_TIMEOUT.default
+    keep_alive_timeout: float = fields.KEEP_ALIVE_TIMEOUT.default
 
     def validate(self) -> None:
         """UsageError for values that cannot work."""
+        # Each setting's own check is declared with it (settings/fields.py); here, those
+        # that weigh one setting against another.
+        values = {s.name: getattr(self, _ATTRIBUTES.get(s.name, s.name)) for s in _CHECKED}
         checks = (
-            (self.max_batch_size >= 1, "--max-batch-size must be at least 1"),
-            (self.batch_wait_ms >= 0, "--batch-wait-ms must be 0 or more"),
-            (self.queue_size >= 1, "--queue-size must be at least 1"),
-            (self.max_upload_mb > 0, "--max-upload-mb must be more than 0"),
-            (self.cache_mb >= 0, "--cache-mb must be 0 (off) or more"),
-            (self.cache_similar is None or 0 <= self.cache_similar <= 64,
-             "--cache-similar must be between 0 and 64"),
+            *((False, problem) for problem in fields.problems(_CHECKED, values)),
             *self._budget_checks(),
-            (self.grace_s >= 0, "--grace must be 0 or more"),
-            (self.max_connections >= 1, "--max-connections must be at least 1"),
-            (self.header_timeout > 0, "--header-timeout must be more than 0"),
-            (self.keep_alive_timeout > 0, "--keep-alive-timeout must be more than 0"),
         )
         for ok, message in checks:
             if not ok:
@@ -114,13 +105,8 @@ class ServeSettings:
 
     def _budget_checks(self) -> tuple[tuple[bool, str], ...]:
         return (
-            (self.max_size is None or self.max_size == 0 or self.max_size >= MIN_SIDE,
-             f"--max-size must be 0 (no limit) or at least {MIN_SIDE}"),
-            (self.max_memory is None or self.max_memory > 0, "--max-memory must be more than 0"),
-            (self.max_output_pixels >= 0, "--max-output-pixels must be 0 (no limit) or more"),
             (self.max_files is None or 1 <= self.max_files <= self.queue_size,
              "--max-files must be between 1 and --queue-size"),
-            (self.max_request_pixels >= 0, "--max-request-pixels must be 0 (no limit) or more"),
             (self.max_inflight_mb >= self.max_upload_mb,
              "--max-inflight-mb must be at least --max-upload-mb (or no such file can come)"),
             (self.body_timeout > 0 and self.body_idle_timeout > 0,
@@ -209,8 +195,9 @@ class ImageService:
         self.batcher = Batcher(self._run_batch, settings.max_batch_size,
                                settings.batch_wait_ms / 1000, settings.queue_size, on_batch)
 
-    def request(self, format_: str = "png", quality: int = 95, size: int | None = None,
-                keep_size: bool | None = None, scope: str = "") -> RequestSettings:
+    def request(self, format_: str = "png", quality: int = fields.QUALITY.default,
+                size: int | None = None, keep_size: bool | None = None,
+                scope: str = "") -> RequestSettings:
         """The settings a form's fields ask for; ImageError (422) for values that cannot work."""
         format_ = format_key(format_)  # jpeg is jpg, as in convert's --format
         if format_ not in SERVED_FORMATS:
@@ -341,7 +328,7 @@ class ImageService:
 
     def warm_up(self) -> None:
         """Run the model once, so that the first request does not pay for its start."""
-        side = self.stylizer.pixels.size or 512
+        side = self.stylizer.pixels.size or fields.SIZE.default
         gray = Image.new("RGB", (side, side), (128, 128, 128))
         item = self.stylizer.prepare(gray)
         self._run_batch([item])

@@ -9,66 +9,22 @@ from pathlib import Path
 
 from animegan_cli.core.atomic import atomic_write
 from animegan_cli.core.errors import UsageError
+from animegan_cli.settings import fields
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-# Settings the config file may hold, with the type each must have. These are the ones a
-# machine decides (tune writes them) plus the style choices a user sets once.
-CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
-    "backend": str,
-    "precision": str,
-    "device": str,
-    "batch_size": int,
-    "num_workers": int,
-    "threads": int,
-    "streams": int,
-    "shapes": str,
-    "size": int,
-    "style": str,
-    "format": str,
-    "quality": int,
-    "png_level": (int, str),
-    "align_corners": bool,
-    "keep_size": bool,
-}
-SECTION = "convert"
+# Settings the config file may hold, with the type each must have: views of the settings'
+# declarations (settings/fields.py, each Setting's ``config`` tables). [convert] holds the
+# ones a machine decides (tune writes them) plus the style choices a user sets once.
+SECTION = fields.CONVERT
+CONFIG_KEYS = fields.config_keys(SECTION)
 # [serve]: the server's own settings; its model and engine settings come from [convert]
 # (what tune measured) unless [serve] names them too. The token is not among them: a
 # secret belongs in ANIMEGAN_TOKEN (or a systemd credential), not in a config file.
-SERVE_KEYS: dict[str, type | tuple[type, ...]] = {
-    **{k: CONFIG_KEYS[k] for k in ("backend", "precision", "device", "threads", "streams",
-                                  "size", "style", "align_corners", "keep_size")},
-    "host": str,
-    "port": int,
-    "max_batch_size": int,
-    "batch_wait_ms": (int, float),
-    "queue_size": int,
-    "max_upload_mb": (int, float),
-    "max_pixels": (int, str),
-    "cache_mb": (int, float),
-    "cache_similar": int,
-    "grace": (int, float),
-    # Who may use it (serve_access.py): lists of names and origins, and the cache's scope.
-    "allowed_hosts": list,
-    "allowed_origins": list,
-    "cache_scope": str,
-    # Budgets under hostile clients (issue 22, items 4-6).
-    "max_size": int,
-    "max_memory": (int, str),
-    "max_output_pixels": (int, str),
-    "max_files": int,
-    "max_request_pixels": (int, str),
-    "max_inflight_mb": (int, float),
-    "body_timeout": (int, float),
-    "body_idle_timeout": (int, float),
-    # connections and timeouts (serve_transport)
-    "max_connections": int,
-    "header_timeout": (int, float),
-    "keep_alive_timeout": (int, float),
-}
+SERVE_KEYS = fields.config_keys(fields.SERVE)
 SECTIONS = {SECTION: CONFIG_KEYS, "serve": SERVE_KEYS}
 _TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false",
                list: 'a list of strings such as ["a", "b"]',

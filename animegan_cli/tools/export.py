@@ -18,6 +18,7 @@ from animegan_cli.core.atomic import atomic_write
 from animegan_cli.core.errors import AnimeganError, UsageError, install_hint
 from animegan_cli.engines import signal_stack
 from animegan_cli.engines.onnxruntime_engine import INPUT_NAME, write_onnx
+from animegan_cli.settings import fields
 
 # The exported model must reproduce torch fp32 this closely on the test image, or it is
 # refused (float reordering gives ~1 level of 255 at most; a broken export gives far less).
@@ -52,7 +53,7 @@ class ExportRequest:
     weights: Path | None = None
     onnx: Path | None = None
     openvino: Path | None = None  # a folder; the IR pair is named after the style
-    size: int = 512  # long side of the verification image
+    size: int = fields.SIZE.default  # long side of the verification image
     align_corners: bool = False
 
 
@@ -81,7 +82,7 @@ def export_checkpoint(
     return written
 
 
-def export_onnx(generator, path: Path, size: int = 512) -> Verification:
+def export_onnx(generator, path: Path, size: int = fields.SIZE.default) -> Verification:
     """Write ``generator`` as ONNX (dynamic batch, height, width), verified by onnxruntime.
 
     The same exporter as the onnxruntime engine's (onnxruntime_engine.write_onnx)."""
@@ -96,7 +97,8 @@ def export_onnx(generator, path: Path, size: int = 512) -> Verification:
     return verification
 
 
-def export_openvino(generator, folder: Path, name: str, size: int = 512) -> Verification:
+def export_openvino(generator, folder: Path, name: str,
+                    size: int = fields.SIZE.default) -> Verification:
     """Write ``generator`` as an OpenVINO IR pair in ``folder``, verified by OpenVINO fp32."""
     import openvino as ov
 

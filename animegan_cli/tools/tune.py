@@ -20,6 +20,7 @@ from animegan_cli.media.inputs import discover_inputs
 from animegan_cli.model.weights import DEFAULT_STYLE
 from animegan_cli.pipeline import resources
 from animegan_cli.pipeline.convert import ConvertOptions, convert
+from animegan_cli.settings import fields
 
 if TYPE_CHECKING:  # cli imports this module at start: numpy, torch and the model come later
     import torch
@@ -37,7 +38,7 @@ TUNE_PHOTOS = 8
 class TuneRequest:
     """What to tune for."""
 
-    size: int = 512
+    size: int = fields.SIZE.default
     budget: float = 120.0
     photos: Path | None = None
     objective: str = "throughput"  # or "latency"
@@ -118,7 +119,8 @@ def tuning_images(request: TuneRequest, workdir: Path) -> Path:
     import numpy as np
 
     rng = np.random.default_rng(0)
-    width, height = request.size or 512, (request.size or 512) * 3 // 4
+    width = request.size or fields.SIZE.default
+    width, height = width, width * 3 // 4
     for i in range(TUNE_PHOTOS):
         yy, xx = np.mgrid[0:height, 0:width]
         base = np.stack([xx / width, yy / height, (xx + yy) / (width + height)], -1) * 255
