@@ -29,15 +29,14 @@ from animegan_cli.engines.base import (
     resolve_spec,
 )
 from animegan_cli.media import data
-from animegan_cli.model.generator import MIN_SIDE
 from animegan_cli.model.weights import (
-    DEFAULT_STYLE,
     ResolvedWeights,
     WeightsStore,
     engine_cache_dir,
     load_generator,
 )
-from animegan_cli.records.provenance import pixel_settings
+from animegan_cli.records.provenance import recorded_settings
+from animegan_cli.settings import fields
 
 # What stylize() and prepare() take: a PIL image (opened or decoded), a file, or its bytes.
 ImageSource = Image.Image | str | Path | bytes
@@ -47,21 +46,26 @@ def _ignore(message: str) -> None:
     pass
 
 
+# The declared settings (settings/fields.py) that decide a result's pixels besides the engine.
+PIXEL_FIELDS = (fields.SIZE, fields.KEEP_SIZE, fields.ALIGN_CORNERS, fields.MAX_PIXELS)
+
+
 @dataclass(frozen=True)
 class PixelSettings:
-    """The settings besides the engine that decide the pixels of a result."""
+    """The settings besides the engine that decide the pixels of a result (the model's size
+    and the "pixels" group of settings/fields.py). ``preprocess`` is what of them the
+    decoder needs; ``recorded`` what an output records (with the engine's)."""
 
-    size: int = 512  # long side of the model input; 0 = native size
-    keep_size: bool = False
-    align_corners: bool = False
-    max_pixels: int = data.DEFAULT_MAX_PIXELS  # 0 = no limit
+    size: int = fields.SIZE.default  # long side of the model input; 0 = native size
+    keep_size: bool = fields.KEEP_SIZE.default
+    align_corners: bool = fields.ALIGN_CORNERS.default
+    max_pixels: int = fields.MAX_PIXELS.default  # 0 = no limit
 
     def validate(self) -> None:
-        """UsageError for values that cannot work."""
-        if not (self.size == 0 or self.size >= MIN_SIDE):
-            raise UsageError(f"--size must be 0 or at least {MIN_SIDE}")
-        if self.max_pixels < 0:
-            raise UsageError("--max-pixels must be 0 (no limit) or more")
+        """UsageError for values that cannot work (the declared checks)."""
+        values = {s.name: getattr(self, s.name) for s in PIXEL_FIELDS}
+        for problem in fields.problems(PIXEL_FIELDS, values):
+            raise UsageError(problem)
 
     @property
     def preprocess(self) -> data.PreprocessSettings:
@@ -93,20 +97,20 @@ class Stylizer:
     @classmethod
     def load(
         cls,
-        style: str = DEFAULT_STYLE,
+        style: str = fields.STYLE.default,
         *,
         weights: Path | str | None = None,
-        size: int = 512,
-        keep_size: bool = False,
-        align_corners: bool = False,
-        max_pixels: int = data.DEFAULT_MAX_PIXELS,
-        device: str = "cpu",
-        backend: str = "auto",
-        precision: str = "auto",
+        size: int = fields.SIZE.default,
+        keep_size: bool = fields.KEEP_SIZE.default,
+        align_corners: bool = fields.ALIGN_CORNERS.default,
+        max_pixels: int = fields.MAX_PIXELS.default,
+        device: str = fields.DEVICE.default,
+        backend: str = fields.BACKEND.default,
+        precision: str = fields.PRECISION.default,
         threads: int | None = None,
-        streams: int = 1,
-        compile: bool = False,
-        shapes: str = "static",
+        streams: int = fields.STREAMS.default,
+        compile: bool = fields.COMPILE.default,
+        shapes: str = fields.SHAPES.default,
         spec: EngineSpec | None = None,
         download: bool = True,
         progress: bool = False,
@@ -163,7 +167,7 @@ class Stylizer:
     @property
     def settings(self) -> dict[str, object]:
         """The pixel settings provenance records for this Stylizer's outputs."""
-        return pixel_settings(
+        return recorded_settings(
             self.pixels.size,
             self.spec.precision,
             self.pixels.align_corners,

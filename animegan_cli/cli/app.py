@@ -606,10 +606,7 @@ _SERVE_EXTRA = frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client"
 
 @main.command("serve")
 @options(fields.SERVE_OPTIONS)
-def serve_command(host: str, port: int, style: str, weights: Path | None, size: int,
-                  keep_size: bool, align_corners: bool, threads: int | None, streams: int,
-                  device: str, backend: str, precision: str, compile_: bool, shapes: str,
-                  token: str | None, grace: float, **limits: Any) -> None:
+def serve_command(**params: Any) -> None:
     """Serve the model over HTTP: POST /animeify, a page to try it at /, /metrics.
 
     One process holds one model; an engine thread batches images across requests. A full
@@ -620,7 +617,7 @@ def serve_command(host: str, port: int, style: str, weights: Path | None, size: 
         animegan serve --port 8000
         curl -F files=@photo.jpg http://127.0.0.1:8000/animeify -o anime.png
     """
-    _refuse_style_with_weights(weights)
+    _refuse_style_with_weights(params["weights"])
     try:
         from animegan_cli.serve import app as serve
         from animegan_cli.serve import transport as serve_transport
@@ -631,16 +628,13 @@ def serve_command(host: str, port: int, style: str, weights: Path | None, size: 
             raise
         raise CommandError(f"serve needs FastAPI and uvicorn: {install_hint('serve')}",
                            EXIT_USAGE) from None
-    max_pixels = limits.pop("max_pixels")
-    settings = ServeSettings(token=token or None, grace_s=grace, listen_host=host, **limits)
+    settings = ServeSettings.from_values(by_param(params, fields.SERVE_GROUP))
+    host, port = params["host"], params["port"]
     try:
         settings.validate()
-        stylizer = Stylizer.load(
-            style, weights=weights, size=size, keep_size=keep_size, align_corners=align_corners,
-            max_pixels=max_pixels, device=device, backend=backend, precision=precision,
-            threads=threads, streams=streams, compile=compile_, shapes=shapes,
-            progress=_stderr_is_terminal(), on_message=_say)
-        settings = settings.for_model(size, stylizer.spec.precision)
+        stylizer = Stylizer.load(**by_param(params, fields.STYLIZER_SETTINGS),
+                                 progress=_stderr_is_terminal(), on_message=_say)
+        settings = settings.for_model(params["size"], stylizer.spec.precision)
     except AnimeganError as exc:
         _raise_for(exc)
     if host not in LOCAL_HOSTS and not settings.token:

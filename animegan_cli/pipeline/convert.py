@@ -34,7 +34,7 @@ from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
 from animegan_cli.pipeline.similar import HASH_BITS
 from animegan_cli.pipeline.writer import Target, Writer
 from animegan_cli.records import incremental
-from animegan_cli.records.provenance import Manifest, checkpoint_id, pixel_settings, record_style
+from animegan_cli.records.provenance import Manifest, checkpoint_id, record_style, recorded_settings
 from animegan_cli.records.selection import Selection
 from animegan_cli.settings import fields
 
@@ -187,13 +187,11 @@ def load_stylizer(
     """The Stylizer a run's options ask for, on the engine resolved for the run."""
     from animegan_cli.stylizer import Stylizer
 
+    # The model and pixel settings by their declared names; the engine's come resolved (spec).
+    model = {s.name: getattr(options, s.name) for s in fields.STYLIZER_SETTINGS
+             if s not in fields.ENGINE_GROUP}
     return Stylizer.load(
-        options.style,
-        weights=options.weights,
-        size=options.size,
-        keep_size=options.keep_size,
-        align_corners=options.align_corners,
-        max_pixels=options.max_pixels,
+        **model,
         spec=spec,
         download=options.download,
         progress=options.progress,
@@ -519,7 +517,7 @@ def _rules(
         style=record_style(options.style, options.weights, checkpoint),
         checkpoint=checkpoint,
         settings={
-            **pixel_settings(
+            **recorded_settings(
                 options.size, spec.precision, options.align_corners, options.keep_size,
                 spec.backend, spec.device,
             ),

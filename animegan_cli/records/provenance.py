@@ -269,7 +269,7 @@ def _show(value: object) -> str:
     return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
 
 
-def pixel_settings(
+def recorded_settings(
     size: int,
     precision: str,
     align_corners: bool,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -80,6 +80,14 @@ class ServeSettings:
     max_connections: int = fields.MAX_CONNECTIONS.default
     header_timeout: float = fields.HEADER_TIMEOUT.default
     keep_alive_timeout: float = fields.KEEP_ALIVE_TIMEOUT.default
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, object]) -> ServeSettings:
+        """The settings of the serve group's values by setting name (settings/fields.py);
+        --port is the listener's, not the server's."""
+        kwargs = {_ATTRIBUTES.get(k, k): v for k, v in values.items() if k != "port"}
+        kwargs["token"] = kwargs.get("token") or None  # an empty ANIMEGAN_TOKEN is no token
+        return cls(**kwargs)  # type: ignore[arg-type]
 
     def validate(self) -> None:
         """UsageError for values that cannot work."""
