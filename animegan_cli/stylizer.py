@@ -219,7 +219,8 @@ class Stylizer:
         """The image convert would encode: alpha put back, scaled back with ``keep_size``."""
         return data.to_output_image(pixels, item.alpha, item.original_size, self.pixels.keep_size)
 
-    def stylize(self, images: Sequence[ImageSource], batch_size: int = 1) -> list[Image.Image]:
+    def stylize(self, images: Sequence[ImageSource],
+                batch_size: int = fields.BATCH_SIZE.default) -> list[Image.Image]:
         """Style images (list in, list out, same order); images of one shape share batches."""
         if batch_size < 1:
             raise UsageError("batch size must be at least 1")

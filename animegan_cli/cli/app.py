@@ -765,14 +765,19 @@ def tune_command(style: str, weights: Path | None, size: int, budget: float,
     click.echo(f"wrote {path} (size={size} with the settings measured at it)")
 
 
+# export's --align-corners: the setting, without a variable or config key (a file's own choice).
+_EXPORT_ALIGN_CORNERS = dataclasses.replace(
+    fields.ALIGN_CORNERS, help="Upsampling mode baked into the exported model.", envvar=None,
+    config=())
+
+
 @main.command("export")
 @model_options
 @click.option("--onnx", "onnx_file", type=click.Path(path_type=Path, dir_okay=False),
               default=None, metavar="FILE", help="Write an ONNX file (dynamic batch, H, W).")
 @click.option("--openvino", "openvino_dir", type=click.Path(path_type=Path, file_okay=False),
               default=None, metavar="DIR", help="Write an OpenVINO IR pair (NAME.xml/.bin).")
-@click.option("--align-corners/--no-align-corners", default=False,
-              help="Upsampling mode baked into the exported model.")
+@options((_EXPORT_ALIGN_CORNERS,))
 def export_command(style: str, weights: Path | None, size: int, onnx_file: Path | None,
                    openvino_dir: Path | None, align_corners: bool) -> None:
     """Export a style or checkpoint as ONNX and/or OpenVINO IR, verified by running it.

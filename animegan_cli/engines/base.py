@@ -35,6 +35,7 @@ from animegan_cli.engines.contract import (
     to_pixels,
 )
 from animegan_cli.engines.torch_engine import TorchEngine, torch_threads
+from animegan_cli.settings import fields
 
 if TYPE_CHECKING:
     import torch
@@ -100,7 +101,8 @@ def _can_run(backend: Backend, device: str, precision: str) -> bool:
     return device in backend.devices and (precision == "auto" or precision in backend.precisions)
 
 
-def resolve_backend(backend: str, device: str | torch.device, precision: str = "auto") -> str:
+def resolve_backend(backend: str, device: str | torch.device,
+                    precision: str = fields.PRECISION.default) -> str:
     """Turn ``auto`` into an engine: the installed one that can run the device and precision
     and ranks highest here (each module says why it ranks where it does); `animegan tune`
     measures the user's own machine."""
@@ -142,9 +144,9 @@ def resolve_precision(precision: str, device: str | torch.device, backend: str =
 
 
 def resolve_spec(
-    device: str = "cpu",
-    backend: str = "auto",
-    precision: str = "auto",
+    device: str = fields.DEVICE.default,
+    backend: str = fields.BACKEND.default,
+    precision: str = fields.PRECISION.default,
     threads: int | None = None,
     **options: Any,
 ) -> EngineSpec:

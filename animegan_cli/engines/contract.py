@@ -16,6 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from animegan_cli.settings import fields
+
 if TYPE_CHECKING:
     import torch
 
@@ -67,7 +69,7 @@ class EngineSpec:
     read everywhere. ``options`` is the backend's own options object (its declared
     ``Backend.options`` type, e.g. OpenVINO's streams and shapes)."""
 
-    device: str = "cpu"
+    device: str = fields.DEVICE.default
     backend: str = "torch"
     precision: str = "fp32"
     threads: int | None = None  # None: the runtime's default (all cores)

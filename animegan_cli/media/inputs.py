@@ -12,6 +12,7 @@ from typing import BinaryIO
 
 from animegan_cli.core.errors import UsageError, install_hint
 from animegan_cli.media import kinds
+from animegan_cli.settings import fields
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
@@ -103,7 +104,7 @@ def read_path_list(stream: BinaryIO, null_separated: bool = False) -> list[str]:
 
 def discover_inputs(
     sources: Iterable[str | Path | ListedPath],
-    recursive: bool = True,
+    recursive: bool = fields.RECURSIVE.default,
     exclude: Path | None = None,
     extensions: frozenset[str] | None = None,
     base: Path | None = None,
@@ -114,7 +115,7 @@ def discover_inputs(
 
 def find_inputs(
     sources: Iterable[str | Path | ListedPath],
-    recursive: bool = True,
+    recursive: bool = fields.RECURSIVE.default,
     exclude: Path | None = None,
     extensions: frozenset[str] | None = None,
     base: Path | None = None,

@@ -63,7 +63,7 @@ def plan_outputs(
     requested_format: str = "same",
     suffix: str = "",
     has_alpha: Callable[[Path], bool] = image_has_alpha,
-    video_format: str = "same",
+    video_format: str = fields.VIDEO_FORMAT.default,
 ) -> list[Path]:
     """Output path for each input: ``out_dir/<its relative path>`` with this run's format.
 

@@ -16,6 +16,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from animegan_cli.settings import fields
+
 
 class QueueFull(Exception):
     """The queue has no room for the images of a request: come back later."""
@@ -52,7 +54,7 @@ class Batcher:
     def __init__(
         self,
         run_batch: RunBatch,
-        max_batch_size: int = 1,
+        max_batch_size: int = fields.MAX_BATCH_SIZE.default,
         wait_s: float = 0.0,
         queue_size: int = 64,
         on_batch: OnBatch = _ignore_batch,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from animegan_cli.engines.base import Engine, EngineSpec
+from animegan_cli.settings import fields
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def _time_batches(engine: Engine, inputs: Mapping[BatchShape, torch.Tensor],
 def model_only_rate(
     source: Engine | EngineSpec | object,
     shapes: Sequence[tuple[int, int]],
-    batch_size: int = 1,
+    batch_size: int = fields.BATCH_SIZE.default,
     rounds: int = 3,
     seconds: float = 1.0,
     weights: Path | None = None,

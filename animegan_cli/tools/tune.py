@@ -56,7 +56,7 @@ class Trial:
     batch_size: int
     threads: int
     num_workers: int | None
-    streams: int = 1
+    streams: int = fields.STREAMS.default
     images_per_second: float = 0.0
     latency_ms: float = 0.0
     peak_mb: float = 0.0
