@@ -118,7 +118,7 @@ def main(ctx: click.Context) -> None:
     ctx.default_map = {
         "convert": {_CONVERT_PARAMS[k]: v for k, v in settings.items()},
         # tune measures the model convert will run: the same style and size.
-        "tune": {k: v for k, v in settings.items() if k in ("style", "size")},
+        "tune": {k: v for k, v in settings.items() if k in _TUNE_KEYS},
         # serve runs the model convert runs (what tune measured), unless [serve] says otherwise.
         "serve": {**{k: v for k, v in settings.items() if k in SERVE_KEYS}, **serve_settings},
     }
@@ -156,6 +156,7 @@ def _report_argument(args: list[str]) -> Path | None:
 # The model options convert, serve, tune and export share; convert's own, in --help order.
 model_options = options((fields.STYLE, fields.WEIGHTS, fields.SIZE))
 _CONVERT_PARAMS = {s.name: s.param for s in fields.CONVERT_OPTIONS}
+_TUNE_KEYS = {s.name for s in fields.MODEL_GROUP}  # tune reads the model settings' keys
 
 
 def _refuse_style_with_weights(weights: Path | None) -> None:

@@ -170,8 +170,8 @@ def option(setting: Setting[Any]) -> Callable[[Callable[..., Any]], Callable[...
         kwargs["type"] = click.Choice(values)
     elif parser is not None:
         kwargs["type"] = parser.type
-    elif setting.type is not None and not kwargs.get("is_flag"):
-        kwargs["type"] = setting.type
+    elif setting.python_type is not None and not kwargs.get("is_flag"):
+        kwargs["type"] = setting.python_type
     if parser is not None and parser.callback is not None:
         kwargs["callback"] = parser.callback
     if not (kwargs.get("multiple") or kwargs.get("required")):

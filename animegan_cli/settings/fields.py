@@ -50,7 +50,7 @@ class Setting(Generic[T]):
     help: str
     name: str = ""  # the config key and library field; "" = from the long flag (--png-level)
     param: str = ""  # click's parameter name where it differs (format_, faces_mode)
-    type: type | None = None  # the value's type where the default does not say (None)
+    python_type: type | None = None  # the value's type where the default does not say
     envvar: str | None = None
     config: tuple[str, ...] = ()  # the config file's tables that may hold it
     config_type: type | tuple[type, ...] | None = None  # where not the value's type
@@ -78,7 +78,7 @@ class Setting(Generic[T]):
             return self.config_type
         if self.click.get("multiple"):
             return list
-        kind = self.type or type(self.default)
+        kind = self.python_type or type(self.default)
         return (int, float) if kind is float else kind
 
     def problem(self, value: object) -> str | None:
@@ -128,7 +128,7 @@ def problems(settings: tuple[Setting[Any], ...], values: Mapping[str, object]) -
 
 
 def _int(flags: str, default: int | None, help: str, **more: Any) -> Setting[Any]:
-    return Setting((flags,), default, help, type=int, **more)
+    return Setting((flags,), default, help, python_type=int, **more)
 
 
 _BUDGET_HELP = "{budget_share}"  # the memory budget's default share, filled in by the CLI
@@ -141,7 +141,7 @@ WEIGHTS = Setting(("--weights",), None, "Use this checkpoint file instead of a p
                   "style.", parse="file")
 SIZE = Setting(("--size",), 512, "Long side of the model input in pixels (multiple of 4); "
                "0 = native size.", envvar="ANIMEGAN_SIZE", config=(CONVERT, SERVE),
-               type=int, check=zero_or_at_least(MIN_SIDE))
+               python_type=int, check=zero_or_at_least(MIN_SIDE))
 
 # --- engine: how the model runs (the engines' own options read their defaults here) --------
 BACKEND = Setting(("--backend",), "auto",
@@ -306,7 +306,7 @@ VERBOSE = Setting(("-v", "--verbose"), False, "Also print the engine used and wh
                   "went.", click={"is_flag": True})
 MAX_MEMORY = Setting(("--max-memory",), None,
                      "Memory budget, e.g. 4G or 512M (default: " + _BUDGET_HELP + " of "
-                     "available memory). The batch size is lowered to fit.", type=int,
+                     "available memory). The batch size is lowered to fit.", python_type=int,
                      parse="bytes", click={"metavar": "SIZE"})
 WAIT = Setting(("--wait",), False,
                "If another run is writing to OUTPUT, wait for it (default: exit 2).",
@@ -360,12 +360,12 @@ ALLOWED_HOSTS = Setting(("--allowed-host",), (),
                         "Also answer requests whose Host is NAME (e.g. the name a reverse "
                         "proxy passes on); repeatable, * = any. Default: localhost, the --host "
                         "address, and any IP address when --host is 0.0.0.0 or ::.",
-                        name="allowed_hosts", type=str, config=(SERVE,),
+                        name="allowed_hosts", python_type=str, config=(SERVE,),
                         click={"multiple": True, "metavar": "NAME"})
 ALLOWED_ORIGINS = Setting(("--allowed-origin",), (),
                           "Accept POSTs from pages at ORIGIN (https://app.example.com) besides "
                           "the server's own page, with CORS headers; repeatable, * = any.",
-                          name="allowed_origins", type=str, config=(SERVE,),
+                          name="allowed_origins", python_type=str, config=(SERVE,),
                           click={"multiple": True, "metavar": "ORIGIN"})
 # See docs/serve.md, "Security".
 CACHE_SCOPE = Setting(("--cache-scope",), "client",
@@ -383,7 +383,7 @@ MAX_SIZE = _int("--max-size", None,
 SERVE_MAX_MEMORY = Setting(("--max-memory",), None,
                            "Memory the model may plan for (e.g. 4G): an image whose estimate is "
                            "over it is refused before decoding (413). Default: " + _BUDGET_HELP
-                           + " of available memory.", type=int, config=(SERVE,),
+                           + " of available memory.", python_type=int, config=(SERVE,),
                            config_type=(int, str), parse="bytes", check=more_than(0),
                            click={"metavar": "SIZE"})
 MAX_OUTPUT_PIXELS = Setting(("--max-output-pixels",), SERVE_MAX_OUTPUT_PIXELS,
