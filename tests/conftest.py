@@ -118,5 +118,5 @@ def tune_requests(monkeypatch):
         seen.append(request)
         raise AnimeganError("stopped by the test")
 
-    monkeypatch.setattr("animegan_cli.cli.app.run_tune", fake_run_tune)
+    monkeypatch.setattr("animegan_cli.cli.tune.run_tune", fake_run_tune)
     return seen

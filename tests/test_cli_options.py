@@ -6,7 +6,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from animegan_cli.cli.app import convert_command, main, tune_command
+from animegan_cli.cli.app import main
+from animegan_cli.cli.convert import convert_command
+from animegan_cli.cli.tune import tune_command
 from animegan_cli.settings.config import save_config
 
 MODEL_OPTIONS = ("style", "weights", "size")

@@ -62,7 +62,7 @@ def convert_options(monkeypatch):
         seen.append(options)
         raise AnimeganError("stopped by the test")
 
-    monkeypatch.setattr("animegan_cli.cli.app.convert", fake_convert)
+    monkeypatch.setattr("animegan_cli.cli.convert.convert", fake_convert)
     return seen
 
 

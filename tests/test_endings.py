@@ -117,7 +117,7 @@ def test_a_report_that_cannot_be_written_does_not_leave_a_stale_one(photo_dir, t
     def disk_full(path, account):  # noqa: ANN001, ANN202
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("animegan_cli.cli.app.write_report", disk_full)
+    monkeypatch.setattr("animegan_cli.cli.progress.write_report", disk_full)
     result = run("convert", str(photo_dir), "-o", str(tmp_path / "out"), "--style", "nope",
                  "--report", str(report))
     assert result.exit_code == 2
@@ -129,7 +129,7 @@ def test_an_internal_error_still_writes_the_report(photo_dir, tmp_path, monkeypa
     def broken(options, events=None):  # noqa: ANN001, ANN202
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr("animegan_cli.cli.app.convert", broken)
+    monkeypatch.setattr("animegan_cli.cli.convert.convert", broken)
     report = tmp_path / "report.json"
     with pytest.raises(RecursionError):
         run("convert", str(photo_dir), "-o", str(tmp_path / "out"), "--report", str(report))

@@ -17,7 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from animegan_cli.cli import options as cli_options
-from animegan_cli.cli.app import convert_command, main, serve_command
+from animegan_cli.cli.app import main
+from animegan_cli.cli.convert import convert_command
+from animegan_cli.cli.serve import serve_command
 from animegan_cli.faces.detect import FaceSettings
 from animegan_cli.pipeline.convert import ConvertOptions, validate
 from animegan_cli.serve.service import ServeSettings

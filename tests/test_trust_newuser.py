@@ -139,7 +139,7 @@ def test_17_tune_saves_the_size_with_the_batch_size_and_convert_uses_both(monkey
                        images_per_second=3.0)
         return TuneResult(trials=[winner], winner=winner, shape=(192, 256))
 
-    monkeypatch.setattr("animegan_cli.cli.app.run_tune", measured)
+    monkeypatch.setattr("animegan_cli.cli.tune.run_tune", measured)
     result = run("tune", "--size", "256", "--budget", "1")
     assert result.exit_code == 0, result.output
     assert seen == [256]
@@ -283,7 +283,7 @@ def test_21_info_columns_line_up():
 
 
 def test_21_the_progress_bar_starts_with_its_total(tmp_path, checkpoint, monkeypatch):
-    monkeypatch.setattr("animegan_cli.cli.app._stderr_is_terminal", lambda: True)
+    monkeypatch.setattr("animegan_cli.cli.convert.stderr_is_terminal", lambda: True)
     make_image(tmp_path / "in" / "a.jpg")
     make_image(tmp_path / "in" / "b.jpg", seed=1)
     result = convert([tmp_path / "in"], tmp_path / "out", checkpoint)

@@ -102,7 +102,7 @@ def test_convert_uses_the_config_env_overrides_it_flag_overrides_both(
         seen.append(options)
         return real(options, events)
 
-    monkeypatch.setattr("animegan_cli.cli.app.convert", spy)
+    monkeypatch.setattr("animegan_cli.cli.convert.convert", spy)
     configured = load_config()
     base = ["convert", str(photo_dir), "-o", str(tmp_path / "o1"), "--weights", str(checkpoint),
             "--size", "16"]

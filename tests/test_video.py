@@ -374,9 +374,9 @@ def test_without_pyav_a_clip_fails_alone_saying_which_extra(tmp_path, checkpoint
 
 
 def test_the_frame_bar_counts_a_clips_frames_and_goes_when_it_is_done(capsys):
-    from animegan_cli.cli.app import _FrameBar
+    from animegan_cli.cli.progress import FrameBar
 
-    bars = _FrameBar(disable=False)
+    bars = FrameBar(disable=False)
     reported: list[FileResult] = []
     on_result = bars.closing(reported.append)
     bars.update(Path("clip.mp4"), 4, 10)
