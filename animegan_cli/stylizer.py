@@ -35,7 +35,7 @@ from animegan_cli.model.weights import (
     engine_cache_dir,
     load_generator,
 )
-from animegan_cli.records.provenance import recorded_settings
+from animegan_cli.records.staleness import recorded_settings
 from animegan_cli.settings import fields
 
 # What stylize() and prepare() take: a PIL image (opened or decoded), a file, or its bytes.

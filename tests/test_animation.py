@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from animegan_cli.cli.app import main
-from animegan_cli.records.provenance import read_embedded
+from animegan_cli.records.embedded import read_embedded
 from animegan_cli.stylizer import Stylizer
 from tests.conftest import make_image, photo_like
 

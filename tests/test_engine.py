@@ -113,7 +113,7 @@ def test_shapes_default_to_static_and_are_checked_where_auto_is_resolved() -> No
 
 
 def test_static_or_dynamic_shapes_never_make_an_output_stale() -> None:
-    from animegan_cli.records.provenance import settings_change
+    from animegan_cli.records.staleness import settings_change
     from animegan_cli.stylizer import PixelSettings, Stylizer
 
     def settings(shapes: str) -> dict[str, object]:

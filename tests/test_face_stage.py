@@ -14,7 +14,7 @@ from animegan_cli.cli.app import main
 from animegan_cli.faces.blend import output_region, square_crop
 from animegan_cli.faces.detect import Box, FaceSettings
 from animegan_cli.pipeline.convert import ConvertEvents, ConvertOptions, convert
-from animegan_cli.records.provenance import read_embedded
+from animegan_cli.records.embedded import read_embedded
 
 skimage_data = pytest.importorskip("skimage.data")
 

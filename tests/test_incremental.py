@@ -18,18 +18,15 @@ from PIL import Image
 from animegan_cli import stylizer as stylizer_module
 from animegan_cli.cli.app import main
 from animegan_cli.core.atomic import temp_file_pid
+from animegan_cli.core.files import hash_file
 from animegan_cli.engines.base import TorchEngine
 from animegan_cli.media import data
 from animegan_cli.model.generator import Generator
 from animegan_cli.pipeline.convert import ConvertEvents, ConvertOptions, FileResult, convert
 from animegan_cli.records import incremental
-from animegan_cli.records.provenance import (
-    MANIFEST_NAME,
-    Manifest,
-    Provenance,
-    hash_file,
-    read_embedded,
-)
+from animegan_cli.records.embedded import read_embedded
+from animegan_cli.records.manifest import MANIFEST_NAME, Manifest
+from animegan_cli.records.record import Provenance
 from tests.conftest import make_image, photo_like
 
 
@@ -483,12 +480,12 @@ def test_own_weights_are_recorded_by_file_name_never_as_a_published_style(
 def test_weights_with_a_published_blob_id_are_recorded_as_that_style(checkpoint, monkeypatch):
     from animegan_cli.model import weights
     from animegan_cli.model.weights import STYLES, git_blob_id
-    from animegan_cli.records import provenance
+    from animegan_cli.records.checkpoint import record_style
 
     blob = git_blob_id(checkpoint.read_bytes())
-    assert provenance.record_style("x", checkpoint, blob) == checkpoint.name
+    assert record_style("x", checkpoint, blob) == checkpoint.name
     renamed = dict(STYLES)
     renamed["paprika"] = dataclasses.replace(STYLES["paprika"], blob_id=blob)
     monkeypatch.setattr(weights, "STYLES", renamed)  # the registry file_style_name reads
-    assert provenance.record_style("x", checkpoint, blob) == "paprika"
-    assert provenance.record_style("paprika", None, STYLES["paprika"].blob_id) == "paprika"
+    assert record_style("x", checkpoint, blob) == "paprika"
+    assert record_style("paprika", None, STYLES["paprika"].blob_id) == "paprika"

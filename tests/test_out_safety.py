@@ -19,7 +19,7 @@ from animegan_cli.core.atomic import TEMP_PREFIX
 from animegan_cli.media import outputs
 from animegan_cli.pipeline import convert as convert_module
 from animegan_cli.pipeline.lock import LOCK_NAME, output_lock
-from animegan_cli.records.provenance import MANIFEST_NAME, Manifest
+from animegan_cli.records.manifest import MANIFEST_NAME, Manifest
 from tests.conftest import make_image
 from tests.test_robustness import ROOT, cli_args, output_files, run_cli
 

@@ -12,20 +12,15 @@ from PIL import Image
 
 from animegan_cli.core import atomic
 from animegan_cli.core.errors import UsageError, WeightsError
+from animegan_cli.core.files import hash_file, hash_files
 from animegan_cli.media.outputs import write_image_atomic
-from animegan_cli.model.weights import STYLES, git_blob_id
-from animegan_cli.records import provenance
-from animegan_cli.records.provenance import (
-    MANIFEST_NAME,
-    Manifest,
-    Provenance,
-    checkpoint_id,
-    find_provenance,
-    hash_file,
-    hash_files,
-    read_embedded,
-    settings_for_output,
-)
+from animegan_cli.model.weights import STYLES, WeightsStore, git_blob_id
+from animegan_cli.records import staleness
+from animegan_cli.records.checkpoint import checkpoint_id
+from animegan_cli.records.embedded import read_embedded
+from animegan_cli.records.manifest import MANIFEST_NAME, Manifest, ManifestEntry, find_provenance
+from animegan_cli.records.record import Provenance
+from animegan_cli.records.staleness import settings_for_output
 from tests.conftest import photo_like
 
 
@@ -194,7 +189,7 @@ def test_find_provenance_uses_the_manifest_for_files_without_metadata(tmp_path):
 
 
 def test_checkpoint_id_without_loading(tmp_path, checkpoint, monkeypatch):
-    monkeypatch.setattr(provenance.WeightsStore, "find", lambda self, name: None)
+    monkeypatch.setattr(WeightsStore, "find", lambda self, name: None)
     assert checkpoint_id("paprika", None) == STYLES["paprika"].blob_id  # not even installed
     assert checkpoint_id("paprika", checkpoint) == git_blob_id(checkpoint.read_bytes())
     with pytest.raises(WeightsError, match="does not exist"):
@@ -240,7 +235,7 @@ def test_a_symlinked_manifest_is_not_read_or_appended_to(tmp_path, dangling):
     out = write_output(tmp_path / "a.png")
     if not dangling:
         other = Manifest(tmp_path.parent)  # a valid line, as if from another folder
-        victim.write_bytes(other._line("a.png", provenance.ManifestEntry(1, 2, record())))
+        victim.write_bytes(other._line("a.png", ManifestEntry(1, 2, record())))
     before = victim.read_bytes() if not dangling else None
     (tmp_path / MANIFEST_NAME).symlink_to(victim)
     manifest = Manifest.load(tmp_path)
@@ -256,14 +251,14 @@ def test_staleness_compares_pixels_not_the_engine_and_old_records_follow_the_rul
     old_fp32 = {"size": 512, "precision": "fp32", "backend": "openvino",
                 "align_corners": False, "keep_size": False}  # a record from before the rule
     bf16_torch = {**old_fp32, "precision": "bf16", "backend": "torch", "device": "cpu"}
-    assert provenance.staleness_key(old_fp32) == provenance.staleness_key(bf16_torch)
-    assert provenance.settings_change(old_fp32, bf16_torch) is None
-    assert provenance.engine_change(old_fp32, bf16_torch) == (
+    assert staleness.staleness_key(old_fp32) == staleness.staleness_key(bf16_torch)
+    assert staleness.settings_change(old_fp32, bf16_torch) is None
+    assert staleness.engine_change(old_fp32, bf16_torch) == (
         "engine differs: backend openvino -> torch, precision fp32 -> bf16; same pixels "
         "within float tolerance"
     )
     int8 = {**old_fp32, "precision": "int8"}
-    assert provenance.settings_change(int8, bf16_torch) == "settings changed: int8 -> float"
-    assert provenance.settings_change(old_fp32, {**old_fp32, "size": 256, "quality": 80}) == (
+    assert staleness.settings_change(int8, bf16_torch) == "settings changed: int8 -> float"
+    assert staleness.settings_change(old_fp32, {**old_fp32, "size": 256, "quality": 80}) == (
         "settings changed: quality None -> 80, size 512 -> 256"
     )

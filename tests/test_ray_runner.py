@@ -23,7 +23,8 @@ from animegan_cli.pipeline import convert as convert_module
 from animegan_cli.pipeline.convert import ConvertOptions, convert, engine_spec
 from animegan_cli.pipeline.lock import output_lock
 from animegan_cli.pipeline.results import ConvertEvents, Summary
-from animegan_cli.records.provenance import MANIFEST_NAME, Manifest, read_embedded
+from animegan_cli.records.embedded import read_embedded
+from animegan_cli.records.manifest import MANIFEST_NAME, Manifest
 from animegan_cli.records.selection import Selection
 from animegan_cli.runners import ray_runner
 from tests.conftest import make_image

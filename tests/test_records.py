@@ -16,20 +16,15 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from animegan_cli.cli.app import main
+from animegan_cli.core.files import hash_file, hash_files
 from animegan_cli.media import data
 from animegan_cli.media.outputs import TEMP_PREFIX
 from animegan_cli.model.weights import STYLES
 from animegan_cli.pipeline.convert import CHANGED_WHILE_READING
-from animegan_cli.records import incremental, provenance
-from animegan_cli.records.provenance import (
-    MANIFEST_NAME,
-    Manifest,
-    ManifestEntry,
-    Provenance,
-    hash_file,
-    hash_files,
-    read_embedded,
-)
+from animegan_cli.records import incremental
+from animegan_cli.records.embedded import read_embedded
+from animegan_cli.records.manifest import MANIFEST_NAME, Manifest, ManifestEntry, find_provenance
+from animegan_cli.records.record import Provenance
 from tests.conftest import make_image, photo_like
 
 
@@ -210,7 +205,7 @@ def test_an_entry_for_a_rename_that_never_happened_hides_nothing(tmp_path, check
     assert [(r["status"], r["reason"]) for r in json_lines(again)] == [
         ("converted", "input changed")  # not "provenance unknown" forever
     ]
-    record = provenance.find_provenance(out / "a.bmp")
+    record = find_provenance(out / "a.bmp")
     assert record is not None and record.input_blake2b == hash_file(src / "a.bmp")
 
 
@@ -250,7 +245,7 @@ def test_the_manifest_keeps_the_last_entry_that_matches_the_file(tmp_path):
     assert reread.match(out, written).provenance.input_size == 1  # type: ignore[union-attr]
     os.replace(temp, out)  # the rename happens after all: the new entry describes the file
     assert reread.match(out, out.stat()).provenance.input_size == 2  # type: ignore
-    assert provenance.find_provenance(out).input_size == 2  # type: ignore[union-attr]
+    assert find_provenance(out).input_size == 2  # type: ignore[union-attr]
     never = tmp_path / "never"
     never.write_bytes(b"a third version, never renamed either")
     reread.add(out, never.stat(), Provenance("ef" * 32, 3, 3, "s", "", {}))
@@ -373,7 +368,7 @@ def test_a_manifest_line_over_the_limit_is_skipped_unread(tmp_path, monkeypatch)
     (tmp_path / MANIFEST_NAME).write_bytes(
         json.dumps(line).encode() + b"\n" + junk + json.dumps(other).encode()
     )
-    monkeypatch.setattr(provenance, "MAX_LINE_BYTES", 4096)
+    monkeypatch.setattr("animegan_cli.records.manifest.MAX_LINE_BYTES", 4096)
     monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("read whole"))
     manifest = Manifest.load(tmp_path)
     assert sorted(manifest.entries) == ["a.png", "b.png"] and manifest.lines == 3
@@ -387,7 +382,7 @@ def test_a_manifest_over_the_size_limit_is_ignored_with_a_warning_and_rewritten(
     assert convert_cli(src, out, checkpoint).exit_code == 0
     with open(out / MANIFEST_NAME, "ab") as handle:
         handle.write(b"\n" * 30_000)
-    monkeypatch.setattr(provenance, "MAX_MANIFEST_BYTES", 20_000)
+    monkeypatch.setattr("animegan_cli.records.manifest.MAX_MANIFEST_BYTES", 20_000)
     result = convert_cli(src, out, checkpoint)
     assert result.exit_code == 0
     assert result.stderr.count(f"animegan: {out / MANIFEST_NAME} is over ") == 1

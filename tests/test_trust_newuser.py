@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from animegan_cli.cli.app import main
-from animegan_cli.records.provenance import read_embedded
+from animegan_cli.records.embedded import read_embedded
 from animegan_cli.runners import ray_runner
 from animegan_cli.settings.config import config_path, load_config
 from animegan_cli.tools.tune import Trial, TuneResult

@@ -23,7 +23,7 @@ from animegan_cli.media.inputs import find_inputs
 from animegan_cli.pipeline.convert import ConvertOptions, convert
 from animegan_cli.pipeline.report import build_report
 from animegan_cli.pipeline.results import FileResult
-from animegan_cli.records.provenance import find_provenance
+from animegan_cli.records.manifest import find_provenance
 from animegan_cli.stylizer import Stylizer
 from tests.conftest import make_image, photo_like
 

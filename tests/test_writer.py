@@ -19,7 +19,9 @@ from animegan_cli.pipeline.lock import LOCK_NAME, output_lock
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
 from animegan_cli.pipeline.writer import Lender, Target, Writer
 from animegan_cli.records import incremental
-from animegan_cli.records.provenance import MANIFEST_NAME, Manifest, Provenance, read_embedded
+from animegan_cli.records.embedded import read_embedded
+from animegan_cli.records.manifest import MANIFEST_NAME, Manifest
+from animegan_cli.records.record import Provenance
 from animegan_cli.stylizer import Stylizer
 from tests.conftest import make_image
 

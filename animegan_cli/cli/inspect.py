@@ -10,7 +10,7 @@ import click
 
 from animegan_cli.cli.common import CommandEntry
 from animegan_cli.cli.options import EXIT_FAILED
-from animegan_cli.records.provenance import find_provenance
+from animegan_cli.records.manifest import find_provenance
 
 
 @click.command("inspect")

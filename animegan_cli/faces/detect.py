@@ -134,7 +134,7 @@ class FaceSettings:
         """The settings an output records ({} when off: plain outputs record what they did).
 
         The fallback only in crop mode, the one it acts in; max_faces always, compared only
-        where the cap left faces out (provenance.CONDITIONAL_SETTINGS).
+        where the cap left faces out (staleness.CONDITIONAL_SETTINGS).
         """
         if not self.on:
             return {}

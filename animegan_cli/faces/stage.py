@@ -25,6 +25,7 @@ from typing import TypeGuard
 import torch
 from PIL import Image
 
+from animegan_cli.core.files import hash_bytes, open_regular
 from animegan_cli.engines.base import NON_FINITE_REASON
 from animegan_cli.faces import blend as face_blend
 from animegan_cli.faces.detect import (
@@ -39,14 +40,10 @@ from animegan_cli.faces.detect import (
 from animegan_cli.media import data
 from animegan_cli.pipeline.writer import Target, Writer
 from animegan_cli.records import incremental
-from animegan_cli.records.provenance import (
-    RESULT_SETTINGS,
-    Manifest,
-    Provenance,
-    hash_bytes,
-    open_regular,
-    read_embedded,
-)
+from animegan_cli.records.embedded import read_embedded
+from animegan_cli.records.manifest import Manifest
+from animegan_cli.records.record import Provenance
+from animegan_cli.records.staleness import RESULT_SETTINGS
 
 CHANGED = "changed while the run was reading it; run it again"
 _FACE_PREP = data.PreprocessSettings(size=FACE_SIZE, max_pixels=0)

@@ -21,10 +21,11 @@ from PIL import Image, ImageOps
 
 from animegan_cli.core.errors import InputImageError
 from animegan_cli.core.failures import PER_ITEM_ERRORS, item_failure_reason
+from animegan_cli.core.files import hash_bytes, open_regular
 from animegan_cli.core.limits import MIN_SIDE
 from animegan_cli.core.orphans import end_with_parent
 from animegan_cli.core.priority import lower_this_thread
-from animegan_cli.records.provenance import hash_bytes, open_regular
+from animegan_cli.core.units import format_bytes
 from animegan_cli.settings import fields
 
 try:  # HEIC/HEIF (phones) through the optional pillow-heif extra.
@@ -229,8 +230,6 @@ def read_within_limits(path: Path, settings: PreprocessSettings) -> bytes:
 
 def check_file_bytes(on_disk: int, width: int, height: int, max_file_bytes: int = 0) -> None:
     """InputImageError for a file too big to read: for its header's pixels, or for the budget."""
-    from animegan_cli.pipeline.resources import format_bytes
-
     could_take = width * height * MAX_FILE_BYTES_PER_PIXEL + FILE_BYTES_BESIDE_PIXELS
     if on_disk > could_take:
         raise InputImageError(

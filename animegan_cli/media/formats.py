@@ -4,7 +4,8 @@ A new format (AVIF, say) is one entry in ``FORMATS``: its Pillow name, extension
 it holds alpha and is lossy, its save options, and how a provenance record is embedded in
 its files and read back. Everything else (``--format``, naming, ``--format same``, the
 recorded quality, ``inspect``, up-to-date checks) reads the table. This module imports
-nothing from the package, so that both ``outputs`` and ``provenance`` can use it.
+only settings and core from the package, so that ``outputs``, ``kinds`` and ``records`` can
+use it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape
 
 from PIL import Image
 
+from animegan_cli.core.failures import PER_ITEM_ERRORS
 from animegan_cli.settings import fields
 
 # How records are stored: files written by every earlier version must still be read, so
@@ -193,3 +196,12 @@ def read_record_text(img: Image.Image) -> str | bytes | None:
     """The record text embedded in an opened image, by its format (None where there is none)."""
     fmt = format_named(img.format)
     return fmt.read(img) if fmt is not None and fmt.read is not None else None
+
+
+def read_file_record(path: Path) -> str | bytes | None:
+    """The record text embedded in an image file, read from its header; None without one."""
+    try:
+        with Image.open(path) as img:
+            return read_record_text(img)
+    except PER_ITEM_ERRORS:  # a damaged file in OUT is an output without a record
+        return None

@@ -3,9 +3,10 @@
 A kind owns what sets it apart: the suffixes a folder walk takes for it, how a file is
 recognised (``recognises``: by suffix, by header, for a file named on the command line by
 whether PyAV or Pillow opens it), its unit of planning and styling (``unit``), its output
-extension rule, where its provenance record is embedded, and the fields it adds to a
-``FileResult`` (and to ``--json``). ``kind_of`` asks the kinds in order; the first that
-recognises a file has it, and ``image`` takes the rest.
+extension rule, where its provenance record is embedded and how it is read back, and the
+fields it adds to a ``FileResult`` (and to ``--json``). ``kind_of`` asks the kinds in order;
+the first that recognises a file has it, and ``image`` takes the rest. ``output_kind`` tells
+the kind that wrote an output by its suffix, for reading its record back (``records``).
 
 Units: an ``image`` is decoded and batched in convert's loop (the Ray actors included); a
 ``file`` kind is styled whole, one output per input, by its runner (``runner``: a module
@@ -24,7 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from animegan_cli.media import animation, video
+from animegan_cli.media import animation, formats, video
 
 IMAGE = "image"
 VIDEO = "video"
@@ -36,6 +37,8 @@ UNIT_FILE = "file"  # styled whole by the kind's runner: one output per input
 Recognise = Callable[[Path, str, bool, frozenset[str]], bool]
 # (input path, --format, --video-format) -> the output's extension; None: the image rule
 OutputExtension = Callable[[Path, str, str], str]
+# (an output path) -> the record text embedded in it; None without one (or unreadable)
+ReadRecord = Callable[[Path], str | bytes | None]
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ class InputKind:
     result_fields: tuple[str, ...] = ()  # FileResult fields it fills (in --json, --report)
     runner: str | None = None  # module converting its targets (UNIT_FILE)
     dry_run: str | None = None  # "module:function" adding its header's facts to a dry run
+    # Output suffixes only this kind writes (a clip's containers), and how the record of
+    # such an output is read back; every other output is an image file of the format table.
+    output_suffixes: frozenset[str] = frozenset()
+    read_record: ReadRecord = formats.read_file_record
 
     def load_runner(self) -> ModuleType:
         """The runner's module, imported now (it may import PyAV, torch)."""
@@ -93,6 +100,9 @@ def _never(path: Path, suffix: str, named: bool, images: frozenset[str]) -> bool
 
 
 # In the order they are asked: an animation's header is read before PyAV is tried.
+# A file kind's runner and dry-run hook are modules in runners/, a layer above media, named
+# as strings (imported when a run needs them) so that a kind stays one entry: a known
+# exception to the layers that import-linter does not see (docs/architecture.md, "Layers").
 KINDS: dict[str, InputKind] = {
     ANIMATION: InputKind(
         ANIMATION, animation.ANIMATION_EXTENSIONS, _is_animation, UNIT_FILE,
@@ -102,7 +112,7 @@ KINDS: dict[str, InputKind] = {
     VIDEO: InputKind(
         VIDEO, video.VIDEO_EXTENSIONS, _is_clip, UNIT_FILE, _clip_extension,
         "a container tag", ("frames", "duration"), "animegan_cli.runners.video_run",
-        "animegan_cli.runners.video_run:with_probe"),
+        "animegan_cli.runners.video_run:with_probe", video.VIDEO_EXTENSIONS, video.read_record),
     IMAGE: InputKind(IMAGE, frozenset(), _never, UNIT_IMAGE, None,
                      "the output format's (media/formats.py)"),
 }
@@ -115,6 +125,18 @@ def kind_of(path: Path, named: bool, images: frozenset[str]) -> str:
         if kind.recognises(path, suffix, named, images):
             return kind.name
     return IMAGE
+
+
+def output_kind(output: Path) -> InputKind:
+    """The kind that wrote ``output``, by its suffix: the kind whose own output suffixes have
+    it (a clip's container), else the image kind (an animation's output is an image file)."""
+    suffix = output.suffix.lower()
+    return next((k for k in KINDS.values() if suffix in k.output_suffixes), KINDS[IMAGE])
+
+
+def read_output_record(output: Path) -> str | bytes | None:
+    """The record text embedded in an output, read back where the kind that wrote it puts it."""
+    return output_kind(output).read_record(output)
 
 
 def walked_suffixes() -> frozenset[str]:

@@ -34,8 +34,10 @@ from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
 from animegan_cli.pipeline.similar import HASH_BITS
 from animegan_cli.pipeline.writer import Target, Writer
 from animegan_cli.records import incremental
-from animegan_cli.records.provenance import Manifest, checkpoint_id, record_style, recorded_settings
+from animegan_cli.records.checkpoint import checkpoint_id, record_style
+from animegan_cli.records.manifest import Manifest
 from animegan_cli.records.selection import Selection
+from animegan_cli.records.staleness import recorded_settings
 from animegan_cli.settings import fields
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import torch
 
     from animegan_cli.faces.detect import FaceSettings
-    from animegan_cli.records.provenance import Manifest
+    from animegan_cli.records.manifest import Manifest
     from animegan_cli.stylizer import Stylizer
 
 CHANGED_WHILE_READING = "changed while the run was reading it; run it again"

@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from animegan_cli.core.errors import UsageError
+from animegan_cli.core.units import GIB, MIB, format_bytes
 from animegan_cli.engines.base import cpu_has_fast_bf16
 from animegan_cli.media import data
 
-MIB = 1 << 20
-GIB = 1 << 30
 # Peak RSS of `convert --size 0 --num-workers 0` on one W x H image (benchmarks/peak_memory.py),
 # torch 2.14.1 on an x86-64 CPU without bf16 hardware, in MiB:
 #   MP of model input    0.004  0.066  0.26  0.52  1.05  2.10  3.15
@@ -46,11 +45,6 @@ def parse_size(text: str, unit: int = 1024) -> int:
         raise ValueError(f"{text!r} is not a size like 4G, 512M or 100000")
     number, prefix = float(match.group(1)), match.group(2).lower()
     return int(number * unit ** " kmgt".index(prefix or " "))
-
-
-def format_bytes(count: float) -> str:
-    """Bytes as GB with one decimal (MB below 1 GB), as the messages print them."""
-    return f"{count / GIB:.1f} GB" if count >= GIB else f"{count / MIB:.0f} MB"
 
 
 def available_memory() -> int:

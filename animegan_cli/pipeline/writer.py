@@ -31,7 +31,8 @@ from animegan_cli.media.formats import PngLevel
 from animegan_cli.pipeline.lock import HeldLock
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
 from animegan_cli.records import incremental
-from animegan_cli.records.provenance import Manifest, Provenance, with_reuse
+from animegan_cli.records.manifest import Manifest
+from animegan_cli.records.record import Provenance, with_reuse
 from animegan_cli.settings import fields
 
 if TYPE_CHECKING:  # planning builds Targets without the model's modules

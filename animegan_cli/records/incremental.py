@@ -11,19 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from animegan_cli.core.atomic import atomic_write
+from animegan_cli.core.files import hash_files
 from animegan_cli.media.inputs import InputFile
 from animegan_cli.media.outputs import format_of
-from animegan_cli.records.provenance import (
-    Manifest,
-    Provenance,
-    embeds_record,
-    engine_change,
-    hash_files,
-    read_embedded,
-    settings_change,
-    settings_for_output,
-)
+from animegan_cli.records.embedded import embeds_record, read_embedded
+from animegan_cli.records.manifest import Manifest
+from animegan_cli.records.record import Provenance
 from animegan_cli.records.selection import Selection
+from animegan_cli.records.staleness import engine_change, settings_change, settings_for_output
 from animegan_cli.settings import fields
 
 EXCLUDE, SKIP, CONVERT, DUPLICATE, COPY = "exclude", "skip", "convert", "duplicate", "copy"
@@ -97,7 +92,7 @@ def plan_work(
     """Decide for every input; reads only stats, hashes and (rarely) output headers.
 
     An output is up to date when its record has this run's checkpoint, the settings that
-    change pixels (provenance.staleness_key) and the input's BLAKE2b hash (with
+    change pixels (staleness.staleness_key) and the input's BLAKE2b hash (with
     ``trust_mtime``: its size and mtime). Inputs with identical bytes are styled once; one
     identical to an up-to-date output of the same format, of this run or (through the
     manifest) of an earlier one, gets a copy of it.

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, BinaryIO
 from animegan_cli.core.atomic import atomic_write
 from animegan_cli.core.errors import RunStopped
 from animegan_cli.core.failures import PER_ITEM_ERRORS, item_failure_reason
+from animegan_cli.core.files import hash_file
+from animegan_cli.core.units import format_bytes
 from animegan_cli.engines.base import NON_FINITE_REASON, NonFiniteOutput
 from animegan_cli.media import animation, data
 from animegan_cli.media.formats import PngLevel
@@ -30,7 +32,7 @@ from animegan_cli.pipeline.lock import HeldLock
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
 from animegan_cli.pipeline.writer import STOP_ERRNOS, Target
 from animegan_cli.records.incremental import Decision, copy_output, record_before_rename
-from animegan_cli.records.provenance import Manifest, hash_file
+from animegan_cli.records.manifest import Manifest
 
 if TYPE_CHECKING:  # the model's modules: loaded by the caller, only when a frame is styled
     import torch
@@ -201,8 +203,8 @@ class AnimationRun:
         if need > self.budget:
             raise animation.AnimationError(
                 f"{header.frames} frames of {header.width}x{header.height} need about "
-                f"{resources.format_bytes(need)} of memory to style and hold until written, "
-                f"more than the budget of {resources.format_bytes(self.budget)} "
+                f"{format_bytes(need)} of memory to style and hold until written, "
+                f"more than the budget of {format_bytes(self.budget)} "
                 "(see --max-memory, --size)")
         return resources.frames_within(model_w * model_h, precision, self.budget - held,
                                        per_batch)

@@ -47,7 +47,9 @@ from animegan_cli.pipeline.lock import LOCK_NAME, HeldLock, remove_stale_temp_fi
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
 from animegan_cli.pipeline.writer import Target, Writer
 from animegan_cli.records import incremental
-from animegan_cli.records.provenance import Manifest, Provenance, read_embedded
+from animegan_cli.records.embedded import read_embedded
+from animegan_cli.records.manifest import Manifest
+from animegan_cli.records.record import Provenance
 
 if TYPE_CHECKING:
     from animegan_cli.stylizer import Stylizer

@@ -19,6 +19,8 @@ from PIL import Image
 from animegan_cli.core.atomic import atomic_write
 from animegan_cli.core.errors import RunStopped
 from animegan_cli.core.failures import PER_ITEM_ERRORS, item_failure_reason
+from animegan_cli.core.files import hash_file
+from animegan_cli.core.units import format_bytes
 from animegan_cli.engines.base import NON_FINITE_REASON, NonFiniteOutput
 from animegan_cli.media import video
 from animegan_cli.media.data import PreparedImage, PreprocessSettings, prepare_decoded
@@ -27,7 +29,7 @@ from animegan_cli.pipeline.lock import HeldLock
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
 from animegan_cli.pipeline.writer import STOP_ERRNOS, Target
 from animegan_cli.records.incremental import Decision, copy_output, record_before_rename
-from animegan_cli.records.provenance import Manifest, hash_file
+from animegan_cli.records.manifest import Manifest
 
 if TYPE_CHECKING:  # the model's modules: loaded by the caller, only when a clip is styled
     import torch
@@ -215,7 +217,7 @@ class VideoRun:
             if fits < per_batch:
                 self.events.on_message(
                     f"{source}: lowering frames per batch from {per_batch} to {fits} to fit "
-                    f"in {resources.format_bytes(self.budget)} (see --max-memory)"
+                    f"in {format_bytes(self.budget)} (see --max-memory)"
                 )
                 per_batch = fits
         return dataclasses.replace(self.settings, record=record, frames_per_batch=per_batch)

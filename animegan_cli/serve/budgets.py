@@ -14,13 +14,9 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
+from animegan_cli.core.units import format_bytes
 from animegan_cli.media import data
-from animegan_cli.pipeline.resources import (
-    BASE_BYTES,
-    estimate_peak,
-    format_bytes,
-    largest_size_within,
-)
+from animegan_cli.pipeline.resources import BASE_BYTES, estimate_peak, largest_size_within
 from animegan_cli.serve.uploads import FormError
 
 if TYPE_CHECKING:

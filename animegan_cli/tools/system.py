@@ -14,6 +14,7 @@ from pathlib import Path
 
 from animegan_cli import __version__
 from animegan_cli.core.errors import UsageError, install_hint
+from animegan_cli.core.units import format_bytes
 from animegan_cli.engines.base import (
     ENGINES,
     available_backends,
@@ -22,7 +23,7 @@ from animegan_cli.engines.base import (
     resolve_precision,
 )
 from animegan_cli.model.weights import WeightsStore, user_cache_dir
-from animegan_cli.pipeline.resources import DEFAULT_BUDGET_SHARE, default_budget, format_bytes
+from animegan_cli.pipeline.resources import DEFAULT_BUDGET_SHARE, default_budget
 from animegan_cli.settings.config import config_path
 
 # The CPU features that decide which engine and precision are fast.
