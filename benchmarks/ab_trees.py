@@ -39,8 +39,9 @@ def run_tree(tree: Path, photos: Path, weights: Path, out: Path, extra: list[str
     """Wall seconds of one whole `convert` process from ``tree`` into an empty ``out``."""
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
-    command = [sys.executable, "-m", "animegan_cli", "convert", str(photos), "-o", str(out),
-               "--weights", str(weights), "--quiet", *extra]
+    command = [sys.executable, "-m", "animegan_cli", "convert", str(photos.resolve()),
+               "-o", str(out),
+               "--weights", str(weights.resolve()), "--quiet", *extra]
     start = time.perf_counter()
     subprocess.run(command, env=env, check=True, cwd=tempfile.gettempdir())
     return time.perf_counter() - start
