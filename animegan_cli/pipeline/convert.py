@@ -217,9 +217,21 @@ def engine_spec(options: ConvertOptions) -> EngineSpec:
     )
 
 
-def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Summary:
+@dataclass
+class Kept:
+    """What a long-lived caller (``watch``) keeps across convert runs: OUT's lock, taken
+    once and held for its life, and the Stylizer the first run that styled loaded."""
+
+    held: HeldLock
+    stylizer: Stylizer | None = None
+
+
+def convert(options: ConvertOptions, events: ConvertEvents | None = None,
+            kept: Kept | None = None) -> Summary:
     """Convert every input image; bad inputs are reported and skipped, never fatal.
 
+    With ``kept``, OUT is already locked (its lock is used, not taken) and the model is
+    loaded once, by the first run that styles, then reused.
     Raises Interrupted (Ctrl-C, SIGTERM) or RunStopped (the output file system refuses
     writes) with the summary so far attached; what was written stays whole.
     """
@@ -244,12 +256,12 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
             raise _with_summary(as_interrupted(exc), summary, started) from None
         summary.seconds = time.perf_counter() - started
         return summary
-    created = prepare_output_dir(options.output)
+    created = prepare_output_dir(options.output) if kept is None else []
     try:
         # Shards of one job share the folder (and the lock); a plain run has it to itself.
         shared = options.shard is not None
-        with output_lock(options.output, options.wait, events.on_message, shared) as held:
-            _convert_locked(options, spec, selection, events, summary, started, held)
+        with _locked(options, events, shared, kept) as locked:
+            _convert_locked(options, spec, selection, events, summary, started, locked)
     except KeyboardInterrupt as exc:
         raise _with_summary(as_interrupted(exc), summary, started) from None
     except RunStopped as exc:
@@ -261,6 +273,17 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None) -> Sum
         raise
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+@contextlib.contextmanager
+def _locked(options: ConvertOptions, events: ConvertEvents, shared: bool,
+            kept: Kept | None) -> Iterator[Kept]:
+    """OUT's lock for this run: the caller's, or taken for the run."""
+    if kept is not None:
+        yield kept
+        return
+    with output_lock(options.output, options.wait, events.on_message, shared) as held:
+        yield Kept(held)
 
 
 def _with_summary(
@@ -312,9 +335,10 @@ def _convert_locked(
     events: ConvertEvents,
     summary: Summary,
     started: float,
-    held: HeldLock,
+    kept: Kept,
 ) -> None:
     """Plan the run, settle what needs no styling, style the rest; OUT's lock is held."""
+    held = kept.held
     removed = remove_stale_temp_files(options.output)
     if removed:
         events.on_message(f"removed {len(removed)} temp file(s) left by an interrupted run")
@@ -326,7 +350,6 @@ def _convert_locked(
     whole = [t for t in targets if t.lead.item.styled_whole]  # to their kinds' runners, after
     targets = [t for t in targets if not t.lead.item.styled_whole]
     targets = _fail_unwritable(options, targets, summary, events)
-    stylizer = None
     if targets:
         targets, batch_size = _fit_in_memory(options, spec, targets, summary, events)
         options = dataclasses.replace(options, batch_size=batch_size)
@@ -336,11 +359,12 @@ def _convert_locked(
         whole = []
     elif targets:
         # The warm-up compiles on a thread while torch_threads imports torch.
-        with _warmed(options, spec, targets) as warmup, torch_threads(options.threads):
-            stylizer = _run(options, spec, targets, summary, events, manifest, started, held,
-                            warmup)
+        with _warmed(options, spec, targets, kept) as warmup, torch_threads(options.threads):
+            kept.stylizer = _run(options, spec, targets, summary, events, manifest, started,
+                                 held, warmup, kept.stylizer)
     if whole:
-        _style_whole(options, spec, whole, stylizer, manifest, held, summary, events, started)
+        kept.stylizer = _style_whole(options, spec, whole, kept.stylizer, manifest, held,
+                                     summary, events, started)
     if not held.shared:  # rewriting the manifest under running shards would lose lines
         held.check()
         manifest.compact_if_needed()
@@ -360,9 +384,9 @@ def _style_whole(
     summary: Summary,
     events: ConvertEvents,
     started: float,
-) -> None:
+) -> Stylizer | None:
     """Hand the clips and animations to their kinds' runners, kind by kind, in registry
-    order, with the Stylizer the images loaded (or one the first runner loads)."""
+    order, with the Stylizer the images loaded (or one the first runner loads); returns it."""
     load = functools.partial(load_stylizer, options, spec, events.on_message)
     with torch_threads(options.threads):
         for kind in kinds.KINDS.values():
@@ -370,12 +394,16 @@ def _style_whole(
             if mine:
                 stylizer = kind.load_runner().convert_all(
                     options, mine, stylizer, load, manifest, held, summary, events, started)
+    return stylizer
 
 
 def _warmed(
-    options: ConvertOptions, spec: EngineSpec, targets: list[Target]
+    options: ConvertOptions, spec: EngineSpec, targets: list[Target], kept: Kept
 ) -> contextlib.AbstractContextManager[engines.WarmupHandle | None]:
-    """The engine's warm-up for the run's first images (OpenVINO's compiles them ahead)."""
+    """The engine's warm-up for the run's first images (OpenVINO's compiles them ahead);
+    none for a model already loaded."""
+    if kept.stylizer is not None:
+        return contextlib.nullcontext()
     assert targets[0].lead.record is not None
     return engines.warmed(spec, engines.WarmupRequest(
         targets[0].lead.record.checkpoint,
@@ -579,8 +607,10 @@ def _run(
     started: float,
     held: HeldLock,
     warmup: engines.WarmupHandle | None = None,
+    loaded: Stylizer | None = None,
 ) -> Stylizer:
-    """Decode, style and write every target: the run's one loop; returns the Stylizer."""
+    """Decode, style and write every target: the run's one loop; returns the Stylizer
+    (``loaded``, or the one it loads)."""
     from animegan_cli.pipeline import workers  # torch's DataLoader: only a run that styles needs it
 
     dataset = data.ImageDataset([t.lead.item.path for t in targets], options.preprocess)
@@ -591,8 +621,8 @@ def _run(
     assert targets[0].lead.record is not None
     expected = targets[0].lead.record.checkpoint or None  # refuse a checkpoint replaced since
     with contextlib.closing(images):  # stops the decoder processes
-        stylizer = load_stylizer(options, spec, events.on_message, images.calibration, expected,
-                                 warmup)
+        stylizer = loaded or load_stylizer(options, spec, events.on_message,
+                                           images.calibration, expected, warmup)
         summary.engine = stylizer.description
         summary.startup_seconds = time.perf_counter() - started
         with Writer(stylizer, manifest, held, summary, events, options.quality,
