@@ -8,7 +8,7 @@ import signal
 import click
 
 from animegan_cli import __version__
-from animegan_cli.cli import convert, export, info, inspect, serve, tune, weights
+from animegan_cli.cli import convert, export, info, inspect, serve, tune, watch, weights
 from animegan_cli.cli.common import CommandEntry, quiet_stdout, raise_for
 from animegan_cli.core.errors import AnimeganError
 from animegan_cli.core.signals import release_early
@@ -19,6 +19,7 @@ EXIT_PIPE = 128 + signal.SIGPIPE
 # Every command: a new one is a module with an ENTRY, and its line here.
 COMMANDS: tuple[CommandEntry, ...] = (
     convert.ENTRY,
+    watch.ENTRY,
     inspect.ENTRY,
     weights.ENTRY,
     serve.ENTRY,

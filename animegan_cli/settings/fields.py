@@ -427,6 +427,18 @@ KEEP_ALIVE_TIMEOUT = Setting(("--keep-alive-timeout",), SERVE_KEEP_ALIVE_TIMEOUT
                              config=(SERVE,), check=more_than(0),
                          click={"metavar": "SECONDS", "show_default": True})
 
+# --- watch: following folders (convert's settings above, and these) ----------------------
+# 1 s: a copy, a sync client or a scanner writes a photo in well under a second between
+# chunks, and inotify's close (waited for as well) covers slower writers; SMB and FAT keep
+# mtimes to 1-2 s, where the size check carries it. Each second is a second of latency.
+SETTLE = Setting(("--settle",), 1.0,
+                 "Style a file once its size and mtime have stayed the same this long (and, "
+                 "with inotify, it was closed after its last write).", check=more_than(0),
+                 click={"metavar": "SECONDS"})
+POLL = Setting(("--poll",), False,
+               "Poll the folders instead of inotify (network file systems); automatic where "
+               "inotify cannot start.", click={"is_flag": True})
+
 # The groups, in the order the config file's keys are listed ("known: ...").
 MODEL_GROUP = (SIZE, STYLE, WEIGHTS)
 ENGINE_GROUP = (BACKEND, PRECISION, DEVICE, BATCH_SIZE, NUM_WORKERS, THREADS, STREAMS, SHAPES,
@@ -438,6 +450,7 @@ FACES_GROUP = (FACES, FACE_MARGIN, FACE_DETECTOR, MIN_FACE, FACE_NEIGHBOURS, FAC
 VIDEO_GROUP = (VIDEO_FORMAT, VIDEO_CRF, FRAMES_PER_BATCH, KEEP_PARTIAL_VIDEO)
 RUN_GROUP = (OUTPUT, RECURSIVE, NULL, BASE, OVERWRITE, TRUST_MTIME, DRY_RUN, SINCE, NEWER_THAN,
              SHARD, RAY, REUSE_SIMILAR, JSON, QUIET, VERBOSE, MAX_MEMORY, WAIT, REPORT)
+WATCH_GROUP = (SETTLE, POLL)
 SERVE_GROUP = (HOST, PORT, MAX_BATCH_SIZE, BATCH_WAIT_MS, QUEUE_SIZE, MAX_UPLOAD_MB, CACHE_MB,
                CACHE_SIMILAR, TOKEN, GRACE, ALLOWED_HOSTS, ALLOWED_ORIGINS, CACHE_SCOPE, MAX_SIZE,
                SERVE_MAX_MEMORY, MAX_OUTPUT_PIXELS, MAX_FILES, MAX_REQUEST_PIXELS,
@@ -448,7 +461,7 @@ STYLIZER_SETTINGS = (STYLE, WEIGHTS, SIZE, KEEP_SIZE, ALIGN_CORNERS, MAX_PIXELS,
                      PRECISION, THREADS, STREAMS, COMPILE, SHAPES)
 GROUPS = {"engine": ENGINE_GROUP, "model": MODEL_GROUP, "output": OUTPUT_GROUP,
           "pixels": PIXELS_GROUP, "faces": FACES_GROUP, "video": VIDEO_GROUP, "run": RUN_GROUP,
-          "serve": SERVE_GROUP}
+          "watch": WATCH_GROUP, "serve": SERVE_GROUP}
 ALL: tuple[Setting[Any], ...] = tuple(s for group in GROUPS.values() for s in group)
 
 # Each command's options, in --help order (the option lists of cli/options.py).
@@ -457,6 +470,10 @@ CONVERT_OPTIONS = (OUTPUT, STYLE, WEIGHTS, SIZE, RECURSIVE, NULL, BASE, SUFFIX, 
                    THREADS, STREAMS, DEVICE, BACKEND, PRECISION, COMPILE, SHAPES, NUM_WORKERS,
                    OVERWRITE, TRUST_MTIME, DRY_RUN, SINCE, NEWER_THAN, SHARD, RAY, REUSE_SIMILAR,
                    JSON, QUIET, VERBOSE, MAX_PIXELS, MAX_MEMORY, WAIT, REPORT, *VIDEO_GROUP)
+# watch: convert's options (the same declarations) but those of one-off runs, and its own.
+WATCH_OPTIONS = (*(s for s in CONVERT_OPTIONS
+                   if s not in (NULL, DRY_RUN, SINCE, NEWER_THAN, SHARD, RAY, REPORT)),
+                 *WATCH_GROUP)
 SERVE_OPTIONS = (HOST, PORT, STYLE, WEIGHTS, SIZE, KEEP_SIZE, ALIGN_CORNERS, THREADS, STREAMS,
                  DEVICE, BACKEND, PRECISION, COMPILE, SHAPES, MAX_BATCH_SIZE, BATCH_WAIT_MS,
                  QUEUE_SIZE, MAX_UPLOAD_MB, MAX_PIXELS, CACHE_MB, CACHE_SIMILAR, TOKEN, GRACE,
