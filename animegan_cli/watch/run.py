@@ -13,12 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from animegan_cli.core.signals import deferred
+from animegan_cli.engines.base import torch_threads
 from animegan_cli.media import kinds
 from animegan_cli.media.inputs import supported_extensions
 from animegan_cli.pipeline.convert import (
     ConvertOptions,
     Kept,
     convert,
+    engine_spec,
+    load_stylizer,
     prepare_output_dir,
     remove_if_empty,
     validate,
@@ -68,6 +71,7 @@ def _follow(options: ConvertOptions, roots: list[Path], settle: float, poll: boo
                         _wanted(roots, options.output, options.recursive), events.on_message)
     try:
         totals.add(convert(options, events, kept), catch_up=True)
+        _load_model(options, events, kept)
         events.on_message(f"watching {', '.join(map(str, roots))} (settle {settle:g} s)")
         quiet = dataclasses.replace(events, on_result=_news_only(events.on_result))
         for batch in follower.batches(stopping):
@@ -79,6 +83,16 @@ def _follow(options: ConvertOptions, roots: list[Path], settle: float, poll: boo
                     totals.add(convert(root_options, quiet, kept))
     finally:
         follower.close()
+
+
+def _load_model(options: ConvertOptions, events: ConvertEvents, kept: Kept) -> None:
+    """The model, loaded now if the catch-up styled nothing: the first file dropped in then
+    waits for its settling and one model run, not for a model load as well. INT8 is left to
+    the first batch, which calibrates on its images."""
+    spec = engine_spec(options)
+    if kept.stylizer is None and spec.precision != "int8":
+        with torch_threads(options.threads):
+            kept.stylizer = load_stylizer(options, spec, events.on_message)
 
 
 def _runs(options: ConvertOptions, roots: list[Path], batch: list[Path]
