@@ -204,3 +204,22 @@ def test_sigterm_mid_batch_leaves_whole_files_and_a_second_watch_catches_up(
     assert redone == {p.name for p in staged} - done
     assert skipped == done
     assert again.stop() == 0
+
+
+def test_bad_input_fails_alone_and_a_vanished_file_is_skipped_quietly(folders, watching):
+    watch = watching()
+    (folders[0] / "bad.jpg").write_bytes(b"not a jpeg at all")
+    fleeting = folders[0] / "fleeting.png"
+    make_image(fleeting, seed=5)
+    fleeting.unlink()  # gone before it settled
+    make_image(folders[2] / "good.png", seed=6)
+    shutil.copy(folders[2] / "good.png", folders[0] / "good.png")
+    watch.until(lambda: watch.converted("good.png") and len(watch.records) >= 2, 30)
+    _settled_quietly(watch)
+    failed = [r for r in watch.records if r["status"] == "failed"]
+    assert [Path(r["input"]).name for r in failed] == ["bad.jpg"]
+    assert not [r for r in watch.records if "fleeting" in r["input"]]
+    errors = [line for line in watch.errors if "error" in line]
+    assert len(errors) == 1 and "bad.jpg" in errors[0], watch.errors
+    assert not (folders[1] / "bad.jpg").exists()
+    assert watch.stop() == 0
