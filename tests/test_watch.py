@@ -223,3 +223,34 @@ def test_bad_input_fails_alone_and_a_vanished_file_is_skipped_quietly(folders, w
     assert len(errors) == 1 and "bad.jpg" in errors[0], watch.errors
     assert not (folders[1] / "bad.jpg").exists()
     assert watch.stop() == 0
+
+
+def test_polling_observer_picks_up_a_dropped_file(folders, watching):
+    watch = watching("--poll")  # network file systems: no inotify, no close events
+    make_image(folders[2] / "polled.png", seed=8)
+    shutil.copy(folders[2] / "polled.png", folders[0] / "polled.png")
+    watch.until(lambda: watch.converted("polled.png"), 30)
+    assert watch.stop() == 0
+
+
+def test_a_burst_past_the_bound_becomes_one_rescan(folders, monkeypatch):
+    """Memory stays bounded: past MAX_PENDING paths the follower drops events and asks for
+    one rescan (None) once the folder is quiet, instead of queueing every path."""
+    from animegan_cli.watch import follow
+
+    monkeypatch.setattr(follow, "MAX_PENDING", 5)
+    follower = follow.Follower([folders[0]], True, 0.2, False,
+                               lambda path: path.suffix == ".png", lambda message: None)
+    try:
+        for i in range(20):
+            make_image(folders[0] / f"b{i:02d}.png", seed=i)
+        assert follower.inbox.maxsize == 5
+        deadline = time.monotonic() + 20
+        got: list[list[Path] | None] = []
+        for batch in follower.batches(lambda: time.monotonic() > deadline or None in got):
+            got.append(batch)
+            assert len(follower.pending) <= 5
+        assert None in got
+        assert sum(len(b) for b in got if b) < 20  # not every path was kept
+    finally:
+        follower.close()
