@@ -30,6 +30,13 @@ from animegan_cli.pipeline.lock import output_lock
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
 from animegan_cli.watch.follow import Follower, check_roots
 
+# A batch this small is decoded in the watch's own process: starting decoder processes for it
+# cost 0.4 s of a 1.75 s drop-to-output latency (benchmarks/watch_latency.py). Catch-ups and
+# rescans keep their decoder processes, so a file that crashes a decoder library takes the
+# watch down once; restarted (systemd), its catch-up fails that file alone and it is not
+# retried until it changes.
+IN_PROCESS_BATCH = 4
+
 
 @dataclasses.dataclass
 class Totals:
@@ -78,8 +85,10 @@ def _follow(options: ConvertOptions, roots: list[Path], settle: float, poll: boo
             if batch is None:  # a burst past the queue's bound: one rescan, as at start
                 totals.add(convert(options, quiet, kept), catch_up=True)
                 continue
+            steady = (dataclasses.replace(options, num_workers=0)
+                      if len(batch) <= IN_PROCESS_BATCH else options)
             with deferred():  # a stop finishes the batch in flight
-                for root_options in _runs(options, roots, batch):
+                for root_options in _runs(steady, roots, batch):
                     totals.add(convert(root_options, quiet, kept))
     finally:
         follower.close()
