@@ -292,3 +292,22 @@ class _Extra:
 
 def _failed(decision: incremental.Decision, reason: str, spent: float) -> _Done:
     return FileResult(decision.item.path, None, "failed", reason, spent, decision.reason), 0.0
+
+
+def copy_to_duplicate(
+    dup: incremental.Decision, lead: FileResult, manifest: Manifest
+) -> FileResult:
+    """An input identical to one just converted whole (a clip, an animation) gets a copy of
+    its output, or fails with it."""
+    path, out = dup.item.path, dup.output
+    if lead.status != "converted" or lead.output is None:
+        reason = f"identical to {lead.input}, which failed"
+        return FileResult(path, None, "failed", reason, reason=dup.reason)
+    assert dup.record is not None
+    try:
+        incremental.copy_output(lead.output, out, dup.record, manifest)
+    except OSError as exc:
+        reason = f"cannot write {out}: {exc.strerror or exc}"
+        return FileResult(path, None, "failed", reason, reason=dup.reason)
+    return FileResult(path, out, "converted", None, 0.0, dup.reason, reused_from=lead.input,
+                      frames=lead.frames, duration=lead.duration)

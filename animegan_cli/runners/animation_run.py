@@ -30,8 +30,8 @@ from animegan_cli.media.formats import PngLevel
 from animegan_cli.pipeline import resources
 from animegan_cli.pipeline.lock import HeldLock
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
-from animegan_cli.pipeline.writer import STOP_ERRNOS, Target
-from animegan_cli.records.incremental import Decision, copy_output, record_before_rename
+from animegan_cli.pipeline.writer import STOP_ERRNOS, Target, copy_to_duplicate
+from animegan_cli.records.incremental import Decision, record_before_rename
 from animegan_cli.records.manifest import Manifest
 
 if TYPE_CHECKING:  # the model's modules: loaded by the caller, only when a frame is styled
@@ -132,7 +132,7 @@ class AnimationRun:
             result = self._convert(target.lead)
             _report(result, self.summary, self.events)
             for dup in target.duplicates:
-                _report(self._copy_to(dup, result), self.summary, self.events)
+                _report(copy_to_duplicate(dup, result, self.manifest), self.summary, self.events)
 
     def _convert(self, decision: Decision) -> FileResult:
         source, out = decision.item.path, decision.output
@@ -220,21 +220,6 @@ class AnimationRun:
         self.summary.engine_seconds += time.perf_counter() - start
         return [animation.Frame(self.stylizer.finish(item, p), f.duration)
                 for item, p, f in zip(prepared, pixels, frames)]
-
-    def _copy_to(self, dup: Decision, lead: FileResult) -> FileResult:
-        """An input identical to an animation just converted gets a copy of its output."""
-        path, out = dup.item.path, dup.output
-        if lead.status != "converted" or lead.output is None:
-            reason = f"identical to {lead.input}, which failed"
-            return FileResult(path, None, "failed", reason, reason=dup.reason)
-        assert dup.record is not None
-        try:
-            copy_output(lead.output, out, dup.record, self.manifest)
-        except OSError as exc:
-            reason = f"cannot write {out}: {exc.strerror or exc}"
-            return FileResult(path, None, "failed", reason, reason=dup.reason)
-        return FileResult(path, out, "converted", None, 0.0, dup.reason, reused_from=lead.input,
-                          frames=lead.frames, duration=lead.duration)
 
 
 def _chunks(frames: Iterable[animation.Frame], size: int) -> Iterator[list[animation.Frame]]:

@@ -27,8 +27,8 @@ from animegan_cli.media.data import PreparedImage, PreprocessSettings, prepare_d
 from animegan_cli.pipeline import resources
 from animegan_cli.pipeline.lock import HeldLock
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
-from animegan_cli.pipeline.writer import STOP_ERRNOS, Target
-from animegan_cli.records.incremental import Decision, copy_output, record_before_rename
+from animegan_cli.pipeline.writer import STOP_ERRNOS, Target, copy_to_duplicate
+from animegan_cli.records.incremental import Decision, record_before_rename
 from animegan_cli.records.manifest import Manifest
 
 if TYPE_CHECKING:  # the model's modules: loaded by the caller, only when a clip is styled
@@ -133,7 +133,7 @@ class VideoRun:
             if result.status == "converted":
                 self.summary.videos.append(result)
             for dup in target.duplicates:
-                self._report(self._copy_to(dup, result))
+                self._report(copy_to_duplicate(dup, result, self.manifest))
 
     def _report(self, result: FileResult) -> None:
         self.summary.add(result)
@@ -221,21 +221,6 @@ class VideoRun:
                 )
                 per_batch = fits
         return dataclasses.replace(self.settings, record=record, frames_per_batch=per_batch)
-
-    def _copy_to(self, dup: Decision, lead: FileResult) -> FileResult:
-        """An input identical to a clip just converted gets a copy of its output."""
-        path, out = dup.item.path, dup.output
-        if lead.status != "converted" or lead.output is None:
-            reason = f"identical to {lead.input}, which failed"
-            return FileResult(path, None, "failed", reason, reason=dup.reason)
-        assert dup.record is not None
-        try:
-            copy_output(lead.output, out, dup.record, self.manifest)
-        except OSError as exc:
-            reason = f"cannot write {out}: {exc.strerror or exc}"
-            return FileResult(path, None, "failed", reason, reason=dup.reason)
-        return FileResult(path, out, "converted", None, 0.0, dup.reason, reused_from=lead.input,
-                          frames=lead.frames, duration=lead.duration)
 
     def _style(self, frames: list[video.Frame]) -> list[Image.Image]:
         """Style frames (scaled by FFmpeg) as images: Stylizer.prepare_sized -> run -> finish."""
