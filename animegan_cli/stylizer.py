@@ -142,7 +142,8 @@ class Stylizer:
         if expected_checkpoint is not None and resolved.checkpoint_id != expected_checkpoint:
             raise WeightsError(f"checkpoint {resolved.path} changed during the run; run it again")
         assert resolved.state_dict is not None  # resolve() loads what it picked
-        generator = load_generator(resolved.state_dict, align_corners=align_corners)
+        generator = load_generator(resolved.state_dict, align_corners=align_corners,
+                                   variant=resolved.variant)
         if spec.precision == "int8":
             on_message("quantizing the model to INT8 on the first images (cached afterwards)")
         cache = engine_cache_dir(spec.backend)

@@ -10,6 +10,7 @@ import click
 from animegan_cli.cli.common import CommandEntry, raise_for, stderr_is_terminal
 from animegan_cli.cli.options import EXIT_FAILED, EXIT_USAGE, CommandError
 from animegan_cli.core.errors import AnimeganError
+from animegan_cli.model.originals import LICENCE, ORIGINALS
 from animegan_cli.model.weights import STYLES, WeightsStore
 from animegan_cli.pipeline.report import one_line
 
@@ -21,7 +22,9 @@ def weights_group() -> None:
 
 @weights_group.command("list")
 def weights_list() -> None:
-    """Show each published style, what it was trained on, and where it is installed.
+    """Show each published style, what it was trained on, and where it is installed; then
+    AnimeGANv2's own TensorFlow styles (where to get them, their licence) and checkpoints
+    imported under names of their own.
 
     \b
     Example:
@@ -31,8 +34,15 @@ def weights_list() -> None:
     for status in store.status():
         where = str(status.path) if status.path else "not installed"
         click.echo(f"{status.style.name:<18} {where}\n    {status.style.trained_on}")
+    for original in ORIGINALS.values():
+        found = store.find(original.name)
+        where = str(found) if found else "not installed: get the folder, then weights import it"
+        click.echo(f"{original.name:<18} {where}\n    {original.trained_on}\n"
+                   f"    TensorFlow checkpoint {original.folder}/{original.checkpoint}: "
+                   f"{original.url}\n    licence: {LICENCE}")
     for name, path in store.custom().items():
-        click.echo(f"{name:<18} {path}\n    custom checkpoint (imported)")
+        if name not in ORIGINALS:
+            click.echo(f"{name:<18} {path}\n    custom checkpoint (imported)")
 
 
 @weights_group.command("download")
@@ -67,20 +77,26 @@ def weights_download(names: tuple[str, ...], all_: bool) -> None:
 
 
 @weights_group.command("import")
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--name", default=None, help="Style name to store it under (default: file stem).")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--name", default=None,
+              help="Style name to store it under (default: the file's stem; for a TensorFlow "
+                   "checkpoint its style, e.g. hayao).")
 @click.option("--force", is_flag=True,
               help="Replace a checkpoint already installed under that name.")
 def weights_import(file: Path, name: str | None, force: bool) -> None:
     """Copy a checkpoint into the store (for machines without internet, or custom ones).
 
-    A published name is verified against its git blob id; any other name is checked for
-    the generator's exact keys and shapes. A name already installed (with other bytes)
-    is refused unless --force.
+    FILE is a PyTorch checkpoint, or one of AnimeGANv2's own TensorFlow checkpoints: its
+    folder, its PREFIX or PREFIX.index (read without TensorFlow, every tensor's crc32c
+    checked, stored with the TensorFlow graph's resize and norm details). A published
+    name is verified against its git blob id; any other name is checked for the
+    generator's exact keys and shapes. A name already installed (with other bytes) is
+    refused unless --force.
 
     \b
-    Example:
+    Examples:
         animegan weights import ~/Downloads/paprika.pt
+        animegan weights import AnimeGANv2/checkpoint/generator_Hayao_weight
     """
     try:
         imported = WeightsStore.from_env().import_checkpoint(file, name, force=force)

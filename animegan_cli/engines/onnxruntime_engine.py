@@ -23,6 +23,7 @@ from animegan_cli.engines.contract import (
     to_model_input,
     to_pixels,
 )
+from animegan_cli.model.variants import DEFAULT_VARIANT, variant_tag
 
 if TYPE_CHECKING:
     import torch
@@ -54,14 +55,16 @@ def write_onnx(generator: Generator, path: Path) -> None:
         )
 
 
-def onnx_path(cache_dir: Path, checkpoint_id: str, align_corners: bool) -> Path:
+def onnx_path(cache_dir: Path, checkpoint_id: str, align_corners: bool,
+              variant: str = DEFAULT_VARIANT) -> Path:
     """The cached ONNX file of a checkpoint: what it was exported from, and how."""
-    return cache_dir / f"{checkpoint_id[:16]}-align{int(align_corners)}-opset{ONNX_OPSET}.onnx"
+    graph = f"align{int(align_corners)}{variant_tag(variant)}"
+    return cache_dir / f"{checkpoint_id[:16]}-{graph}-opset{ONNX_OPSET}.onnx"
 
 
 def cached_onnx(generator: Generator, cache_dir: Path, checkpoint_id: str) -> tuple[Path, bool]:
     """The checkpoint's ONNX file, exported on its first use; (path, whether it was cached)."""
-    path = onnx_path(cache_dir, checkpoint_id, generator.align_corners)
+    path = onnx_path(cache_dir, checkpoint_id, generator.align_corners, generator.variant)
     if path.exists():
         return path, True
     cache_dir.mkdir(parents=True, exist_ok=True)

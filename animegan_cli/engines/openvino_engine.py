@@ -37,6 +37,7 @@ from animegan_cli.engines.contract import (
     to_model_input,
     to_pixels,
 )
+from animegan_cli.model.variants import DEFAULT_VARIANT, variant_tag
 from animegan_cli.settings import fields
 
 if TYPE_CHECKING:
@@ -81,18 +82,22 @@ class Ahead(WarmupHandle, Protocol):
         ...
 
 
-def ir_cache_key(checkpoint_id: str, align_corners: bool, int8: bool) -> str:
-    """Name of a cached IR: what it was converted from, and with which OpenVINO."""
+def ir_cache_key(checkpoint_id: str, align_corners: bool, int8: bool,
+                 variant: str = DEFAULT_VARIANT) -> str:
+    """Name of a cached IR: what it was converted from (the checkpoint, its graph's
+    variant, the resize setting), and with which OpenVINO."""
     import openvino as ov
 
     version = ov.__version__.split("-")[0]
     kind = "int8" if int8 else "float"
-    return f"{checkpoint_id[:16]}-align{int(align_corners)}-{kind}-ov{version}"
+    graph = f"align{int(align_corners)}{variant_tag(variant)}"
+    return f"{checkpoint_id[:16]}-{graph}-{kind}-ov{version}"
 
 
-def ir_path(cache_dir: Path, checkpoint_id: str, align_corners: bool, int8: bool) -> Path:
+def ir_path(cache_dir: Path, checkpoint_id: str, align_corners: bool, int8: bool,
+            variant: str = DEFAULT_VARIANT) -> Path:
     """The .xml of a checkpoint's cached IR (its .bin beside it)."""
-    return cache_dir / f"{ir_cache_key(checkpoint_id, align_corners, int8)}.xml"
+    return cache_dir / f"{ir_cache_key(checkpoint_id, align_corners, int8, variant)}.xml"
 
 
 def ir_is_cached(xml: Path) -> bool:
@@ -127,7 +132,8 @@ class OpenVINOEngine:
             raise UsageError("--precision int8 needs calibration images")
         OpenVINOOptions(streams, shapes)  # checked as resolve_spec checks them
         started = time.perf_counter()
-        xml = ir_path(cache_dir, checkpoint_id, generator.align_corners, precision == "int8")
+        xml = ir_path(cache_dir, checkpoint_id, generator.align_corners, precision == "int8",
+                      generator.variant)
         self.config = compile_config(precision, threads, streams)
         # Taken (the warm-up thread joined) before this thread touches the shared Core.
         ready = warmup.take(xml, self.config) if warmup is not None else None

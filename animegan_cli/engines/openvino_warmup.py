@@ -24,6 +24,7 @@ from animegan_cli.engines import openvino_engine as ove
 from animegan_cli.engines.contract import EngineSpec, WarmupRequest
 from animegan_cli.engines.openvino_engine import OpenVINOOptions
 from animegan_cli.media import data
+from animegan_cli.model.variants import VARIANTS
 
 # Headers read for the first shapes: enough for the first batches of a run of any length,
 # at ~0.3 ms each.
@@ -111,9 +112,14 @@ class Warmup:
         self._imported.set()
         spec = self.spec
         streams = spec.options_as(OpenVINOOptions).streams
-        xml = ove.ir_path(self.cache_dir, self.checkpoint_id, self.align_corners,
-                          spec.precision == "int8")
-        if not ove.ir_is_cached(xml):
+        # The checkpoint id fixes its variant (stored with its weights), so the one variant
+        # whose IR is cached for this id is the right one; reading the checkpoint to learn it
+        # would cost the torch import this warm-up runs beside.
+        xml = next((path for path in (
+            ove.ir_path(self.cache_dir, self.checkpoint_id, self.align_corners,
+                        spec.precision == "int8", variant) for variant in VARIANTS)
+            if ove.ir_is_cached(path)), None)
+        if xml is None:
             return None
         core = ove.shared_core()
         config = ove.compile_config(spec.precision, spec.threads, streams)

@@ -7,6 +7,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from animegan_cli.core.limits import MIN_SIDE as MIN_SIDE  # defined where planning can read it
+from animegan_cli.model.variants import DEFAULT_VARIANT, VARIANTS
+
+
+def resize_asymmetric(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """Bilinear resize sampling at ``dst * in / out``, the last row/column repeated: TF1's
+    ``resize_bilinear(align_corners=False)``. With the input padded by one edge row/column,
+    an align-corners resize to ``out + 1`` samples at exactly those points; it exports to
+    OpenVINO and ONNX as ordinary pad, resize and slice."""
+    padded = F.pad(x, (0, 1, 0, 1), mode="replicate")
+    out = F.interpolate(padded, size=(size[0] + 1, size[1] + 1), mode="bilinear",
+                        align_corners=True)
+    return out[..., :-1, :-1]
 
 
 class ConvNormLReLU(nn.Sequential):
@@ -54,12 +66,14 @@ class Generator(nn.Module):
     """AnimeGANv2 generator; state-dict compatible with the published checkpoints.
 
     ``align_corners`` is an attribute rather than a forward argument so that an
-    exported graph (OpenVINO, torch.compile) bakes the choice in.
+    exported graph (OpenVINO, torch.compile) bakes the choice in; so is ``variant`` (a
+    key of ``VARIANTS``: the graph the checkpoint was trained in).
     """
 
-    def __init__(self, align_corners: bool = False) -> None:
+    def __init__(self, align_corners: bool = False, variant: str = DEFAULT_VARIANT) -> None:
         super().__init__()
         self.align_corners = align_corners
+        self.variant = variant
         # The stride-2 convs pad only right and bottom, as the TensorFlow original did.
         down_pad = (0, 1, 0, 1)
         self.block_a = nn.Sequential(
@@ -86,6 +100,15 @@ class Generator(nn.Module):
             ConvNormLReLU(64, 32, kernel_size=7, padding=3),
         )
         self.out_layer = nn.Sequential(nn.Conv2d(32, 3, kernel_size=1, bias=False), nn.Tanh())
+        for norm in self.modules():
+            if isinstance(norm, nn.GroupNorm):
+                norm.eps = VARIANTS[variant].norm_eps
+
+    def _resize(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """The bilinear resize between blocks, as the checkpoint's graph did it."""
+        if self.align_corners or VARIANTS[self.variant].half_pixel:
+            return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
+        return resize_asymmetric(x, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Style a batch (N, 3, H, W) in [-1, 1]; returns the same shape in [-1, 1]."""
@@ -94,9 +117,9 @@ class Generator(nn.Module):
         half_size = out.shape[-2:]
         out = self.block_b(out)
         out = self.block_c(out)
-        out = F.interpolate(out, size=half_size, mode="bilinear", align_corners=self.align_corners)
+        out = self._resize(out, half_size)
         out = self.block_d(out)
-        out = F.interpolate(out, size=full_size, mode="bilinear", align_corners=self.align_corners)
+        out = self._resize(out, full_size)
         out = self.block_e(out)
         return self.out_layer(out)
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from animegan_cli.core.atomic import atomic_write
 from animegan_cli.core.errors import DownloadError, UsageError, WeightsError
+from animegan_cli.model.variants import DEFAULT_VARIANT, VARIANTS
 from animegan_cli.settings import fields
 
 if TYPE_CHECKING:  # imported where a checkpoint is parsed: listing and planning need neither
@@ -71,6 +72,10 @@ STYLES: dict[str, Style] = {
     for name, blob_id, trained_on, resolution in _PUBLISHED
 }
 DEFAULT_STYLE: str = fields.STYLE.default
+# A checkpoint whose graph is not the PyTorch port's is stored as {VARIANT_KEY: variant,
+# STATE_KEY: state dict}: the variant travels with the weights (and so with their blob id).
+VARIANT_KEY = "generator_variant"
+STATE_KEY = "state_dict"
 DEFAULT_BASE_URL = "https://github.com/bryandlee/animegan2-pytorch/raw/main/weights/"
 
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -124,6 +129,7 @@ class ResolvedWeights:
     name: str
     checkpoint_id: str
     state_dict: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
+    variant: str = DEFAULT_VARIANT  # the graph it was trained in (generator.VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -240,15 +246,19 @@ class WeightsStore:
         A name that is already installed with other bytes is refused unless ``force``;
         importing the same bytes again changes nothing (``Imported.already``).
         """
+        from animegan_cli.model import tfimport
+
         source = Path(source)
-        name = source.stem if name is None else name
-        # Path(name).name differs from name when it holds a separator; a leading dot would
-        # hide the file and could collide with our own temp files.
-        if not name or Path(name).name != name or name.startswith("."):
-            raise UsageError(
-                f"invalid checkpoint name {name!r}: use a plain file name not starting with '.'"
-            )
-        data = _read_bytes(source)
+        prefix = tfimport.find_prefix(source)
+        if prefix is not None:
+            name = tfimport.guess_name(prefix) if name is None else name
+            _check_name(name)
+            data = checkpoint_bytes(tfimport.read_generator(prefix), tfimport.VARIANT)
+            source = prefix
+        else:
+            name = source.stem if name is None else name
+            _check_name(name)
+            data = _read_bytes(source)
         if name in STYLES:
             _check_published_bytes(data, source, STYLES[name])
         _parse_checkpoint(data, source)
@@ -280,7 +290,7 @@ class WeightsStore:
             data = _read_bytes(path)
             blob_id = git_blob_id(data)
             return ResolvedWeights(
-                path, file_style_name(path, blob_id), blob_id, _parse_checkpoint(data, path)
+                path, file_style_name(path, blob_id), blob_id, *_parse_with_variant(data, path)
             )
         if style not in STYLES:
             custom = self.find(style)
@@ -288,7 +298,7 @@ class WeightsStore:
                 # A checkpoint imported under its own name: strict-checked, identified by bytes.
                 data = _read_bytes(custom)
                 return ResolvedWeights(
-                    custom, style, git_blob_id(data), _parse_checkpoint(data, custom)
+                    custom, style, git_blob_id(data), *_parse_with_variant(data, custom)
                 )
         published = self._published(style)
         path = self.find(style)
@@ -306,6 +316,28 @@ class WeightsStore:
         data = _read_bytes(path)
         _check_blob_id(path, git_blob_id(data), published.blob_id)
         return ResolvedWeights(path, style, published.blob_id, _parse_checkpoint(data, path))
+
+
+def _check_name(name: str) -> None:
+    """Refuse a name that is no plain file name."""
+    # Path(name).name differs from name when it holds a separator; a leading dot would
+    # hide the file and could collide with our own temp files.
+    if not name or Path(name).name != name or name.startswith("."):
+        raise UsageError(
+            f"invalid checkpoint name {name!r}: use a plain file name not starting with '.'"
+        )
+
+
+def checkpoint_bytes(state: Mapping[str, torch.Tensor], variant: str = DEFAULT_VARIANT) -> bytes:
+    """A state dict serialised as a stored checkpoint, with its variant when not the default."""
+    import torch
+
+    payload: object = dict(state)
+    if variant != DEFAULT_VARIANT:
+        payload = {VARIANT_KEY: variant, STATE_KEY: dict(state)}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
 
 
 def file_style_name(path: Path, blob_id: str) -> str:
@@ -474,6 +506,22 @@ def _load_failure(exc: Exception) -> str:
 
 def _parse_checkpoint(data: bytes, path: Path) -> dict[str, torch.Tensor]:
     """Unpickle checkpoint bytes safely and check them strictly against the Generator."""
+    return _parse_with_variant(data, path)[0]
+
+
+def _unwrap(state: object, source: str) -> tuple[object, str]:
+    """A stored checkpoint's state dict and variant (a plain state dict: the default)."""
+    if not isinstance(state, Mapping) or set(state) != {VARIANT_KEY, STATE_KEY}:
+        return state, DEFAULT_VARIANT
+    variant = state[VARIANT_KEY]
+    if variant not in VARIANTS:
+        raise WeightsError(f"{source} is for a generator variant this version does not know "
+                           f"({variant!r}); upgrade animegan or import the checkpoint again")
+    return state[STATE_KEY], variant
+
+
+def _parse_with_variant(data: bytes, path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The checked state dict and the variant of checkpoint bytes."""
     import torch
 
     try:
@@ -485,7 +533,8 @@ def _parse_checkpoint(data: bytes, path: Path) -> dict[str, torch.Tensor]:
         # torch.load raises many unrelated types (UnpicklingError, RuntimeError, EOFError,
         # ValueError, ...) for a bad file; to the user they all mean "this file is unusable".
         raise WeightsError(f"cannot load checkpoint {path}: {_load_failure(exc)}") from exc
-    return _check_state_dict(state, str(path))
+    state, variant = _unwrap(state, str(path))
+    return _check_state_dict(state, str(path)), variant
 
 
 def _listed(items: list[str]) -> str:
@@ -551,12 +600,15 @@ def load_state_dict(path: Path, expected_blob_id: str | None = None) -> dict[str
     return _parse_checkpoint(data, path)
 
 
-def load_generator(state_dict: dict[str, torch.Tensor], align_corners: bool = False) -> Generator:
+def load_generator(
+    state_dict: dict[str, torch.Tensor], align_corners: bool = False,
+    variant: str = DEFAULT_VARIANT,
+) -> Generator:
     """Build a Generator from a state dict, in eval mode with gradients off."""
     from animegan_cli.model.generator import Generator
 
     state = _check_state_dict(state_dict, "state dict")
-    model = Generator(align_corners=align_corners)
+    model = Generator(align_corners=align_corners, variant=variant)
     model.load_state_dict(state, strict=True)
     model.eval()
     model.requires_grad_(False)

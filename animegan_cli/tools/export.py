@@ -71,7 +71,8 @@ def export_checkpoint(
         request.style, weights=request.weights, on_download=on_message, progress=False
     )
     assert resolved.state_dict is not None
-    generator = load_generator(resolved.state_dict, align_corners=request.align_corners)
+    generator = load_generator(resolved.state_dict, align_corners=request.align_corners,
+                               variant=resolved.variant)
     written = []
     if request.onnx is not None:
         written.append((request.onnx, export_onnx(generator, request.onnx, request.size)))
