@@ -14,6 +14,7 @@ output in [-1, 1].
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -119,6 +120,7 @@ def g_net(x):
 
 def main(prefix: str, image_in: str, image_out: str) -> None:
     tf1.disable_eager_execution()
+    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     image = np.load(image_in)
     placeholder = tf1.placeholder(tf.float32, [1, None, None, 3], name="generator_input")
     with tf1.variable_scope("generator"):
