@@ -302,3 +302,19 @@ def test_done_when_a_real_tf_checkpoint_matches_tensorflow_on_both_engines(tmp_p
         assert result.exit_code == 0, result.output
         styled = np.asarray(Image.open(out / "photo.png").convert("RGB"))
         assert psnr(styled, reference) >= 40.0, backend
+
+
+def test_readme_both_styles_in_one_import_each_failure_one_line(bundle: Path,
+                                                                tmp_path: Path) -> None:
+    shinkai = tmp_path / "generator_Shinkai_weight"
+    shinkai.mkdir()
+    for path in bundle.glob(f"{PREFIX_NAME}.*"):
+        shutil.copy(path, shinkai / path.name.replace("Hayao-99", "Shinkai-53"))
+    missing = tmp_path / "generator_Paprika_weight"
+    result = run("weights", "import", str(bundle), str(missing), str(shinkai))
+    assert result.exit_code == 1
+    assert [p.name for p in stored()] == ["hayao.pt", "shinkai.pt"]
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and str(missing) in errors[0]
+    refused = run("weights", "import", str(bundle), str(shinkai), "--name", "x")
+    assert refused.exit_code == 2

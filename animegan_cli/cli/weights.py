@@ -77,36 +77,48 @@ def weights_download(names: tuple[str, ...], all_: bool) -> None:
 
 
 @weights_group.command("import")
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--name", default=None,
               help="Style name to store it under (default: the file's stem; for a TensorFlow "
-                   "checkpoint its style, e.g. hayao).")
+                   "checkpoint its style, e.g. hayao). One FILE only.")
 @click.option("--force", is_flag=True,
               help="Replace a checkpoint already installed under that name.")
-def weights_import(file: Path, name: str | None, force: bool) -> None:
-    """Copy a checkpoint into the store (for machines without internet, or custom ones).
+def weights_import(files: tuple[Path, ...], name: str | None, force: bool) -> None:
+    """Copy checkpoints into the store (for machines without internet, or custom ones).
 
-    FILE is a PyTorch checkpoint, or one of AnimeGANv2's own TensorFlow checkpoints: its
-    folder, its PREFIX or PREFIX.index (read without TensorFlow, every tensor's crc32c
+    Each FILE is a PyTorch checkpoint, or one of AnimeGANv2's own TensorFlow checkpoints:
+    its folder, its PREFIX or PREFIX.index (read without TensorFlow, every tensor's crc32c
     checked, stored with the TensorFlow graph's resize and norm details). A published
     name is verified against its git blob id; any other name is checked for the
     generator's exact keys and shapes. A name already installed (with other bytes) is
-    refused unless --force.
+    refused unless --force. With several FILEs, each failure is one line and the exit
+    status is 1 if any failed.
 
     \b
     Examples:
         animegan weights import ~/Downloads/paprika.pt
         animegan weights import AnimeGANv2/checkpoint/generator_Hayao_weight
     """
-    try:
-        imported = WeightsStore.from_env().import_checkpoint(file, name, force=force)
-    except AnimeganError as exc:
-        raise_for(exc)
-    if imported.already:
-        click.echo(f"already imported: {imported.path} holds the same bytes; nothing changed",
-                   err=True)
-    else:
-        click.echo(f"imported {file} as {imported.path}", err=True)
+    if name is not None and len(files) > 1:
+        raise CommandError("--name names one checkpoint: import one FILE with it", EXIT_USAGE)
+    store = WeightsStore.from_env()
+    failed = 0
+    for file in files:
+        try:
+            imported = store.import_checkpoint(file, name, force=force)
+        except AnimeganError as exc:
+            if len(files) == 1:
+                raise_for(exc)
+            click.echo(f"animegan: error: {one_line(str(exc))}", err=True)
+            failed += 1
+            continue
+        if imported.already:
+            click.echo(f"already imported: {imported.path} holds the same bytes; "
+                       "nothing changed", err=True)
+        else:
+            click.echo(f"imported {file} as {imported.path}", err=True)
+    if failed:
+        sys.exit(EXIT_FAILED)
 
 
 ENTRY = CommandEntry(weights_group)

@@ -31,7 +31,7 @@ UNCOMPRESSED = 0
 COMPRESSIONS = {0: "none", 1: "snappy", 2: "zlib"}
 LITTLE_ENDIAN = 0
 # TensorFlow's DataType enum values of the float tensors a generator holds.
-DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f8"), 19: np.dtype("<f2")}
+DTYPES: dict[int, np.dtype] = {1: np.dtype("<f4"), 2: np.dtype("<f8"), 19: np.dtype("<f2")}
 # A TF2 tf.train.Checkpoint names its tensors by object path and adds this graph.
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 OBJECT_VALUE_SUFFIX = ".ATTRIBUTES/VARIABLE_VALUE"
