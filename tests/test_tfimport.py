@@ -318,3 +318,16 @@ def test_readme_both_styles_in_one_import_each_failure_one_line(bundle: Path,
     assert len(errors) == 1 and str(missing) in errors[0]
     refused = run("weights", "import", str(bundle), str(shinkai), "--name", "x")
     assert refused.exit_code == 2
+
+
+@pytest.mark.parametrize(("path", "name"), [
+    ("AnimeGANv2/checkpoint/generator_Hayao_weight/Hayao-99.ckpt", "hayao"),
+    ("x/generator_Shinkai_weight/model.ckpt-53", "shinkai"),
+    # "paprika" is the published PyTorch conversion, checked by its blob id.
+    ("generator_Paprika_weight/Paprika-54.ckpt", "paprika_tf"),
+    ("runs/mystyle-12.ckpt", "mystyle"),
+])
+def test_item1_the_name_comes_from_the_prefix_or_its_folder(path: str, name: str) -> None:
+    from animegan_cli.model.tfimport import guess_name
+
+    assert guess_name(Path(path)) == name

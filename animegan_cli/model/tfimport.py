@@ -100,11 +100,11 @@ def _our_shapes() -> dict[str, tuple[int, ...]]:
 
 
 def find_prefix(path: Path) -> Path | None:
-    """The checkpoint prefix a path names (a folder, ``PREFIX``, ``PREFIX.index`` or a
-    data shard), or None when it is no TensorFlow checkpoint (a PyTorch file)."""
+    """The checkpoint prefix a path names (a folder, ``PREFIX``, ``PREFIX.index``, its
+    ``.meta`` graph or a data shard), or None when it is no TensorFlow checkpoint."""
     if path.is_dir():
         return _latest_in(path)
-    if path.suffix == ".index":
+    if path.suffix in (".index", ".meta"):
         return path.with_suffix("")
     if _SHARD_SUFFIX.search(path.name):
         return path.with_name(_SHARD_SUFFIX.sub("", path.name))
