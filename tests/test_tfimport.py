@@ -193,6 +193,11 @@ def test_item1_crc32c_is_castagnoli_masked_as_tensorflow_stores_it() -> None:
     assert tfbundle.crc32c(b"\0" * 32) == 0x8A9136AA  # RFC 3720's test vector
     crc = tfbundle.crc32c(b"abc")
     assert tfbundle.masked_crc32c(b"abc") == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) % 2**32
+    rng = np.random.default_rng(0)
+    for size in (0, 1, 1023, 8 * 1024 - 1, 8 * 1024, 8 * 1024 + 1, 100_003):
+        data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        # The chunked, vectorised CRC is the byte-at-a-time one.
+        assert tfbundle.crc32c(data) == tfbundle._crc_bytes(0xFFFFFFFF, data) ^ 0xFFFFFFFF
 
 
 def test_item1_a_folder_with_several_checkpoints_names_them(tmp_path: Path) -> None:

@@ -11,11 +11,13 @@ format by hand.
 
 Supported: uncompressed blocks (TensorFlow writes bundles uncompressed; a snappy-compressed
 block is refused), little-endian bundles, whole (unsliced) float16/32/64 tensors. Every
-block's and every tensor's CRC32C is checked.
+block's and every tensor's CRC32C is checked (table-driven; numpy runs 1 KiB chunks side
+by side and joins them, ~0.1 s for a generator's 8 MB).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,13 +56,54 @@ def _crc_table() -> tuple[int, ...]:
 _CRC_TABLE = _crc_table()
 
 
-def crc32c(data: bytes | memoryview) -> int:
-    """CRC32C (Castagnoli) of ``data``, table-driven (about 1 s per 8 MB: once per import)."""
+_CHUNK = 1024  # bytes per lane of the vectorised CRC below
+
+
+def _crc_bytes(register: int, data: bytes) -> int:
+    """The CRC register after ``data``, one table lookup per byte."""
     table = _CRC_TABLE
-    crc = _MASK32
-    for byte in bytes(data):
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ _MASK32
+    for byte in data:
+        register = table[(register ^ byte) & 0xFF] ^ (register >> 8)
+    return register
+
+
+def _lanes(chunks: np.ndarray, register: np.ndarray) -> np.ndarray:
+    """The registers after each row of ``chunks`` (rows side by side, a lookup per column)."""
+    table = np.asarray(_CRC_TABLE, dtype=np.uint32)
+    for column in np.ascontiguousarray(chunks.T):  # uint8: a quarter of the copying
+        register = table[(register ^ column) & 0xFF] ^ (register >> 8)
+    return register
+
+
+@functools.cache
+def _zeros_tables() -> np.ndarray:
+    """What _CHUNK zero bytes do to a register, by each of its four bytes (it is linear)."""
+    basis = np.array([1 << bit for bit in range(32)], dtype=np.uint32)
+    shifted = _lanes(np.zeros((32, _CHUNK), dtype=np.uint8), basis)
+    tables = np.zeros((4, 256), dtype=np.uint32)
+    for value in range(256):
+        for byte in range(4):
+            bits = [shifted[byte * 8 + b] for b in range(8) if value >> b & 1]
+            tables[byte, value] = np.bitwise_xor.reduce(bits) if bits else 0
+    return tables
+
+
+def crc32c(data: bytes | memoryview) -> int:
+    """CRC32C (Castagnoli) of ``data``: table-driven, with the data cut in 1 KiB chunks that
+    numpy runs side by side (each from a zero register), then joined, since a CRC is
+    linear: register(s, chunk) = register(0, chunk) ^ register(s, zeros)."""
+    data = bytes(data)
+    whole = len(data) // _CHUNK
+    if whole < 8:
+        return _crc_bytes(_MASK32, data) ^ _MASK32
+    chunks = np.frombuffer(data, dtype=np.uint8, count=whole * _CHUNK).reshape(whole, _CHUNK)
+    each = _lanes(chunks, np.zeros(whole, dtype=np.uint32)).tolist()
+    t0, t1, t2, t3 = (row.tolist() for row in _zeros_tables())
+    register = _MASK32
+    for chunk_register in each:
+        register = (t0[register & 0xFF] ^ t1[(register >> 8) & 0xFF]
+                    ^ t2[(register >> 16) & 0xFF] ^ t3[register >> 24] ^ chunk_register)
+    return _crc_bytes(register, data[whole * _CHUNK:]) ^ _MASK32
 
 
 def masked_crc32c(data: bytes | memoryview) -> int:
