@@ -336,3 +336,13 @@ def test_item1_the_name_comes_from_the_prefix_or_its_folder(path: str, name: str
     from animegan_cli.model.tfimport import guess_name
 
     assert guess_name(Path(path)) == name
+
+
+def test_item3_convert_with_a_tf_style_not_imported_says_where_to_get_it(tmp_path: Path):
+    photo = tmp_path / "a.png"
+    Image.fromarray(photo_like(40, 28)).save(photo)
+    result = run("convert", str(photo), "-o", str(tmp_path / "out"), "--style", "shinkai")
+    assert result.exit_code == 2
+    assert "generator_Shinkai_weight" in result.stderr
+    assert "animegan weights import FOLDER" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

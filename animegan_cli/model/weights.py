@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from animegan_cli.core.atomic import atomic_write
 from animegan_cli.core.errors import DownloadError, UsageError, WeightsError
+from animegan_cli.model.originals import ORIGINALS
 from animegan_cli.model.variants import DEFAULT_VARIANT, VARIANTS
 from animegan_cli.settings import fields
 
@@ -198,7 +199,14 @@ class WeightsStore:
         return [StyleStatus(style, self.find(style.name)) for style in STYLES.values()]
 
     def unknown_style(self, name: str) -> UsageError:
-        """The error for a name that is neither published nor imported, listing both kinds."""
+        """The error for a name that is neither published nor imported, listing both kinds
+        (for one of AnimeGANv2's TensorFlow styles: where to get it and how to import it)."""
+        original = ORIGINALS.get(name)
+        if original is not None:
+            return UsageError(
+                f"style {name} is not installed: it is AnimeGANv2's TensorFlow checkpoint; get "
+                f"the folder {original.url} and run `animegan weights import FOLDER` "
+                "(licence: non-commercial use only)")
         message = f"unknown style {name!r}; choose from: {', '.join(STYLES)}"
         imported = self.custom()
         if imported:
