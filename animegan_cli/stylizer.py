@@ -28,7 +28,7 @@ from animegan_cli.engines.base import (
     create_engine,
     resolve_spec,
 )
-from animegan_cli.media import data
+from animegan_cli.media import colour, data
 from animegan_cli.model.weights import (
     ResolvedWeights,
     WeightsStore,
@@ -47,7 +47,8 @@ def _ignore(message: str) -> None:
 
 
 # The declared settings (settings/fields.py) that decide a result's pixels besides the engine.
-PIXEL_FIELDS = (fields.SIZE, fields.KEEP_SIZE, fields.ALIGN_CORNERS, fields.MAX_PIXELS)
+PIXEL_FIELDS = (fields.SIZE, fields.KEEP_SIZE, fields.ALIGN_CORNERS, fields.MAX_PIXELS,
+                fields.COLOUR)
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,16 @@ class PixelSettings:
     keep_size: bool = fields.KEEP_SIZE.default
     align_corners: bool = fields.ALIGN_CORNERS.default
     max_pixels: int = fields.MAX_PIXELS.default  # 0 = no limit
+    colour: str = fields.COLOUR.default  # what the result keeps of the photo's (media/colour.py)
 
     def validate(self) -> None:
         """UsageError for values that cannot work (the declared checks)."""
         values = {s.name: getattr(self, s.name) for s in PIXEL_FIELDS}
         for problem in fields.problems(PIXEL_FIELDS, values):
             raise UsageError(problem)
+        colour_problem = colour.colour_problem(self.colour)
+        if colour_problem is not None:
+            raise UsageError(colour_problem)
 
     @property
     def preprocess(self) -> data.PreprocessSettings:
@@ -104,6 +109,7 @@ class Stylizer:
         keep_size: bool = fields.KEEP_SIZE.default,
         align_corners: bool = fields.ALIGN_CORNERS.default,
         max_pixels: int = fields.MAX_PIXELS.default,
+        colour: str = fields.COLOUR.default,
         device: str = fields.DEVICE.default,
         backend: str = fields.BACKEND.default,
         precision: str = fields.PRECISION.default,
@@ -127,7 +133,7 @@ class Stylizer:
         replaced since is refused rather than run under the wrong id. ``warmup`` holds
         what the engine's warm-up made ahead (OpenVINO's compiled models) for it to adopt.
         """
-        pixels = PixelSettings(size, keep_size, align_corners, max_pixels)
+        pixels = PixelSettings(size, keep_size, align_corners, max_pixels, colour)
         pixels.validate()
         if spec is None:
             spec = resolve_spec(device, backend, precision, threads,
@@ -174,6 +180,7 @@ class Stylizer:
             self.pixels.align_corners,
             self.pixels.keep_size,
             self.spec.backend,
+            colour=self.pixels.colour,
         )
 
     def prepare(self, image: ImageSource, index: int = 0) -> data.PreparedImage:
@@ -217,8 +224,20 @@ class Stylizer:
         return list(self.engine.run(data.stack_pixels(batch)))
 
     def finish(self, item: data.PreparedImage, pixels: torch.Tensor) -> Image.Image:
-        """The image convert would encode: alpha put back, scaled back with ``keep_size``."""
-        return data.to_output_image(pixels, item.alpha, item.original_size, self.pixels.keep_size)
+        """The image convert would encode: the photo's colours kept as ``colour`` says (at the
+        model's size), alpha put back, scaled back with ``keep_size``."""
+        kept = self.keep_colour(item, pixels)
+        return data.to_output_image(kept, item.alpha, item.original_size, self.pixels.keep_size)
+
+    def keep_colour(self, item: data.PreparedImage, pixels: torch.Tensor) -> torch.Tensor:
+        """``pixels`` (a styled (H, W, 3) uint8 result) with ``colour``'s keeping against the
+        image the model saw (``item.pixels``); as they are with ``style``.
+
+        ``finish`` calls it; a result that is not finished, such as a face crop pasted into
+        its styled image (faces/), gets it here.
+        """
+        assert item.pixels is not None  # prepared
+        return colour.keep(self.pixels.colour, item.pixels, pixels)
 
     def stylize(self, images: Sequence[ImageSource],
                 batch_size: int = fields.BATCH_SIZE.default) -> list[Image.Image]:

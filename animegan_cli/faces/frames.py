@@ -38,6 +38,13 @@ _FACE_PREP = data.PreprocessSettings(size=FACE_SIZE, max_pixels=0)
 
 # Styles prepared model inputs of one shape: Stylizer.run, or a wrapper that checks them.
 RunModel = Callable[[list[data.PreparedImage]], "list[torch.Tensor]"]
+# A styled face's pixels with --colour's keeping: Stylizer.keep_colour (as Stylizer.finish
+# does for the frame); a styled face is pasted, never finished.
+KeepColour = Callable[[data.PreparedImage, "torch.Tensor"], "torch.Tensor"]
+
+
+def _as_styled(item: data.PreparedImage, pixels: torch.Tensor) -> torch.Tensor:
+    return pixels
 
 
 @dataclass
@@ -46,6 +53,7 @@ class FramePaste:
 
     settings: FaceSettings
     batch_size: int  # face crops styled together (the clip's frames per batch)
+    keep_colour: KeepColour = _as_styled
     faces_found: int = 0  # over the clip: what its result reports
     frames_with_faces: int = 0
     detector: Detector = field(init=False)
@@ -59,8 +67,9 @@ class FramePaste:
         crops = [self._crops(frame) for frame in frames]
         parts = [face_blend.face_input(frame, crop) for frame, found in zip(frames, crops)
                  for crop in found]
-        pixels = self._style([data.prepare_decoded(-1, p, p.size, _FACE_PREP) for p in parts],
-                             run)
+        prepared = [data.prepare_decoded(-1, p, p.size, _FACE_PREP) for p in parts]
+        pixels = [self.keep_colour(item, styled_face)
+                  for item, styled_face in zip(prepared, self._style(prepared, run))]
         done, results = 0, []
         for frame, found, image in zip(frames, crops, styled):
             for crop in found:

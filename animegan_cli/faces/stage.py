@@ -258,7 +258,10 @@ class FaceStage:
         for d in job.target.decisions:
             assert d.record is not None
             d.record = _with_faces(d.record, {**job.recorded(), "face_boxes": boxes})
-        faces = [(crop, job.results[id(part)]) for crop, part in zip(job.crops, job.parts[1:])]
+        # Each face keeps the photo's colours (--colour) as its image does in Stylizer.finish.
+        keep_colour = self.writer.stylizer.keep_colour
+        faces = [(crop, keep_colour(part, job.results[id(part)]))
+                 for crop, part in zip(job.crops, job.parts[1:])]
         original = job.whole.original_size
 
         def compose(image: Image.Image) -> Image.Image:

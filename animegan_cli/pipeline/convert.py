@@ -24,6 +24,7 @@ from animegan_cli.engines import base as engines
 from animegan_cli.engines.base import EngineSpec, torch_threads
 from animegan_cli.faces.detect import FaceSettings
 from animegan_cli.media import data, kinds, outputs, video
+from animegan_cli.media.colour import colour_problem
 from animegan_cli.media.formats import PngLevel, png_level_problem, size_problem
 from animegan_cli.media.inputs import ListedPath, find_inputs, refuse_outputs_inside
 from animegan_cli.model.weights import engine_cache_dir
@@ -82,6 +83,7 @@ class ConvertOptions:
     compile: bool = False
     shapes: str = fields.SHAPES.default  # OpenVINO: compile per input shape, or one dynamic model
     align_corners: bool = False
+    colour: str = fields.COLOUR.default  # what results keep of the photo's (media/colour.py)
     overwrite: bool = False
     download: bool = True
     progress: bool = False
@@ -136,6 +138,7 @@ def validate(options: ConvertOptions) -> None:
         ),
         (options.base is None or options.base.is_dir(), f"--base {options.base}: not a folder"),
         *video.option_checks(options.video_format),
+        (colour_problem(options.colour) is None, str(colour_problem(options.colour))),
     ]
     for ok, message in checks:
         if not ok:
@@ -549,7 +552,7 @@ def _rules(
         settings={
             **recorded_settings(
                 options.size, spec.precision, options.align_corners, options.keep_size,
-                spec.backend, spec.device,
+                spec.backend, spec.device, options.colour,
             ),
             **options.faces.record(),
         },

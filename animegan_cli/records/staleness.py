@@ -11,6 +11,7 @@ from pathlib import Path
 
 from animegan_cli.media import kinds
 from animegan_cli.media.formats import format_by_extension
+from animegan_cli.settings import fields
 
 # Settings recorded to say which engine made an output, but not compared: fp32, bf16 and
 # fp16 results differ by rounding only (invisible), while int8 visibly changes pixels.
@@ -86,10 +87,13 @@ def recorded_settings(
     keep_size: bool,
     backend: str,
     device: str | None = None,
+    colour: str = fields.COLOUR.default,
 ) -> dict[str, object]:
     """The settings an output records; ``precision``/``backend``/``device`` resolved.
 
-    Which of them make an output stale is :func:`staleness_key`'s rule.
+    Which of them make an output stale is :func:`staleness_key`'s rule. ``colour`` is
+    recorded only when it is not the default (``style``): outputs made before it existed,
+    and today's default outputs, keep the same record (and bytes), and stay up to date.
     """
     settings: dict[str, object] = {
         "size": size,
@@ -100,6 +104,8 @@ def recorded_settings(
     }
     if device is not None:
         settings["device"] = device
+    if colour != fields.COLOUR.default:
+        settings["colour"] = colour
     return settings
 
 

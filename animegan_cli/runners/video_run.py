@@ -180,7 +180,8 @@ class VideoRun:
         if self.faces is not None:
             from animegan_cli.faces.frames import FramePaste  # OpenCV: only with --faces
 
-            self._paste = FramePaste(self.faces, settings.frames_per_batch)
+            self._paste = FramePaste(self.faces, settings.frames_per_batch,
+                                     self.stylizer.keep_colour)
 
         def write(handle: BinaryIO) -> None:
             done.append(video.transcode(

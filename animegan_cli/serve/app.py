@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request as HTTPRequest
 
+from animegan_cli.media.colour import COLOURS, colour_problem
 from animegan_cli.serve.access import SAFE_METHODS, AccessPolicy
 from animegan_cli.serve.batcher import Closed, QueueFull
 from animegan_cli.serve.budgets import metered, request_refusal
@@ -312,7 +313,7 @@ _CACHE_SCOPE_OF: dict[str, Callable[[HTTPRequest], str]] = {
 
 def _request_fields(fields: dict[str, str]) -> dict[str, Any]:
     """The form's optional fields as ImageService.request's arguments (422 if malformed)."""
-    unknown = set(fields) - {"format", "quality", "size", "keep_size"}
+    unknown = set(fields) - {"format", "quality", "size", "keep_size", "colour"}
     if unknown:
         raise ImageError(422, f"unknown form field {sorted(unknown)[0]!r}")
     parsed: dict[str, Any] = {"format_": fields.get("format", "png").lower()}
@@ -327,6 +328,11 @@ def _request_fields(fields: dict[str, str]) -> dict[str, Any]:
         if flag not in ("true", "false", "1", "0", "on", "off"):
             raise ImageError(422, f"keep_size must be true or false, not {fields['keep_size']!r}")
         parsed["keep_size"] = flag in ("true", "1", "on")
+    if fields.get("colour"):
+        problem = colour_problem(fields["colour"], "colour")
+        if problem is not None:
+            raise ImageError(422, problem)
+        parsed["colour"] = fields["colour"]
     return parsed
 
 
@@ -626,4 +632,7 @@ _FORM_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-da
                     "default": fields.QUALITY.default},
         "size": {"type": "integer", "description": "long side of the model input; 0 = native"},
         "keep_size": {"type": "boolean"},
+        "colour": {"type": "string", "enum": list(COLOURS),
+                   "description": "what the result keeps of the photo's colours; default: "
+                                  "the server's --colour"},
     }}}}}}

@@ -205,7 +205,7 @@ class ImageService:
 
     def request(self, format_: str = "png", quality: int = fields.QUALITY.default,
                 size: int | None = None, keep_size: bool | None = None,
-                scope: str = "") -> RequestSettings:
+                scope: str = "", colour: str | None = None) -> RequestSettings:
         """The settings a form's fields ask for; ImageError (422) for values that cannot work."""
         format_ = format_key(format_)  # jpeg is jpg, as in convert's --format
         if format_ not in SERVED_FORMATS:
@@ -220,7 +220,8 @@ class ImageService:
         base = self.stylizer
         pixels = PixelSettings(base.pixels.size if size is None else size,
                                base.pixels.keep_size if keep_size is None else keep_size,
-                               base.pixels.align_corners, base.pixels.max_pixels)
+                               base.pixels.align_corners, base.pixels.max_pixels,
+                               base.pixels.colour if colour is None else colour)
         try:
             pixels.validate()
         except UsageError as exc:

@@ -210,6 +210,13 @@ MAX_PIXELS = Setting(("--max-pixels",), 200_000_000,
                      "before decoding; 0 = no limit.", config=(SERVE,), config_type=(int, str),
                      parse="pixels", check=zero_or_more("(no limit)"),
                      click={"metavar": "N", "show_default": True})
+# What the result keeps of the photo's colours (media/colour.py; docs/colour.md).
+COLOUR = Setting(("--colour",), "style",
+                 "style: the model's colours; keep-brightness: the result scaled to the photo's "
+                 "mean brightness (as AnimeGANv2's own test script does); keep-colours: the "
+                 "photo's colours with the style's light and shade.",
+                 envvar="ANIMEGAN_COLOUR", config=(CONVERT, SERVE),
+                 choices="animegan_cli.media.colour:COLOURS", click={"show_default": True})
 
 # --- faces: --faces and its settings (convert) ------------------------------------------------
 FACES = Setting(("--faces",), "off",
@@ -444,7 +451,7 @@ MODEL_GROUP = (SIZE, STYLE, WEIGHTS)
 ENGINE_GROUP = (BACKEND, PRECISION, DEVICE, BATCH_SIZE, NUM_WORKERS, THREADS, STREAMS, SHAPES,
                 COMPILE)
 OUTPUT_GROUP = (FORMAT, QUALITY, PNG_LEVEL, SUFFIX)
-PIXELS_GROUP = (ALIGN_CORNERS, KEEP_SIZE, MAX_PIXELS)
+PIXELS_GROUP = (ALIGN_CORNERS, KEEP_SIZE, MAX_PIXELS, COLOUR)
 FACES_GROUP = (FACES, FACE_MARGIN, FACE_DETECTOR, MIN_FACE, FACE_NEIGHBOURS, FACES_FALLBACK,
                MAX_FACES)  # FaceSettings' fields, in order
 VIDEO_GROUP = (VIDEO_FORMAT, VIDEO_CRF, FRAMES_PER_BATCH, KEEP_PARTIAL_VIDEO)
@@ -457,8 +464,8 @@ SERVE_GROUP = (HOST, PORT, MAX_BATCH_SIZE, BATCH_WAIT_MS, QUEUE_SIZE, MAX_UPLOAD
                MAX_INFLIGHT_MB, BODY_TIMEOUT, BODY_IDLE_TIMEOUT, MAX_CONNECTIONS, HEADER_TIMEOUT,
                KEEP_ALIVE_TIMEOUT)
 # What Stylizer.load takes, by the same names.
-STYLIZER_SETTINGS = (STYLE, WEIGHTS, SIZE, KEEP_SIZE, ALIGN_CORNERS, MAX_PIXELS, DEVICE, BACKEND,
-                     PRECISION, THREADS, STREAMS, COMPILE, SHAPES)
+STYLIZER_SETTINGS = (STYLE, WEIGHTS, SIZE, KEEP_SIZE, ALIGN_CORNERS, MAX_PIXELS, COLOUR, DEVICE,
+                     BACKEND, PRECISION, THREADS, STREAMS, COMPILE, SHAPES)
 GROUPS = {"engine": ENGINE_GROUP, "model": MODEL_GROUP, "output": OUTPUT_GROUP,
           "pixels": PIXELS_GROUP, "faces": FACES_GROUP, "video": VIDEO_GROUP, "run": RUN_GROUP,
           "watch": WATCH_GROUP, "serve": SERVE_GROUP}
@@ -466,7 +473,7 @@ ALL: tuple[Setting[Any], ...] = tuple(s for group in GROUPS.values() for s in gr
 
 # Each command's options, in --help order (the option lists of cli/options.py).
 CONVERT_OPTIONS = (OUTPUT, STYLE, WEIGHTS, SIZE, RECURSIVE, NULL, BASE, SUFFIX, FORMAT,
-                   QUALITY, PNG_LEVEL, KEEP_SIZE, ALIGN_CORNERS, *FACES_GROUP, BATCH_SIZE,
+                   QUALITY, PNG_LEVEL, KEEP_SIZE, ALIGN_CORNERS, COLOUR, *FACES_GROUP, BATCH_SIZE,
                    THREADS, STREAMS, DEVICE, BACKEND, PRECISION, COMPILE, SHAPES, NUM_WORKERS,
                    OVERWRITE, TRUST_MTIME, DRY_RUN, SINCE, NEWER_THAN, SHARD, RAY, REUSE_SIMILAR,
                    JSON, QUIET, VERBOSE, MAX_PIXELS, MAX_MEMORY, WAIT, REPORT, *VIDEO_GROUP)
@@ -474,12 +481,13 @@ CONVERT_OPTIONS = (OUTPUT, STYLE, WEIGHTS, SIZE, RECURSIVE, NULL, BASE, SUFFIX, 
 WATCH_OPTIONS = (*(s for s in CONVERT_OPTIONS
                    if s not in (NULL, DRY_RUN, SINCE, NEWER_THAN, SHARD, RAY, REPORT)),
                  *WATCH_GROUP)
-SERVE_OPTIONS = (HOST, PORT, STYLE, WEIGHTS, SIZE, KEEP_SIZE, ALIGN_CORNERS, THREADS, STREAMS,
-                 DEVICE, BACKEND, PRECISION, COMPILE, SHAPES, MAX_BATCH_SIZE, BATCH_WAIT_MS,
-                 QUEUE_SIZE, MAX_UPLOAD_MB, MAX_PIXELS, CACHE_MB, CACHE_SIMILAR, TOKEN, GRACE,
-                 ALLOWED_HOSTS, ALLOWED_ORIGINS, CACHE_SCOPE, MAX_SIZE, SERVE_MAX_MEMORY,
-                 MAX_OUTPUT_PIXELS, MAX_FILES, MAX_REQUEST_PIXELS, MAX_INFLIGHT_MB, BODY_TIMEOUT,
-                 BODY_IDLE_TIMEOUT, MAX_CONNECTIONS, HEADER_TIMEOUT, KEEP_ALIVE_TIMEOUT)
+SERVE_OPTIONS = (HOST, PORT, STYLE, WEIGHTS, SIZE, KEEP_SIZE, ALIGN_CORNERS, COLOUR, THREADS,
+                 STREAMS, DEVICE, BACKEND, PRECISION, COMPILE, SHAPES, MAX_BATCH_SIZE,
+                 BATCH_WAIT_MS, QUEUE_SIZE, MAX_UPLOAD_MB, MAX_PIXELS, CACHE_MB, CACHE_SIMILAR,
+                 TOKEN, GRACE, ALLOWED_HOSTS, ALLOWED_ORIGINS, CACHE_SCOPE, MAX_SIZE,
+                 SERVE_MAX_MEMORY, MAX_OUTPUT_PIXELS, MAX_FILES, MAX_REQUEST_PIXELS,
+                 MAX_INFLIGHT_MB, BODY_TIMEOUT, BODY_IDLE_TIMEOUT, MAX_CONNECTIONS, HEADER_TIMEOUT,
+                 KEEP_ALIVE_TIMEOUT)
 
 
 def config_keys(table: str, settings: tuple[Setting[Any], ...] = ALL

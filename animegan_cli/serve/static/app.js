@@ -25,7 +25,7 @@ function addPair(file) {
 }
 
 // The form's fields, each sent only when set: an empty choice leaves the server's default.
-const FIELDS = ["format", "size", "keep_size"];
+const FIELDS = ["format", "size", "keep_size", "colour"];
 
 // Sizes over the server's --max-size would only be refused: they are not offered. The
 // photo's own size (0) goes too, as most photos are larger than such a cap.

@@ -1,0 +1,205 @@
+"""--colour: keep-brightness and keep-colours at every front end, and what outputs record.
+
+Measured in BT.601 terms (media/colour.py): mean luma as AnimeGANv2's adjust_brightness.py
+computes it; chroma as Pillow's YCbCr (JPEG's) Cb and Cr. The tolerances: keep-brightness's
+mean luma within 1% of the photo's; keep-colours' mean absolute Cb and Cr difference from the
+photo at most CHROMA_TOLERANCE levels (of 255). Without --colour, the random test model is
+more than 3% off in brightness and about 15 levels off in chroma, so each check can fail.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from animegan_cli.cli.app import main
+from animegan_cli.core.errors import UsageError
+from animegan_cli.media import colour, data
+from animegan_cli.records.embedded import read_embedded
+from tests.conftest import photo_like
+
+CHROMA_TOLERANCE = 1.0  # mean |Cb - Cb'| and |Cr - Cr'|, in 8-bit levels
+BRIGHTNESS_TOLERANCE = 0.01  # of the photo's mean luma
+
+
+def dark_photo(path: Path, width: int = 64, height: int = 44, seed: int = 0) -> Path:
+    """A colourful photo darker than the random model's results (its mean luma ~55)."""
+    pixels = (photo_like(width, height, seed).astype(np.float32) * 0.45).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, "RGB").save(path)
+    return path
+
+
+def rgb(source: Path | bytes | Image.Image, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8; resized (bicubic, as the model's input is) to ``size`` if given."""
+    if isinstance(source, Image.Image):
+        img = source.convert("RGB")
+    else:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
+            img = opened.convert("RGB")
+    if size is not None and img.size != size:
+        img = img.resize(size, Image.Resampling.BICUBIC)
+    return np.array(img)
+
+
+def mean_luma(pixels: np.ndarray) -> float:
+    return colour.mean_luma(torch.from_numpy(np.array(pixels)))
+
+
+def brightness_gap(result: np.ndarray, photo: np.ndarray) -> float:
+    """|mean luma of result - photo's| as a share of the photo's."""
+    return abs(mean_luma(result) - mean_luma(photo)) / mean_luma(photo)
+
+
+def chroma_gap(result: np.ndarray, photo: np.ndarray) -> float:
+    """The larger of the mean absolute Cb and Cr differences, in 8-bit levels."""
+    def ycbcr(a: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(a).convert("YCbCr"), dtype=np.float64)
+    gaps = np.abs(ycbcr(result)[..., 1:] - ycbcr(photo)[..., 1:]).mean(axis=(0, 1))
+    return float(gaps.max())
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def convert_args(src: Path, out: Path, checkpoint: Path, *extra: str) -> tuple[str, ...]:
+    return ("convert", str(src), "-o", str(out), "--weights", str(checkpoint), "--size", "64",
+            "--num-workers", "0", "--backend", "torch", "--precision", "fp32", *extra)
+
+
+# --- the pixel steps themselves -----------------------------------------------------------
+
+def test_keep_brightness_scales_to_the_photos_mean_luma_even_where_255_clips():
+    photo = torch.full((40, 40, 3), 200, dtype=torch.uint8)
+    styled = torch.zeros((40, 40, 3), dtype=torch.uint8)
+    styled[:, :20] = 250  # half very bright: one factor would clip it and fall short
+    styled[:, 20:] = 60
+    kept = colour.keep_brightness(photo, styled)
+    assert abs(colour.mean_luma(kept) - 200) / 200 < BRIGHTNESS_TOLERANCE
+    assert (kept[:, :20] == 255).all()  # clipped, as the original's np.clip
+    black = torch.zeros_like(styled)
+    assert torch.equal(colour.keep_brightness(photo, black), black)  # nothing to scale
+
+
+def test_keep_colours_takes_luma_from_the_style_and_chroma_from_the_photo():
+    photo = torch.from_numpy(photo_like(48, 32, seed=4))
+    styled = torch.from_numpy(photo_like(48, 32, seed=5)[..., ::-1] // 2 + 60)  # other tones
+    kept = colour.keep_colours(photo, styled)
+    assert chroma_gap(kept.numpy(), photo.numpy()) <= CHROMA_TOLERANCE
+    assert chroma_gap(styled.numpy(), photo.numpy()) > 5
+    assert (colour.luma(kept) - colour.luma(styled)).abs().mean() < 0.6  # rounding only
+    assert torch.equal(colour.keep("style", photo.permute(2, 0, 1), styled), styled)
+
+
+def test_keep_colours_desaturates_a_colour_that_cannot_have_the_styles_luma():
+    photo = torch.tensor([[[255, 0, 0], [0, 0, 255]]], dtype=torch.uint8)  # red, blue
+    styled = torch.tensor([[[250, 250, 250], [20, 20, 20]]], dtype=torch.uint8)
+    kept = colour.keep_colours(photo, styled)
+    assert (colour.luma(kept) - colour.luma(styled)).abs().max() < 0.6  # the style's light
+    red, blue = kept[0].tolist()
+    assert red[0] > red[1] == red[2] and blue[2] > blue[0] == blue[1]  # the photo's hues
+
+
+def test_a_reference_of_another_size_is_resized_to_the_results():
+    photo = torch.from_numpy(photo_like(96, 64, seed=6))
+    styled = torch.from_numpy(photo_like(48, 32, seed=7))
+    kept = colour.keep("keep-colours", photo.permute(2, 0, 1), styled)
+    assert kept.shape == styled.shape
+    small = np.asarray(Image.fromarray(photo.numpy()).resize((48, 32), Image.Resampling.BILINEAR))
+    assert chroma_gap(kept.numpy(), small) <= 2 * CHROMA_TOLERANCE
+
+
+# --- convert (the command line) -------------------------------------------------------------
+
+def test_convert_keep_brightness_matches_the_photos_mean_luma(tmp_path, checkpoint):
+    src = dark_photo(tmp_path / "in" / "dark.png")
+    photo = rgb(src)
+    for name, extra in (("style", ()), ("kept", ("--colour", "keep-brightness"))):
+        result = run(*convert_args(src, tmp_path / name, checkpoint, *extra))
+        assert result.exit_code == 0, result.output
+    assert brightness_gap(rgb(tmp_path / "kept" / "dark.png"), photo) <= BRIGHTNESS_TOLERANCE
+    assert brightness_gap(rgb(tmp_path / "style" / "dark.png"), photo) > 0.03
+
+
+def test_convert_keep_colours_keeps_the_photos_chroma(tmp_path, checkpoint):
+    src = dark_photo(tmp_path / "in" / "dark.png", seed=1)
+    photo = rgb(src)
+    for name, extra in (("style", ()), ("kept", ("--colour", "keep-colours"))):
+        result = run(*convert_args(src, tmp_path / name, checkpoint, *extra))
+        assert result.exit_code == 0, result.output
+    kept, styled = rgb(tmp_path / "kept" / "dark.png"), rgb(tmp_path / "style" / "dark.png")
+    assert chroma_gap(kept, photo) <= CHROMA_TOLERANCE
+    assert chroma_gap(styled, photo) > 5
+    # the luma is the style's (within rounding)
+    assert np.abs(colour.luma(torch.from_numpy(kept)).numpy()
+                  - colour.luma(torch.from_numpy(styled)).numpy()).mean() < 0.6
+
+
+def test_changing_colour_restyles_and_style_keeps_todays_bytes(tmp_path, checkpoint):
+    src = dark_photo(tmp_path / "in" / "p.png")
+    out = tmp_path / "out"
+
+    def statuses(*extra: str) -> list[tuple[str, str | None]]:
+        result = run(*convert_args(src, out, checkpoint, "--json", *extra))
+        assert result.exit_code == 0, result.output
+        return [(r["status"], r["reason"]) for r in map(json.loads, result.stdout.splitlines())]
+
+    statuses()
+    today = (out / "p.png").read_bytes()
+    assert "colour" not in read_embedded(out / "p.png").settings  # the record as before
+    assert statuses("--colour", "style")[0][0] == "skipped"
+    [(status, reason)] = statuses("--colour", "keep-colours")
+    assert status == "converted" and reason == "settings changed: colour None -> keep-colours"
+    assert read_embedded(out / "p.png").settings["colour"] == "keep-colours"
+    assert statuses("--colour", "keep-colours")[0][0] == "skipped"
+    [(status, reason)] = statuses("--colour", "keep-brightness")
+    assert reason == "settings changed: colour keep-colours -> keep-brightness"
+    assert statuses()[0][0] == "converted"
+    assert (out / "p.png").read_bytes() == today
+
+
+def test_style_is_the_models_own_pixels(tmp_path, checkpoint):
+    from animegan_cli.stylizer import Stylizer
+
+    src = dark_photo(tmp_path / "in" / "p.png")
+    assert run(*convert_args(src, tmp_path / "out", checkpoint)).exit_code == 0
+    s = Stylizer.load(weights=checkpoint, size=64, backend="torch", precision="fp32")
+    item = s.prepare(src)
+    raw = data.to_output_image(s.run([item])[0], None, item.original_size, False)
+    assert np.array_equal(rgb(tmp_path / "out" / "p.png"), np.asarray(raw))
+
+
+def test_a_bad_colour_is_a_usage_error(tmp_path, checkpoint):
+    src = dark_photo(tmp_path / "in" / "p.png")
+    result = CliRunner().invoke(main, list(convert_args(src, tmp_path / "out", checkpoint,
+                                                        "--colour", "sepia")))
+    assert result.exit_code == 2
+    assert "'sepia' is not one of 'style', 'keep-brightness', 'keep-colours'" in result.output
+
+
+# --- the Stylizer -----------------------------------------------------------------------------
+
+def test_stylizer_colour_argument(tmp_path, checkpoint):
+    from animegan_cli.stylizer import Stylizer
+
+    photo = Image.open(dark_photo(tmp_path / "p.png", 80, 56, seed=2))
+    common = {"weights": checkpoint, "size": 64, "backend": "torch", "precision": "fp32"}
+    bright = Stylizer.load(colour="keep-brightness", keep_size=True, **common)
+    [result] = bright.stylize([photo])
+    assert result.size == (80, 56)
+    assert brightness_gap(rgb(result), rgb(photo)) <= BRIGHTNESS_TOLERANCE
+    assert bright.settings["colour"] == "keep-brightness"
+    colours = Stylizer.load(colour="keep-colours", **common)
+    [result] = colours.stylize([photo])
+    assert chroma_gap(rgb(result), rgb(photo, result.size)) <= CHROMA_TOLERANCE
+    assert "colour" not in Stylizer.load(**common).settings
+    with pytest.raises(UsageError, match="--colour must be one of: style, keep-brightness"):
+        Stylizer.load(colour="sepia", **common)
