@@ -203,3 +203,85 @@ def test_stylizer_colour_argument(tmp_path, checkpoint):
     assert "colour" not in Stylizer.load(**common).settings
     with pytest.raises(UsageError, match="--colour must be one of: style, keep-brightness"):
         Stylizer.load(colour="sepia", **common)
+
+
+# --- serve (a real uvicorn server), a clip, faces ---------------------------------------------
+
+@pytest.mark.slow
+def test_serve_colour_from_the_server_and_per_request(checkpoint, tmp_path):
+    from tests.test_serve import Server
+
+    upload = io.BytesIO()
+    Image.open(dark_photo(tmp_path / "p.png", 128, 84, seed=3)).save(upload, "PNG")
+    home = tmp_path / "home"
+    env = {"XDG_CACHE_HOME": str(home / "cache"), "XDG_CONFIG_HOME": str(home / "config")}
+    server = Server(checkpoint, "--colour", "keep-colours", env=env)  # --size 128: no resize
+    try:
+        def post(**form: str) -> np.ndarray:
+            reply = server.client.post("/animeify", data=form,
+                                       files={"files": ("p.png", upload.getvalue())})
+            assert reply.status_code == 200, reply.text
+            return rgb(reply.content)
+
+        photo = rgb(upload.getvalue())
+        assert chroma_gap(post(), photo) <= CHROMA_TOLERANCE  # the server's --colour
+        assert chroma_gap(post(colour="style"), photo) > 5
+        assert brightness_gap(post(colour="keep-brightness"), photo) <= BRIGHTNESS_TOLERANCE
+        assert brightness_gap(post(colour="style"), photo) > 0.03
+        bad = server.client.post("/animeify", data={"colour": "sepia"},
+                                 files={"files": ("p.png", upload.getvalue())})
+        assert bad.status_code == 422
+        assert bad.json()["detail"].startswith("colour must be one of: style, keep-brightness")
+        assert '<select id="colour">' in server.client.get("/").text  # the page offers it
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_clip_keeps_each_frames_brightness(tmp_path, checkpoint):
+    import av
+
+    from tests.test_video import make_clip
+
+    clip = make_clip(tmp_path / "in" / "clip.mp4", frames=4, width=64, height=44, audio=False)
+
+    def frames(path: Path) -> list[np.ndarray]:
+        with av.open(str(path)) as container:
+            return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+    for name, extra in (("style", ()), ("kept", ("--colour", "keep-brightness"))):
+        result = run(*convert_args(clip, tmp_path / name, checkpoint, "--video-crf", "0", *extra))
+        assert result.exit_code == 0, result.output
+    photos = frames(clip)
+    kept, styled = frames(tmp_path / "kept" / "clip.mp4"), frames(tmp_path / "style" / "clip.mp4")
+    assert len(kept) == len(photos) == 4
+    # Each frame leaves the model within 0.01% of its photo's mean luma; 4:2:0 chroma (the
+    # encoder's yuv420p, lossless here) averages the random model's pixel-level colour
+    # noise, which moves the decoded mean by ~1% (measured: 125.82 -> 124.49 for 125.81).
+    assert max(brightness_gap(k, p) for k, p in zip(kept, photos)) <= 2 * BRIGHTNESS_TOLERANCE
+    assert min(brightness_gap(s, p) for s, p in zip(styled, photos)) > 0.03
+
+
+@pytest.mark.slow
+def test_pasted_faces_keep_the_photos_colours_too(tmp_path, checkpoint):
+    from animegan_cli.faces.blend import output_region, square_crop
+    from animegan_cli.faces.detect import Box
+    from tests.test_face_stage import astronaut
+
+    src = astronaut(tmp_path / "in" / "astronaut.png")
+    extra = ("--size", "128", "--faces", "paste", "--json")
+    found = {}
+    for name, more in (("style", ()), ("kept", ("--colour", "keep-colours"))):
+        result = run(*convert_args(src, tmp_path / name, checkpoint, *extra, *more))
+        assert result.exit_code == 0, result.output
+        found[name] = json.loads(result.stdout)["faces"]["boxes"]
+    [box] = [Box(*b) for b in found["kept"]]
+    region = output_region(square_crop(box, 1.3, 512, 512), (512, 512), (128, 128))
+    face = (slice(region.y, region.y + region.h), slice(region.x, region.x + region.w))
+    photo = rgb(src, (128, 128))
+    kept, styled = rgb(tmp_path / "kept" / "astronaut.png"), rgb(tmp_path / "style" /
+                                                                 "astronaut.png")
+    assert chroma_gap(kept, photo) <= CHROMA_TOLERANCE
+    # the face was styled from the full-size photo and scaled into place: a level more
+    assert chroma_gap(kept[face], photo[face]) <= 2 * CHROMA_TOLERANCE
+    assert chroma_gap(styled[face], photo[face]) > 5
