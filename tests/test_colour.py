@@ -285,3 +285,86 @@ def test_pasted_faces_keep_the_photos_colours_too(tmp_path, checkpoint):
     # the face was styled from the full-size photo and scaled into place: a level more
     assert chroma_gap(kept[face], photo[face]) <= 2 * CHROMA_TOLERANCE
     assert chroma_gap(styled[face], photo[face]) > 5
+
+
+@pytest.mark.slow
+def test_faces_pasted_into_a_clips_frames_keep_the_photos_colours(tmp_path, checkpoint):
+    import av
+
+    from tests.test_loop import _face_clip
+
+    src = _face_clip(tmp_path / "in" / "face.mp4")
+
+    def frames(path: Path) -> list[np.ndarray]:
+        with av.open(str(path)) as container:
+            return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+    common = ("--size", "256", "--video-crf", "0", "--min-face", "24")
+    for name, extra in (("whole", ("--colour", "keep-colours")),
+                        ("style", ("--faces", "paste")),
+                        ("kept", ("--faces", "paste", "--colour", "keep-colours"))):
+        result = run(*convert_args(src, tmp_path / name, checkpoint, *common, *extra))
+        assert result.exit_code == 0, result.output
+    photos = [rgb(Image.fromarray(p), (256, 226)) for p in frames(src)]
+    whole, kept = frames(tmp_path / "whole" / "face.mp4"), frames(tmp_path / "kept" / "face.mp4")
+    styled = frames(tmp_path / "style" / "face.mp4")
+    for photo, plain, pasted, style in zip(photos, whole, kept, styled):
+        changed = np.argwhere(np.any(np.abs(plain.astype(int) - pasted) > 2, axis=2))
+        (top, left), (bottom, right) = changed.min(axis=0), changed.max(axis=0) + 1
+        face = (slice(top, bottom), slice(left, right))  # where the face was pasted
+        assert chroma_gap(pasted[face], photo[face]) <= 2 * CHROMA_TOLERANCE
+        assert chroma_gap(style[face], photo[face]) > 5
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module's runs (as tests/test_loop.py starts it)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 << 20,
+             log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_actors_keep_colour_as_a_local_run_does(tmp_path, checkpoint, local_ray):
+    import av
+
+    from tests.test_video import make_clip
+
+    src = tmp_path / "in"
+    dark_photo(src / "p.png")
+    make_clip(src / "clip.mp4", frames=2, width=64, height=44, audio=False)
+    extra = ("--colour", "keep-brightness", "--video-crf", "0")
+    for name, more in (("plain", ()), ("ray", ("--ray", "local"))):
+        result = run(*convert_args(src, tmp_path / name, checkpoint, *extra, *more))
+        assert result.exit_code == 0, result.output
+    assert np.array_equal(rgb(tmp_path / "plain" / "p.png"), rgb(tmp_path / "ray" / "p.png"))
+    decoded = {}
+    for name in ("plain", "ray"):
+        with av.open(str(tmp_path / name / "clip.mp4")) as clip:
+            decoded[name] = [f.to_ndarray(format="rgb24") for f in clip.decode(video=0)]
+    assert len(decoded["ray"]) == 2
+    assert all(np.array_equal(a, b) for a, b in zip(decoded["plain"], decoded["ray"]))
+    assert read_embedded(tmp_path / "ray" / "p.png").settings["colour"] == "keep-brightness"
+    assert brightness_gap(rgb(tmp_path / "ray" / "p.png"), rgb(src / "p.png")) <= 0.01
+
+
+@pytest.mark.slow
+def test_watch_keeps_colour_for_a_dropped_photo(tmp_path, checkpoint):
+    import shutil
+
+    from tests.test_watch import Watch
+
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    staged = dark_photo(tmp_path / "staging" / "p.png")
+    watch = Watch([inbox], out, checkpoint, "--colour", "keep-colours", "--backend", "torch")
+    try:
+        shutil.copy(staged, inbox / "p.png")
+        watch.until(lambda: watch.converted("p.png"), 60)
+        assert chroma_gap(rgb(out / "p.png"), rgb(staged)) <= CHROMA_TOLERANCE
+        assert read_embedded(out / "p.png").settings["colour"] == "keep-colours"
+        assert watch.stop() == 0
+    finally:
+        watch.close()
