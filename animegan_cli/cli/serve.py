@@ -26,7 +26,7 @@ _SERVE_EXTRA = frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client"
 @click.command("serve")
 @options(fields.SERVE_OPTIONS)
 def serve_command(**params: Any) -> None:
-    """Serve the model over HTTP: POST /animeify, a page to try it at /, /metrics.
+    """Serve the model over HTTP: POST /animeify, POST /jobs, a page at /, /metrics.
 
     One process holds one model; an engine thread batches images across requests. A full
     queue answers 503 with Retry-After; SIGTERM finishes in-flight requests, then exits 0.
@@ -40,6 +40,7 @@ def serve_command(**params: Any) -> None:
     try:
         from animegan_cli.serve import app as serve
         from animegan_cli.serve import transport as serve_transport
+        from animegan_cli.serve.jobs import routes as serve_jobs
         from animegan_cli.serve.service import ServeSettings
         from animegan_cli.stylizer import Stylizer
     except ModuleNotFoundError as exc:
@@ -61,8 +62,9 @@ def serve_command(**params: Any) -> None:
                    "reach this port can use the model", err=True)
     click.echo(f"animegan: serving {stylizer.style} on {stylizer.description} at "
                f"http://{host}:{port}/", err=True)
-    fatal = serve_transport.run_server(serve.create_app(stylizer, settings), host, port,
-                                       settings, on_message=say)
+    app = serve.create_app(stylizer, settings)
+    serve_jobs.attach(app)  # POST /jobs: big batches in the background, kept on disk
+    fatal = serve_transport.run_server(app, host, port, settings, on_message=say)
     if fatal:  # a server that can never serve must not look healthy: say why, exit 1
         raise CommandError(fatal, EXIT_FAILED)
 

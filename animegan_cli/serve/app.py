@@ -57,12 +57,12 @@ PUBLIC_PATHS = frozenset({"/healthz", "/", "/app.js", "/favicon.ico"})
 UNCHECKED_HOST_PATHS = frozenset({"/healthz"})
 # What a page at an --allowed-origin may send and read (CORS).
 CORS_HEADERS: dict[str, Any] = {
-    "allow_methods": ("GET", "POST"), "allow_headers": ("Authorization",),
+    "allow_methods": ("GET", "POST", "DELETE"), "allow_headers": ("Authorization",),
     "expose_headers": ("Content-Disposition", "Retry-After", "Server-Timing", "X-Animegan-Cached"),
 }
 _ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                405: "method_not_allowed", 408: "timeout", 413: "too_large",
-                415: "not_an_image", 422: "invalid", 500: "failed", 503: "busy"}
+                405: "method_not_allowed", 408: "timeout", 409: "not_ready", 413: "too_large",
+                415: "not_an_image", 422: "invalid", 429: "too_many", 500: "failed", 503: "busy"}
 # Headers every answer of a status carries: a client told "busy" learns when to come back;
 # a body that timed out is not read further, so its connection is not kept.
 _STATUS_HEADERS = {503: {"Retry-After": str(RETRY_AFTER_S)}, 408: {"Connection": "close"}}
@@ -166,6 +166,7 @@ def create_app(stylizer: Stylizer, settings: ServeSettings) -> FastAPI:
     _add_middleware(app, settings)
     _add_routes(app, service, metrics, state)
     app.state.lifecycle = state  # for the HTTP server: SIGTERM's deadline, a fatal warm-up
+    app.state.service, app.state.metrics = service, metrics  # for serve/jobs' routes
     return app
 
 
@@ -177,8 +178,8 @@ def _add_middleware(app: FastAPI, settings: ServeSettings) -> None:
     """
     policy = AccessPolicy.build(settings.listen_host, settings.allowed_hosts,
                                 settings.allowed_origins)
-    if settings.token:
-        app.add_middleware(_TokenCheck, token=settings.token)
+    if settings.tokens:
+        app.add_middleware(_TokenCheck, tokens=settings.tokens)
     if policy.origins:
         app.add_middleware(CORSMiddleware, allow_origins=sorted(policy.origins), **CORS_HEADERS)
     app.add_middleware(_AccessCheck, policy=policy)
@@ -462,7 +463,7 @@ async def _zip_stream(outcomes: list[Outcome], names: list[str], job: RequestSet
 
     Images still waiting when SIGTERM's grace runs out are failed entries: the ZIP is whole.
     """
-    sink = _Sink()
+    sink = ZipSink()
     records = []
     try:
         # IO[bytes]: ZipFile only writes and flushes a stream it is given, never closes it
@@ -485,7 +486,7 @@ async def _zip_stream(outcomes: list[Outcome], names: list[str], job: RequestSet
         _drop(outcomes, metrics)  # nothing left when it ended normally
 
 
-class _Sink:
+class ZipSink:
     """A write-only stream a ZipFile writes into; ``take`` hands over what was written."""
 
     def __init__(self) -> None:
@@ -569,16 +570,17 @@ def _add_error_handlers(app: FastAPI) -> None:
 class _TokenCheck:
     """ASGI middleware: every path but the public ones needs ``Authorization: Bearer TOKEN``."""
 
-    def __init__(self, app: Callable, token: str) -> None:
+    def __init__(self, app: Callable, tokens: tuple[str, ...]) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = [f"Bearer {token}".encode() for token in tokens]
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization")
-        if given is not None and hmac.compare_digest(given, self.expected):  # constant time
+        # constant time, and every token compared: which one matched takes no longer
+        if given is not None and sum(hmac.compare_digest(given, e) for e in self.expected):
             await self.app(scope, receive, send)
             return
         response = error_response(401, _token_problem(given), {"WWW-Authenticate": "Bearer"})

@@ -5,6 +5,11 @@ takes the oldest image, then gathers more of the same shape, from any request, u
 has ``max_batch_size`` of them or ``wait_s`` has passed since the first arrived, and runs
 them together. A full queue is refused at once (QueueFull: the server answers 503); an
 image whose Future was cancelled (its client went away) is skipped, never computed.
+
+An image submitted ``low`` (a job's, serve/jobs/) waits while any other image does: a
+batch starts from the oldest request's image, and a job's image runs only when none is
+waiting. Its feeder keeps a few in the queue at a time, so they are not counted against
+``queue_size`` (a job never makes a request's images wait for room).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class Job:
     payload: Any
     arrived: float
     future: Future = field(default_factory=Future)
+    low: bool = False  # a job's image: after every other one waiting
 
 
 class Batcher:
@@ -77,8 +83,9 @@ class Batcher:
 
     @property
     def depth(self) -> int:
-        """Images waiting for the engine (those whose client went away not counted)."""
-        return sum(not job.future.cancelled() for job in self._pending)
+        """Images of requests waiting for the engine (those whose client went away, and
+        jobs' images, not counted)."""
+        return sum(not job.low and not job.future.cancelled() for job in self._pending)
 
     def start(self) -> Batcher:
         """Start the engine thread."""
@@ -109,12 +116,13 @@ class Batcher:
         with self._cond:
             self._reserved -= count
 
-    def submit(self, items: Sequence[tuple[Hashable, Any]], reserved: bool = False
-               ) -> list[Future]:
+    def submit(self, items: Sequence[tuple[Hashable, Any]], reserved: bool = False,
+               low: bool = False) -> list[Future]:
         """Queue (shape, payload) pairs, all or none; one Future per pair.
 
         With ``reserved`` their room was reserved (and is used now). Raises QueueFull when
-        they do not all fit, Closed once ``close`` was called.
+        they do not all fit, Closed once ``close`` was called. ``low`` images (a job's) run
+        after all others and take no room in the queue.
         """
         with self._cond:
             if reserved:
@@ -122,10 +130,10 @@ class Batcher:
             if self._closed:
                 raise Closed("the server is shutting down")
             waiting = self.depth + self._reserved
-            if waiting + len(items) > self.queue_size:
+            if not low and waiting + len(items) > self.queue_size:
                 raise QueueFull(f"{waiting} image(s) already queued")
             now = self.clock()
-            jobs = [Job(shape, payload, now) for shape, payload in items]
+            jobs = [Job(shape, payload, now, low=low) for shape, payload in items]
             self._pending.extend(jobs)
             self._cond.notify_all()
         return [job.future for job in jobs]
@@ -154,10 +162,12 @@ class Batcher:
                 if self._closed:
                     return None
                 self._cond.wait()
-            first = self._pending[0]
+            first = next((job for job in self._pending if not job.low), self._pending[0])
             deadline = first.arrived + self.wait_s
             while True:
-                same = [job for job in self._pending if job.shape == first.shape]
+                # A request's images first, then jobs' (sorted keeps arrival order within).
+                same = sorted((job for job in self._pending if job.shape == first.shape),
+                              key=lambda job: job.low)
                 remaining = deadline - self.clock()
                 # Closing: no point waiting for images that can no longer come.
                 if len(same) >= self.max_batch_size or remaining <= 0 or self._closed:

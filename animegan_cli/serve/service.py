@@ -16,6 +16,7 @@ import io
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
@@ -80,6 +81,12 @@ class ServeSettings:
     max_connections: int = fields.MAX_CONNECTIONS.default
     header_timeout: float = fields.HEADER_TIMEOUT.default
     keep_alive_timeout: float = fields.KEEP_ALIVE_TIMEOUT.default
+    # Jobs (serve/jobs/): where they are kept, for how long, and how many.
+    data_dir: Path | None = None  # None: jobs.store.default_data_dir()
+    keep_results: float = fields.KEEP_RESULTS.default
+    jobs_disk_mb: float = fields.JOBS_DISK_MB.default
+    max_jobs: int = fields.MAX_JOBS.default
+    max_job_files: int = fields.MAX_JOB_FILES.default
 
     @classmethod
     def from_values(cls, values: Mapping[str, object]) -> ServeSettings:
@@ -145,6 +152,11 @@ class ServeSettings:
         if problem:
             raise UsageError(problem)
         return resolved
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """The tokens a client may send (--token, several separated by commas)."""
+        return tuple(t.strip() for t in (self.token or "").split(",") if t.strip())
 
     @property
     def max_upload_bytes(self) -> int:
@@ -299,14 +311,16 @@ class ImageService:
         assert item.pixels is not None  # prepared
         return self.cache.find_similar(self._group(request, item), dhash(item.pixels))
 
-    def submit(self, items: Sequence[data.PreparedImage], reserved: bool = False
-               ) -> list[Future]:
-        """Queue prepared images for the engine, all or none (QueueFull, Closed)."""
-        return self.batcher.submit([(item.shape, item) for item in items], reserved)
+    def submit(self, items: Sequence[data.PreparedImage], reserved: bool = False,
+               low: bool = False) -> list[Future]:
+        """Queue prepared images for the engine, all or none (QueueFull, Closed); ``low``:
+        a job's, run after every request's image waiting (Batcher.submit)."""
+        return self.batcher.submit([(item.shape, item) for item in items], reserved, low)
 
     def encode(self, request: RequestSettings, item: data.PreparedImage, pixels: object,
-               key: str) -> CachedResult:
-        """Finish, encode through the format table and cache one styled result."""
+               key: str | None) -> CachedResult:
+        """Finish, encode through the format table and cache one styled result (``key``
+        None: not cached, as a job's results, kept on disk instead)."""
         from animegan_cli.media.outputs import encode_image
 
         fmt = self._output_format(request, item)
@@ -320,6 +334,8 @@ class ImageService:
             raise ImageError(500, f"cannot encode the result: {item_failure_reason(exc)}"
                              ) from None
         result = CachedResult(buffer.getvalue(), MEDIA_TYPES[fmt.pil_name], fmt.extension)
+        if key is None:
+            return result
         dhash_value = None
         if self.cache.similar is not None:
             from animegan_cli.pipeline.similar import dhash

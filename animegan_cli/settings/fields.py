@@ -355,7 +355,8 @@ CACHE_SIMILAR = _int("--cache-similar", None,
 # credential), not in a config file.
 TOKEN = Setting(("--token",), None,
                 "Require 'Authorization: Bearer TOKEN' on every endpoint but /healthz (and the "
-                "page). Env: ANIMEGAN_TOKEN.", envvar="ANIMEGAN_TOKEN",
+                "page); several, one per client, separated by commas (each job belongs to "
+                "the token that sent it). Env: ANIMEGAN_TOKEN.", envvar="ANIMEGAN_TOKEN",
                 click={"show_default": False})
 GRACE = Setting(("--grace",), SERVE_GRACE_S,
                 "On SIGTERM/Ctrl-C, how long in-flight requests may take to finish (then they "
@@ -434,6 +435,30 @@ KEEP_ALIVE_TIMEOUT = Setting(("--keep-alive-timeout",), SERVE_KEEP_ALIVE_TIMEOUT
                              config=(SERVE,), check=more_than(0),
                          click={"metavar": "SECONDS", "show_default": True})
 
+# Jobs (serve/jobs/): big batches stored on disk, styled in the background, kept a while.
+DATA_DIR = Setting(("--data-dir",), None,
+                   "Folder of the job store (POST /jobs): its SQLite file, uploads and "
+                   "results. Default: $XDG_DATA_HOME/animegan/jobs (~/.local/share/...).",
+                   config=(SERVE,), config_type=str, parse="folder",
+                   click={"metavar": "DIR"})
+KEEP_RESULTS = Setting(("--keep-results",), 86400.0,
+                       "How long a finished job and its results are kept (then removed, and "
+                       "its URLs answer 404).", config=(SERVE,), config_type=(int, float),
+                       check=more_than(0), click={"metavar": "SECONDS", "show_default": True})
+JOBS_DISK_MB = Setting(("--jobs-disk-mb",), 2048.0,
+                       "Disk the job store may fill with uploads and results; a job that "
+                       "would go over it is refused (503 + Retry-After).", config=(SERVE,),
+                       config_type=(int, float), check=more_than(0),
+                       click={"metavar": "N", "show_default": True})
+MAX_JOBS = _int("--max-jobs", 4,
+                "Jobs queued or running at once per token (per server without --token); "
+                "more are refused (429).", config=(SERVE,), check=at_least(1),
+                click={"metavar": "N", "show_default": True})
+MAX_JOB_FILES = _int("--max-job-files", 500,
+                     "Files in one job (413 above); its body is bounded by --max-inflight-mb.",
+                     config=(SERVE,), check=at_least(1),
+                     click={"metavar": "N", "show_default": True})
+
 # --- watch: following folders (convert's settings above, and these) ----------------------
 # 1 s: a copy, a sync client or a scanner writes a photo in well under a second between
 # chunks, and inotify's close (waited for as well) covers slower writers; SMB and FAT keep
@@ -462,7 +487,7 @@ SERVE_GROUP = (HOST, PORT, MAX_BATCH_SIZE, BATCH_WAIT_MS, QUEUE_SIZE, MAX_UPLOAD
                CACHE_SIMILAR, TOKEN, GRACE, ALLOWED_HOSTS, ALLOWED_ORIGINS, CACHE_SCOPE, MAX_SIZE,
                SERVE_MAX_MEMORY, MAX_OUTPUT_PIXELS, MAX_FILES, MAX_REQUEST_PIXELS,
                MAX_INFLIGHT_MB, BODY_TIMEOUT, BODY_IDLE_TIMEOUT, MAX_CONNECTIONS, HEADER_TIMEOUT,
-               KEEP_ALIVE_TIMEOUT)
+               KEEP_ALIVE_TIMEOUT, DATA_DIR, KEEP_RESULTS, JOBS_DISK_MB, MAX_JOBS, MAX_JOB_FILES)
 # What Stylizer.load takes, by the same names.
 STYLIZER_SETTINGS = (STYLE, WEIGHTS, SIZE, KEEP_SIZE, ALIGN_CORNERS, MAX_PIXELS, COLOUR, DEVICE,
                      BACKEND, PRECISION, THREADS, STREAMS, COMPILE, SHAPES)
@@ -487,7 +512,7 @@ SERVE_OPTIONS = (HOST, PORT, STYLE, WEIGHTS, SIZE, KEEP_SIZE, ALIGN_CORNERS, COL
                  TOKEN, GRACE, ALLOWED_HOSTS, ALLOWED_ORIGINS, CACHE_SCOPE, MAX_SIZE,
                  SERVE_MAX_MEMORY, MAX_OUTPUT_PIXELS, MAX_FILES, MAX_REQUEST_PIXELS,
                  MAX_INFLIGHT_MB, BODY_TIMEOUT, BODY_IDLE_TIMEOUT, MAX_CONNECTIONS, HEADER_TIMEOUT,
-                 KEEP_ALIVE_TIMEOUT)
+                 KEEP_ALIVE_TIMEOUT, DATA_DIR, KEEP_RESULTS, JOBS_DISK_MB, MAX_JOBS, MAX_JOB_FILES)
 
 
 def config_keys(table: str, settings: tuple[Setting[Any], ...] = ALL
