@@ -112,3 +112,77 @@ drop.addEventListener("drop", (e) => {
   drop.classList.remove("over");
   add(e.dataTransfer.files);
 });
+
+// A folder as a job (POST /jobs): the server keeps the photos and styles them in the
+// background; the page polls the job's state and offers its results as one ZIP.
+const JOB_POLL_MS = 500;
+const folder = document.getElementById("folder");
+const jobs = document.getElementById("jobs");
+
+function formFields(body) {
+  for (const name of FIELDS) {
+    const value = document.getElementById(name).value;
+    if (value !== "") body.append(name, value);
+  }
+}
+
+function authHeaders() {
+  const token = document.getElementById("token").value;
+  return token ? { Authorization: "Bearer " + token } : {};
+}
+
+async function submitJob(files) {
+  const images = Array.from(files).filter((file) => file.type.startsWith("image/"));
+  const box = document.createElement("div");
+  box.className = "job running";
+  const bar = document.createElement("progress");
+  bar.max = images.length;
+  bar.value = 0;
+  const status = document.createElement("span");
+  status.className = "status";
+  status.textContent = " sending " + images.length + " photo(s)";
+  box.append(bar, status);
+  jobs.append(box);
+  const body = new FormData();
+  for (const file of images) body.append("files", file, file.name);
+  formFields(body);
+  try {
+    const response = await fetch("jobs", { method: "POST", body, headers: authHeaders() });
+    const job = await response.json().catch(() => ({}));
+    if (response.status !== 202) throw new Error(problem(response, job, authHeaders().Authorization));
+    await followJob(job, box, bar, status);
+  } catch (err) {
+    status.textContent = " job failed: " + err.message;
+    box.className = "job failed";
+  }
+}
+
+async function followJob(job, box, bar, status) {
+  for (;;) {
+    const response = await fetch(job.url.slice(1), { headers: authHeaders() });
+    const state = await response.json();
+    if (!response.ok) throw new Error(state.detail || "HTTP " + response.status);
+    const counts = state.counts;
+    bar.value = counts.done + counts.failed;
+    status.textContent = " job " + state.state + ": " + counts.done + " of " + counts.total +
+      " done" + (counts.failed ? ", " + counts.failed + " failed" : "");
+    if (state.state !== "queued" && state.state !== "running") {
+      if (counts.done) await offerResults(state, box);
+      box.className = "job " + state.state;
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, JOB_POLL_MS));
+  }
+}
+
+async function offerResults(state, box) {
+  const response = await fetch(state.results_url.slice(1), { headers: authHeaders() });
+  if (!response.ok) throw new Error("HTTP " + response.status);
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = "animegan-" + state.id + ".zip";
+  link.textContent = " download the results (ZIP)";
+  box.append(link);
+}
+
+folder.addEventListener("change", () => { submitJob(folder.files); folder.value = ""; });
