@@ -29,6 +29,7 @@ def isolate(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     """Point every cache/config/weights location below ``home``; never touch the network."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))  # serve's job store
     monkeypatch.delenv("ANIMEGAN_WEIGHTS_DIR", raising=False)
     # An address nothing listens on: a test that downloads by accident fails fast.
     monkeypatch.setenv("ANIMEGAN_WEIGHTS_URL", "http://127.0.0.1:9/")

@@ -74,7 +74,7 @@ class Jobs:
         self.state = state
         self.store = JobStore(settings.data_dir or default_data_dir(), settings.keep_results,
                               int(settings.jobs_disk_mb * 2**20))
-        self.runner = JobRunner(self.store, service, self.request_for, state.ready.is_set,
+        self.runner = JobRunner(self.store, service, self.request_for, self._may_start,
                                 settings.max_batch_size + 1)
         gauge = Gauge("animegan_jobs", "Jobs by state (queued: nothing started yet)", ["state"],
                       registry=metrics.registry)
@@ -83,6 +83,11 @@ class Jobs:
 
     def _counter(self, status: str) -> Callable[[], float]:
         return lambda: self.store.job_counts()[status]
+
+    def _may_start(self) -> bool:
+        """A file may be started once the model is ready, and until SIGTERM (files started
+        then would only be cut short: they wait for the next start)."""
+        return self.state.ready.is_set() and self.state.stop_deadline is None
 
     def request_for(self, fields: str, scope: str) -> RequestSettings:
         """A job's settings from its stored form fields (ImageError 422 when malformed)."""

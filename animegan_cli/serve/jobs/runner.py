@@ -37,11 +37,11 @@ class JobRunner:
     """The workers and the expiry sweep, as asyncio tasks of the server's event loop."""
 
     def __init__(self, store: JobStore, service: ImageService, request_for: RequestFor,
-                 ready: Callable[[], bool], slots: int) -> None:
+                 may_start: Callable[[], bool], slots: int) -> None:
         self.store = store
         self.service = service
         self.request_for = request_for
-        self.ready = ready
+        self.may_start = may_start  # the model is ready and no stop has begun
         self.slots = slots
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -69,7 +69,7 @@ class JobRunner:
 
     async def _worker(self) -> None:
         while True:
-            claim = await run_in_threadpool(self.store.claim) if self.ready() else None
+            claim = await run_in_threadpool(self.store.claim) if self.may_start() else None
             if claim is None:
                 await self._idle()
                 continue
