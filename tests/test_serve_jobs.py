@@ -146,6 +146,19 @@ def test_a_bad_form_is_refused_whole_and_the_api_is_in_the_schema(jobs_server):
 
 
 @pytest.mark.slow
+def test_a_request_goes_before_a_big_jobs_images(jobs_server):
+    uploads = [(f"big{i}.jpg", photo_bytes(300, 200, seed=20 + i)) for i in range(12)]
+    job = submit(jobs_server, uploads, {"size": "512"})
+    before = wait_for(jobs_server, job, lambda j: j["counts"]["done"] >= 1)["counts"]["done"]
+    reply = jobs_server.client.post("/animeify", files=job_files([("now.png", png(seed=9))]))
+    assert reply.status_code == 200
+    after = jobs_server.client.get(job["url"]).json()
+    # It waited for the job's images already in the engine, at most, not for the job.
+    assert after["state"] == "running" and after["counts"]["done"] <= before + 3
+    assert jobs_server.client.delete(job["url"]).status_code == 200
+
+
+@pytest.mark.slow
 def test_cancel_stops_the_job_and_removes_its_files(jobs_server):
     uploads = [(f"slow{i}.jpg", photo_bytes(300, 200, seed=40 + i)) for i in range(12)]
     job = submit(jobs_server, uploads, {"size": "512"})
@@ -334,3 +347,14 @@ def test_a_jobs_image_waits_while_a_requests_image_does():
         future.result(5)
     batcher.close(5)
     assert order == ["job0", "request", "job1", "job2"]
+
+
+def test_several_tokens_and_the_default_data_dir(monkeypatch, tmp_path):
+    from animegan_cli.serve.jobs.store import default_data_dir
+    from animegan_cli.serve.service import ServeSettings
+
+    assert ServeSettings(token="alice-secret, bob-secret").tokens == ("alice-secret",
+                                                                      "bob-secret")
+    assert ServeSettings(token=None).tokens == ()
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_data_dir() == tmp_path / "animegan" / "jobs"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import mimetypes
+import os
 import secrets
 import shutil
 import sqlite3
@@ -50,8 +51,6 @@ class StoreFull(Exception):
 
 def default_data_dir() -> Path:
     """$XDG_DATA_HOME/animegan/jobs, or ~/.local/share/animegan/jobs."""
-    import os
-
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "animegan" / "jobs"
 
@@ -179,8 +178,9 @@ class JobStore:
         job = secrets.token_hex(16)
         size = sum(len(f.data) for f in files)
         with self._lock:
-            if self.used_bytes() + size > self.disk_bytes:
-                raise StoreFull(f"the job store is full ({self.used_bytes() / 2**20:.1f} MB "
+            used = self.used_bytes()
+            if used + size > self.disk_bytes:
+                raise StoreFull(f"the job store is full ({used / 2**20:.1f} MB "
                                 f"used of --jobs-disk-mb {self.disk_bytes / 2**20:g}); "
                                 "try again once older jobs expire or are deleted")
             self.root.mkdir(parents=True, exist_ok=True)
@@ -262,8 +262,8 @@ class JobStore:
         with self._transaction() as db:
             db.execute("UPDATE jobs SET cancelled = 1, finished = ? WHERE id = ?",
                        (self.clock(), job))
-            db.execute("UPDATE files SET status = ?, result_bytes = 0 WHERE job = ? AND "
-                       "status IN (?, ?)", (CANCELLED, job, QUEUED, RUNNING))
+            db.execute("UPDATE files SET status = ? WHERE job = ? AND status IN (?, ?)",
+                       (CANCELLED, job, QUEUED, RUNNING))
             db.execute("UPDATE files SET result_bytes = 0 WHERE job = ?", (job,))
             shutil.rmtree(self.root / job, ignore_errors=True)
 
