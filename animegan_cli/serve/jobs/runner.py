@@ -69,11 +69,15 @@ class JobRunner:
 
     async def _worker(self) -> None:
         while True:
-            claim = await run_in_threadpool(self.store.claim) if self.may_start() else None
-            if claim is None:
-                await self._idle()
-                continue
-            await self._style(claim)
+            try:
+                claim = await run_in_threadpool(self.store.claim) if self.may_start() else None
+                if claim is None:
+                    await self._idle()
+                    continue
+                await self._style(claim)
+            except Exception:  # noqa: BLE001 - the store failed (a full disk...): try later
+                traceback.print_exc(file=sys.stderr)
+                await asyncio.sleep(IDLE_POLL_S)
 
     async def _idle(self) -> None:
         self._wake.clear()
@@ -101,7 +105,10 @@ class JobRunner:
             await run_in_threadpool(self.store.fail, claim,
                                     f"internal error: {item_failure_reason(exc)}")
             return
-        await run_in_threadpool(self.store.finish, claim, result.data, result.extension)
+        try:
+            await run_in_threadpool(self.store.finish, claim, result.data, result.extension)
+        except OSError as exc:  # a full disk: this file fails, with the reason
+            await run_in_threadpool(self.store.fail, claim, f"cannot store the result: {exc}")
 
     async def _run(self, item: object) -> object:
         future = self.service.submit([item], low=True)[0]  # type: ignore[list-item]
