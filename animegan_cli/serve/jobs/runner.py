@@ -92,7 +92,8 @@ class JobRunner:
             request = self.request_for(claim.fields, claim.scope)
             upload = await run_in_threadpool(self.store.read_upload, claim)
             item = await run_in_threadpool(self.service.prepare, request, upload)
-            await run_in_threadpool(self.store.count_run, claim)
+            if not await run_in_threadpool(self.store.count_run, claim):
+                return  # cancelled while it was decoded
             pixels = await self._run(item)
             result = await run_in_threadpool(self.service.encode, request, item, pixels, None)
         except ImageError as exc:

@@ -301,11 +301,12 @@ class JobStore:
     def read_upload(self, claim: Claim) -> bytes:
         return self._upload_path(claim.job, claim.index).read_bytes()
 
-    def count_run(self, claim: Claim) -> None:
-        """The file goes to the model now (a record of every run, for the operator and tests)."""
+    def count_run(self, claim: Claim) -> bool:
+        """The file goes to the model now (a record of every run, for the operator and
+        tests); False, and nothing counted, if its job was cancelled meanwhile."""
         with self._transaction() as db:
-            db.execute("UPDATE files SET runs = runs + 1 WHERE job = ? AND idx = ?",
-                       (claim.job, claim.index))
+            return db.execute("UPDATE files SET runs = runs + 1 WHERE job = ? AND idx = ? "
+                              "AND status = ?", (claim.job, claim.index, RUNNING)).rowcount > 0
 
     def finish(self, claim: Claim, result: bytes, extension: str) -> bool:
         """Write a result, then mark it done; False (nothing written) if the job was
