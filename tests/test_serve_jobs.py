@@ -88,7 +88,8 @@ def jobs_server(module_checkpoint, tmp_path_factory):
 def test_a_20_file_job_completes_with_animeifys_pixels(jobs_server):
     uploads = [(f"photo{i}.png", png(40 + i, 28, seed=i)) for i in range(20)]
     before = jobs_server.metric("animegan_engine_images_total")
-    job = submit(jobs_server, uploads, {"format": "png"})
+    fields = {"format": "png", "colour": "keep-colours"}  # any field of /animeify's
+    job = submit(jobs_server, uploads, fields)
     assert job["state"] in ("queued", "running") and job["counts"]["total"] == 20
     state = wait_for(jobs_server, job)
     assert state["state"] == "done" and state["counts"]["done"] == 20
@@ -97,7 +98,8 @@ def test_a_20_file_job_completes_with_animeifys_pixels(jobs_server):
     records = json.loads(archive.read("results.json"))
     assert [r["output"] for r in records] == [f"photo{i}.png" for i in range(20)]
     for (name, data), entry in zip(uploads, state["files"]):
-        direct = jobs_server.client.post("/animeify", files=job_files([(name, data)]))
+        direct = jobs_server.client.post("/animeify", files=job_files([(name, data)]),
+                                         data=fields)
         assert direct.status_code == 200
         one = jobs_server.client.get(entry["url"])
         assert one.headers["content-type"] == "image/png"
@@ -137,6 +139,9 @@ def test_a_bad_form_is_refused_whole_and_the_api_is_in_the_schema(jobs_server):
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     paths = jobs_server.client.get("/openapi.json").json()["paths"]
     assert set(paths["/jobs"]) == {"post"}
+    form = paths["/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form == paths["/animeify"]["post"]["requestBody"]["content"][
+        "multipart/form-data"]["schema"]  # the same form, new fields included
     assert set(paths["/jobs/{job_id}"]) == {"get", "delete"}
     assert set(paths["/jobs/{job_id}/results"]) == {"get"}
     assert set(paths["/jobs/{job_id}/files/{index}"]) == {"get"}

@@ -23,6 +23,8 @@ from prometheus_client import Gauge
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as HTTPRequest
 
+# /animeify's form: its one parser of the fields and its schema (a field it learns is a job's)
+from animegan_cli.serve.app import _FORM_SCHEMA as FORM_SCHEMA
 from animegan_cli.serve.app import (
     Lifecycle,
     ZipSink,
@@ -30,7 +32,7 @@ from animegan_cli.serve.app import (
     error_response,
     unique_names,
 )
-from animegan_cli.serve.app import _request_fields as request_fields  # /animeify's one parser
+from animegan_cli.serve.app import _request_fields as request_fields
 from animegan_cli.serve.budgets import metered
 from animegan_cli.serve.jobs.runner import JobRunner
 from animegan_cli.serve.jobs.store import (
@@ -48,12 +50,6 @@ from animegan_cli.serve.jobs.store import (
 from animegan_cli.serve.metrics import Metrics
 from animegan_cli.serve.service import ImageError, ImageService, RequestSettings
 from animegan_cli.serve.uploads import FormError, Upload, read_form
-
-_JOB_FORM = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["files"], "description": "the fields of POST /animeify",
-    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                   "format": {"type": "string"}, "quality": {"type": "integer"},
-                   "size": {"type": "integer"}, "keep_size": {"type": "boolean"}}}}}}}
 
 
 class _Refused(Exception):
@@ -239,7 +235,7 @@ def _run_with(app: FastAPI, runner: JobRunner) -> None:
 
 def _add_routes(app: FastAPI, jobs: Jobs) -> None:
     @app.post("/jobs", summary="Style many photos in the background: a job",
-              openapi_extra=_JOB_FORM, status_code=202,
+              openapi_extra=FORM_SCHEMA, status_code=202,
               responses={202: {"description": "The job's id and URL (also in Location)"}})
     async def submit_job(request: HTTPRequest) -> Response:
         return await jobs.submit(request)
