@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image
 
 from animegan_cli.core.errors import InputImageError, UsageError, WeightsError
@@ -25,6 +26,7 @@ from animegan_cli.engines.base import (
     EngineContext,
     EngineSpec,
     WarmupHandle,
+    cached_engine,
     create_engine,
     resolve_spec,
 )
@@ -37,6 +39,9 @@ from animegan_cli.model.weights import (
 )
 from animegan_cli.records.staleness import recorded_settings
 from animegan_cli.settings import fields
+
+if TYPE_CHECKING:
+    import torch
 
 # What stylize() and prepare() take: a PIL image (opened or decoded), a file, or its bytes.
 ImageSource = Image.Image | str | Path | bytes
@@ -138,23 +143,29 @@ class Stylizer:
         if spec is None:
             spec = resolve_spec(device, backend, precision, threads,
                                 streams=streams, compile=compile, shapes=shapes)
+        # Verified by its bytes' id, parsed (torch) only if the engine needs the generator.
         resolved = WeightsStore.from_env().resolve(
             style,
             weights=Path(weights) if weights is not None else None,
             download=download,
             on_download=on_message,
             progress=progress,
+            parse=False,
         )
         if expected_checkpoint is not None and resolved.checkpoint_id != expected_checkpoint:
             raise WeightsError(f"checkpoint {resolved.path} changed during the run; run it again")
-        assert resolved.state_dict is not None  # resolve() loads what it picked
-        generator = load_generator(resolved.state_dict, align_corners=align_corners,
-                                   variant=resolved.variant)
-        if spec.precision == "int8":
-            on_message("quantizing the model to INT8 on the first images (cached afterwards)")
         cache = engine_cache_dir(spec.backend)
         context = EngineContext(resolved.checkpoint_id, cache, calibration, warmup)
-        return cls(create_engine(generator, spec, context), spec, resolved, pixels)
+        engine = cached_engine(spec, context, align_corners)
+        if engine is None:
+            resolved = resolved.parsed()
+            assert resolved.state_dict is not None
+            generator = load_generator(resolved.state_dict, align_corners=align_corners,
+                                       variant=resolved.variant)
+            if spec.precision == "int8":
+                on_message("quantizing the model to INT8 on the first images (cached afterwards)")
+            engine = create_engine(generator, spec, context)
+        return cls(engine, spec, resolved, pixels)
 
     @property
     def description(self) -> str:
@@ -218,10 +229,21 @@ class Stylizer:
         return data.prepare_decoded(index, image, original_size, self.pixels.preprocess)
 
     def run(self, batch: Sequence[data.PreparedImage]) -> list[torch.Tensor]:
-        """Style prepared images of one shape together: uint8 (H, W, 3) results, in order."""
-        if self.spec.threads and torch.get_num_threads() != self.spec.threads:
+        """Style prepared images of one shape together: uint8 (H, W, 3) results, in order.
+
+        numpy pixels (a torch-free run's, media.data) go to an engine that takes them as
+        they are, and come back as numpy arrays; other engines get them as tensors.
+        """
+        # torch's pool matters only where torch runs: a run that never imported it has none.
+        torch = sys.modules.get("torch")
+        if torch is not None and self.spec.threads and torch.get_num_threads() != self.spec.threads:
             torch.set_num_threads(self.spec.threads)
-        return list(self.engine.run(data.stack_pixels(batch)))
+        stacked = data.stack_pixels(batch)
+        if data.is_numpy(stacked) and not getattr(self.engine, "takes_numpy", False):
+            import torch as torch_module
+
+            stacked = torch_module.from_numpy(stacked)
+        return list(self.engine.run(stacked))
 
     def finish(self, item: data.PreparedImage, pixels: torch.Tensor) -> Image.Image:
         """The image convert would encode: the photo's colours kept as ``colour`` says (at the

@@ -46,10 +46,10 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKENDS", "Backend", "DEVICES", "ENGINES", "Engine", "EngineContext", "EngineFactory",
     "EngineSpec", "NON_FINITE_REASON", "NonFiniteOutput", "PRECISIONS", "SHAPE_MODES",
-    "TorchEngine", "WarmupHandle", "WarmupRequest", "available_backends", "check_device",
-    "cpu_flags", "cpu_has_fast_bf16", "create_engine", "resolve_backend", "resolve_device",
-    "resolve_precision", "resolve_spec", "to_model_input", "to_pixels", "torch_threads",
-    "tune_candidates", "warmed",
+    "TorchEngine", "WarmupHandle", "WarmupRequest", "available_backends", "cached_engine",
+    "check_device", "cpu_flags", "cpu_has_fast_bf16", "create_engine", "resolve_backend",
+    "resolve_device", "resolve_precision", "resolve_spec", "to_model_input", "to_pixels",
+    "torch_threads", "tune_candidates", "warmed",
 ]
 
 
@@ -177,6 +177,13 @@ def _backend_options(given: dict[str, Any]) -> dict[str, object]:
 def create_engine(generator: Generator, spec: EngineSpec, context: EngineContext) -> Engine:
     """Build the engine ``spec`` names, with the generator's weights."""
     return ENGINES[spec.backend].factory(generator, spec, context)
+
+
+def cached_engine(spec: EngineSpec, context: EngineContext, align_corners: bool) -> Engine | None:
+    """The engine ``spec`` names built from its cached converted model alone (no generator,
+    no torch), or None where its backend has no such model yet (Backend.from_cache)."""
+    from_cache = ENGINES[spec.backend].from_cache
+    return from_cache(spec, context, align_corners) if from_cache is not None else None
 
 
 def tune_candidates() -> list[tuple[str, str]]:

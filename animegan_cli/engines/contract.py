@@ -122,6 +122,10 @@ class Backend:
     # its own imports (media, threads) stay out of the start.
     warm_up: str | None = None
     tuned_precisions: tuple[str, ...] = ("fp32", "bf16")  # what `tune` may measure
+    # The engine built from its converted model cached by checkpoint id alone, without the
+    # generator (so without torch): (spec, context, align_corners) -> Engine, or None when
+    # nothing is cached yet. None: the engine always needs the generator.
+    from_cache: Callable[[EngineSpec, EngineContext, bool], Engine | None] | None = None
 
     def available(self) -> bool:
         """Whether its runtime is installed (found without importing it)."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from animegan_cli.core.atomic import atomic_write
 from animegan_cli.core.errors import UsageError, install_hint
 from animegan_cli.core.limits import MAX_COMPILED_PIXELS, MAX_COMPILED_SHAPES
-from animegan_cli.engines import signal_stack
+from animegan_cli.engines import arrays, signal_stack
 from animegan_cli.engines.contract import (
     SHAPE_MODES,
     Backend,
@@ -37,7 +37,8 @@ from animegan_cli.engines.contract import (
     to_model_input,
     to_pixels,
 )
-from animegan_cli.model.variants import DEFAULT_VARIANT, variant_tag
+from animegan_cli.media import data
+from animegan_cli.model.variants import DEFAULT_VARIANT, VARIANTS, variant_tag
 from animegan_cli.settings import fields
 
 if TYPE_CHECKING:
@@ -114,9 +115,12 @@ class OpenVINOEngine:
     compile of ~0.1 s per shape. ``shapes="dynamic"`` compiles one model for every shape.
     """
 
+    # run() takes a numpy batch too (and answers in numpy): no torch on that path.
+    takes_numpy = True
+
     def __init__(
         self,
-        generator: Generator,
+        generator: Generator | None,
         checkpoint_id: str,
         precision: str,
         threads: int | None,
@@ -127,19 +131,26 @@ class OpenVINOEngine:
         max_shapes: int = MAX_COMPILED_SHAPES,
         max_pixels: int = MAX_COMPILED_PIXELS,
         warmup: Ahead | None = None,
+        align_corners: bool | None = None,
+        variant: str | None = None,
     ) -> None:
         if precision == "int8" and calibration is None:
             raise UsageError("--precision int8 needs calibration images")
         OpenVINOOptions(streams, shapes)  # checked as resolve_spec checks them
         started = time.perf_counter()
-        xml = ir_path(cache_dir, checkpoint_id, generator.align_corners, precision == "int8",
-                      generator.variant)
+        # Without a generator (the IR is cached: from_cache) the caller names its graph.
+        if align_corners is None or variant is None:
+            assert generator is not None
+            align_corners, variant = generator.align_corners, generator.variant
+        xml = ir_path(cache_dir, checkpoint_id, align_corners, precision == "int8", variant)
         self.config = compile_config(precision, threads, streams)
         # Taken (the warm-up thread joined) before this thread touches the shared Core.
         ready = warmup.take(xml, self.config) if warmup is not None else None
         self.core = shared_core()
         self.from_cache = ready is not None or ir_is_cached(xml)
         if not self.from_cache:
+            if generator is None:
+                raise UsageError(f"no cached OpenVINO model {xml.name}, and no generator")
             model = convert_generator(generator)
             if precision == "int8":
                 assert calibration is not None
@@ -200,22 +211,32 @@ class OpenVINOEngine:
         return sum(math.prod(s) // 3 if s else 384 * 512 for s in self.compiled)
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
-        """Style one uint8 batch (N, 3, H, W); returns uint8 (N, H, W, 3)."""
-        import numpy as np
+        """Style one uint8 batch (N, 3, H, W); returns uint8 (N, H, W, 3).
+
+        A numpy batch gives a numpy result, through arrays' twins of the contract's
+        conversions (the same pixels): a run that never imported torch does not start to.
+        """
+        if data.is_numpy(batch):
+            return arrays.pixels(self._infer(arrays.model_input(batch)))  # type: ignore[arg-type,return-value]
         import torch
 
         x = to_model_input(batch, torch.float32).numpy()
+        return to_pixels(torch.from_numpy(self._infer(x)))
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        """The float model input (N, 3, H, W) through the compiled model for its shape."""
+        import numpy as np
+
         if self.streams > 1 and len(x) > 1:
             # Each stream runs one image, so the static model is the one for N = 1.
             compiled = self._compiled_for((1, *x.shape[1:]))
-            return to_pixels(torch.from_numpy(compiled.run_streams(x)))
+            return compiled.run_streams(x)
         # A short last batch gets a model of its own N rather than padding: a compile
         # (~0.1 s, once) costs less than running the padding images on every such batch.
         compiled = self._compiled_for(tuple(x.shape))
         # infer() releases the GIL, so the writer thread encodes while the model runs.
         result = compiled.request.infer([x])
-        y = next(iter(result.values()))
-        return to_pixels(torch.from_numpy(np.asarray(y)))
+        return np.asarray(next(iter(result.values())))
 
     def threads_in_use(self) -> int:
         """The CPU plugin's inference threads for the model compiled last (0: its default)."""
@@ -349,9 +370,10 @@ def quantize(model, images: Sequence[torch.Tensor]):  # -> openvino.Model
         raise UsageError(
             f"--precision int8 needs NNCF: {install_hint('int8')} (or pip install nncf)"
         ) from exc
-    import torch
+    import numpy as np
 
-    samples = [to_model_input(img[None], torch.float32).numpy() for img in images]
+    # numpy pixels (a torch-free run's) or tensors alike: the same float32 values.
+    samples = [arrays.model_input(np.asarray(img)[None]) for img in images]
     with signal_stack.kept():  # NNCF runs the model on Cores of its own (see shared_core)
         return nncf.quantize(
             model,
@@ -403,6 +425,32 @@ def _create(generator: Generator, spec: EngineSpec, context: EngineContext) -> E
     )
 
 
+def _from_cache(spec: EngineSpec, context: EngineContext, align_corners: bool) -> Engine | None:
+    """The engine on the IR cached for the checkpoint (or read by the warm-up), without the
+    generator: a run with nothing to convert imports no torch. None when it is not cached.
+    The checkpoint id fixes its variant, so the one variant cached for it is the right one
+    (as the warm-up finds it)."""
+    int8 = spec.precision == "int8"
+    variant = next((v for v in VARIANTS if ir_is_cached(
+        ir_path(context.cache_dir, context.checkpoint_id, align_corners, int8, v))), None)
+    if variant is None:
+        return None
+    options = spec.options_as(OpenVINOOptions)
+    return OpenVINOEngine(
+        None,
+        context.checkpoint_id,
+        spec.precision,
+        spec.threads,
+        cache_dir=context.cache_dir,
+        calibration=context.calibration,
+        streams=options.streams,
+        shapes=options.shapes,
+        warmup=context.warmup,  # type: ignore[arg-type]  # openvino_warmup's, or None
+        align_corners=align_corners,
+        variant=variant,
+    )
+
+
 def _rank() -> int:
     # First where the CPU has bf16 units (AMX, AVX512-BF16: 35 vs 15.8 img/s at 256x256 in
     # bf16 against torch); below torch elsewhere (see torch_engine). int8 is its own.
@@ -421,4 +469,5 @@ BACKEND = Backend(
     options=OpenVINOOptions,
     default_threads=lambda: "OpenVINO's default",
     warm_up="animegan_cli.engines.openvino_warmup:warmed",
+    from_cache=_from_cache,
 )

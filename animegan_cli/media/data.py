@@ -36,6 +36,7 @@ else:
     register_heif_opener()
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch.utils.data import DataLoader, Dataset
 
@@ -75,6 +76,9 @@ class PreprocessSettings:
     multiple: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS  # 0 = no limit
     max_file_bytes: int = 0  # the largest file one decoder may read (the memory budget's); 0 = any
+    # Pixels as numpy arrays rather than torch tensors: a run that decodes in its own
+    # process for an engine that takes numpy (OpenVINO) never imports torch. Same values.
+    numpy: bool = False
 
 
 @dataclass
@@ -82,6 +86,7 @@ class PreparedImage:
     """One decoded input, ready for the model, or the reason it could not be prepared."""
 
     index: int
+    # torch tensors, or numpy arrays (PreprocessSettings.numpy): the same values.
     pixels: torch.Tensor | None = None  # (3, H, W) uint8, model-sized
     alpha: torch.Tensor | None = None  # (H, W) uint8 at the oriented original size
     original_size: tuple[int, int] = (0, 0)  # (width, height) after EXIF orientation
@@ -252,12 +257,11 @@ def prepare_decoded(
     InputImageError when the image is too small for the model.
     """
     import numpy as np
-    import torch
 
     width, height = original_size
     alpha = None
     if img.mode == "RGBA":
-        alpha = torch.from_numpy(np.array(img.getchannel("A")))
+        alpha = _as_pixels(np.array(img.getchannel("A")), settings)
         img = img.convert("RGB")
     tw, th = target_size(width, height, settings.size, settings.multiple)
     if min(tw, th) < MIN_SIDE:
@@ -267,8 +271,17 @@ def prepare_decoded(
         )
     if (tw, th) != img.size:
         img = img.resize((tw, th), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    pixels = torch.from_numpy(np.array(img)).permute(2, 0, 1)
+    pixels = _as_pixels(np.array(img).transpose(2, 0, 1), settings)
     return PreparedImage(index, pixels, alpha, original_size)
+
+
+def _as_pixels(array: np.ndarray, settings: PreprocessSettings) -> Any:
+    """A decoded array as the run's pixels: itself (settings.numpy) or a tensor on its memory."""
+    if settings.numpy:
+        return array
+    import torch
+
+    return torch.from_numpy(array)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -405,10 +418,20 @@ def batch_images(items: Iterable[PreparedImage], batch_size: int) -> Iterator[li
 
 
 def stack_pixels(batch: Sequence[PreparedImage]) -> torch.Tensor:
-    """(N, 3, H, W) uint8 tensor from a batch of equally shaped images."""
+    """(N, 3, H, W) uint8 tensor from a batch of equally shaped images (a numpy array from
+    numpy pixels)."""
+    import numpy as np
+
+    if is_numpy(batch[0].pixels):
+        return np.stack([item.pixels for item in batch])  # type: ignore[misc,return-value]
     import torch
 
     return torch.stack([item.pixels for item in batch])  # type: ignore[misc]
+
+
+def is_numpy(array: object) -> bool:
+    """Whether ``array`` is a numpy array rather than a torch tensor (importing neither)."""
+    return type(array).__module__ == "numpy"
 
 
 def to_output_image(
@@ -418,11 +441,13 @@ def to_output_image(
     keep_size: bool,
 ) -> Image.Image:
     """Styled uint8 (H, W, 3) -> PIL image, scaled back if asked, original alpha restored."""
-    img = Image.fromarray(pixels.numpy(), "RGB")
+    import numpy as np
+
+    img = Image.fromarray(np.asarray(pixels), "RGB")
     if keep_size and img.size != original_size:
         img = img.resize(original_size, Image.Resampling.LANCZOS)
     if alpha is not None:
-        mask = Image.fromarray(alpha.numpy(), "L")
+        mask = Image.fromarray(np.asarray(alpha), "L")
         if mask.size != img.size:
             mask = mask.resize(img.size, Image.Resampling.LANCZOS)
         img.putalpha(mask)

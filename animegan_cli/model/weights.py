@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import http.client
@@ -131,6 +132,17 @@ class ResolvedWeights:
     checkpoint_id: str
     state_dict: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
     variant: str = DEFAULT_VARIANT  # the graph it was trained in (generator.VARIANTS)
+    # The verified bytes, kept when resolve(parse=False) left them unparsed (no torch yet).
+    data: bytes | None = field(default=None, compare=False, repr=False)
+
+    def parsed(self) -> ResolvedWeights:
+        """These weights with their state dict and variant: parsed now (imports torch) from
+        the bytes the id was computed from, when resolve(parse=False) left them."""
+        if self.state_dict is not None:
+            return self
+        assert self.data is not None
+        state, variant = _parse_with_variant(self.data, self.path)
+        return dataclasses.replace(self, state_dict=state, variant=variant, data=None)
 
 
 @dataclass(frozen=True)
@@ -289,25 +301,30 @@ class WeightsStore:
         download: bool = True,
         on_download: Callable[[str], None] | None = None,
         progress: bool = True,
+        parse: bool = True,
     ) -> ResolvedWeights:
         """Pick and load the checkpoint for a run: a file, an imported name or a published
-        style (downloaded when missing); each is read once, verified and parsed."""
+        style (downloaded when missing); each is read once, verified and parsed.
+
+        ``parse=False`` leaves the parse (torch's loader) to ResolvedWeights.parsed: an
+        engine whose converted model is cached by this id never needs the tensors."""
+        def loaded(path: Path, name: str, blob_id: str, data: bytes) -> ResolvedWeights:
+            if not parse:
+                return ResolvedWeights(path, name, blob_id, data=data)
+            return ResolvedWeights(path, name, blob_id, *_parse_with_variant(data, path))
+
         path: Path | None  # a published style's: None until found or downloaded
         if weights is not None:
             path = Path(weights)
             data = _read_bytes(path)
             blob_id = git_blob_id(data)
-            return ResolvedWeights(
-                path, file_style_name(path, blob_id), blob_id, *_parse_with_variant(data, path)
-            )
+            return loaded(path, file_style_name(path, blob_id), blob_id, data)
         if style not in STYLES:
             custom = self.find(style)
             if custom is not None:
                 # A checkpoint imported under its own name: strict-checked, identified by bytes.
                 data = _read_bytes(custom)
-                return ResolvedWeights(
-                    custom, style, git_blob_id(data), *_parse_with_variant(data, custom)
-                )
+                return loaded(custom, style, git_blob_id(data), data)
         published = self._published(style)
         path = self.find(style)
         if path is None:
@@ -323,7 +340,7 @@ class WeightsStore:
         # Hash the same bytes that get parsed: a cached file is re-verified on every load.
         data = _read_bytes(path)
         _check_blob_id(path, git_blob_id(data), published.blob_id)
-        return ResolvedWeights(path, style, published.blob_id, _parse_checkpoint(data, path))
+        return loaded(path, style, published.blob_id, data)
 
 
 def _check_name(name: str) -> None:

@@ -28,7 +28,7 @@ from animegan_cli.media.colour import colour_problem
 from animegan_cli.media.formats import PngLevel, png_level_problem, size_problem
 from animegan_cli.media.inputs import ListedPath, find_inputs, refuse_outputs_inside
 from animegan_cli.model.weights import engine_cache_dir
-from animegan_cli.pipeline import distributors, loop, resources
+from animegan_cli.pipeline import decoding, distributors, loop, resources
 from animegan_cli.pipeline.lock import HeldLock, output_lock, remove_stale_temp_files
 from animegan_cli.pipeline.loop import CHANGED_WHILE_READING  # noqa: F401  (said by convert)
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
@@ -361,10 +361,13 @@ def _convert_locked(
                                        started, held)
         whole = []
     elif targets:
-        # The warm-up compiles on a thread while torch_threads imports torch.
-        with _warmed(options, spec, targets, kept) as warmup, torch_threads(options.threads):
+        # The warm-up compiles on a thread while the run decodes (and imports torch, where
+        # it decodes in processes).
+        in_process = decoding.in_process(len(targets), options.num_workers)
+        threads = contextlib.nullcontext() if in_process else torch_threads(options.threads)
+        with _warmed(options, spec, targets, kept) as warmup, threads:
             kept.stylizer = _run(options, spec, targets, summary, events, manifest, started,
-                                 held, warmup, kept.stylizer)
+                                 held, warmup, kept.stylizer, in_process)
     if whole:
         kept.stylizer = _style_whole(options, spec, whole, kept.stylizer, manifest, held,
                                      summary, events, started)
@@ -611,16 +614,11 @@ def _run(
     held: HeldLock,
     warmup: engines.WarmupHandle | None = None,
     loaded: Stylizer | None = None,
+    in_process: bool = False,
 ) -> Stylizer:
     """Decode, style and write every target: the run's one loop; returns the Stylizer
     (``loaded``, or the one it loads)."""
-    from animegan_cli.pipeline import workers  # torch's DataLoader: only a run that styles needs it
-
-    dataset = data.ImageDataset([t.lead.item.path for t in targets], options.preprocess)
-    if warmup is not None:
-        warmup.before_fork()
-    # Workers start before the model loads, so the first images decode while it loads.
-    images = _ReadAhead(workers.prepared_images(dataset, options.num_workers))
+    images = _ReadAhead(_prepared(options, targets, warmup, in_process))
     assert targets[0].lead.record is not None
     expected = targets[0].lead.record.checkpoint or None  # refuse a checkpoint replaced since
     with contextlib.closing(images):  # stops the decoder processes
@@ -635,6 +633,27 @@ def _run(
             loop.StylingLoop(stylizer, targets, writer, summary, options.batch_size,
                              stages).run(images)
     return stylizer
+
+
+def _prepared(options: ConvertOptions, targets: list[Target],
+              warmup: engines.WarmupHandle | None, in_process: bool
+              ) -> Iterator[data.PreparedImage]:
+    """The targets' images, decoded ahead from now on (so decoding overlaps the model's
+    loading): on a thread of this process for a small run (decoding.in_process), in decoder
+    processes (torch's DataLoader) for a big one."""
+    paths = [t.lead.item.path for t in targets]
+    if in_process:
+        # numpy pixels: no torch on the way to an engine that takes them. The stages
+        # (faces, look-alikes) work on tensors.
+        plain = not options.faces.on and options.reuse_similar is None
+        settings = dataclasses.replace(options.preprocess, numpy=plain)
+        return decoding.decoded_on_thread(data.ImageDataset(paths, settings))
+    from animegan_cli.pipeline import workers  # torch's DataLoader: only a run that styles needs it
+
+    if warmup is not None:
+        warmup.before_fork()
+    return workers.prepared_images(data.ImageDataset(paths, options.preprocess),
+                                   options.num_workers)
 
 
 def _face_style_note(options: ConvertOptions) -> str | None:
@@ -666,4 +685,4 @@ class _ReadAhead:
 
     def close(self) -> None:
         """Stop the decoder processes."""
-        self.prepared.close()  # type: ignore[attr-defined]
+        self.prepared.close()  # type: ignore[attr-defined]  # a generator or ThreadDecoder
