@@ -29,6 +29,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import peak  # noqa: E402  (benchmarks/peak.py: the same-run matmul peak, the model's GFLOP)
 
 from animegan_cli.engines.base import cpu_has_fast_bf16  # noqa: E402
 from animegan_cli.engines.onnxruntime_engine import OnnxRuntimeEngine, cached_onnx  # noqa: E402
@@ -108,6 +111,7 @@ def rates(args: argparse.Namespace) -> dict[str, object]:
     """Alternating rounds over every engine, then the varying-shape check."""
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     batch_shapes = [(args.batch, h, w) for h, w in shapes]
+    peaks = [peak.matmul_peak(threads=args.threads)]  # before and after the rounds: the best
     with tempfile.TemporaryDirectory() as tmp:
         engines = build_engines(args.threads, Path(tmp))
         varying = {f"{n} (shapes alternating)": engines[n]
@@ -124,12 +128,21 @@ def rates(args: argparse.Namespace) -> dict[str, object]:
         compile_seconds = {n: e.compile_seconds for n, e in engines.items()
                            if isinstance(e, OpenVINOEngine)}
         descriptions = {n: e.description for n, e in {**engines, **varying}.items()}
+    peaks.append(peak.matmul_peak(threads=args.threads))
+    best = {k: max(p[k] for p in peaks) for k in peaks[0]}
     rows = [{"engine": name, "description": descriptions[name], "batch": n, "height": h,
              "width": w, "images_per_second": m.images_per_second, "latency_ms": m.latency_ms,
              "batches": m.batches,
-             "psnr_db": psnrs.get(name.split(" (")[0], {}).get(f"{h}x{w}")}
+             "psnr_db": psnrs.get(name.split(" (")[0], {}).get(f"{h}x{w}"),
+             **peak.efficiency(m.images_per_second, h, w, best, precision_of(name))}
             for (name, (n, h, w)), m in table.items()]
-    return {"rows": rows, "compile_seconds": compile_seconds}
+    return {"rows": rows, "compile_seconds": compile_seconds, "peak": best, "peaks": peaks,
+            "gflop_per_image": {f"{h}x{w}": peak.generator_gflop(h, w) for h, w in shapes}}
+
+
+def precision_of(engine: str) -> str:
+    """The precision an engine's label names ("openvino bf16 static" -> "bf16")."""
+    return next((p for p in ("int8", "bf16", "fp32") if p in engine.split()), "fp32")
 
 
 COLD_SCRIPT = """
@@ -183,12 +196,19 @@ def markdown(result: dict[str, object], args: argparse.Namespace) -> str:
     lines = [f"Machine: {machine()}. {args.label}".rstrip(), "",
              f"Command: `python benchmarks/model_only.py {' '.join(sys.argv[1:])}`", ""]
     if "rows" in result:
-        lines += ["| engine | H x W | batch | img/s | median ms/batch | PSNR vs torch fp32 (dB) |",
-                  "|---|---|---|---|---|---|"]
+        lines += [f"Same-run peak (best of before and after the rounds): "
+                  f"{peak.describe(result['peak'])}; the generator costs " + ", ".join(
+                      f"{g:.1f} GFLOP at {s}" for s, g in result["gflop_per_image"].items())
+                  + " per image. Share of peak: against the fp32 peak for fp32, the bf16 "
+                  "peak otherwise.", "",
+                  "| engine | H x W | batch | img/s | GFLOP/s | share of peak "
+                  "| median ms/batch | PSNR vs torch fp32 (dB) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in sorted(result["rows"], key=lambda r: (r["height"] * r["width"], r["engine"])):
             shown = "-" if r["psnr_db"] is None else f"{r['psnr_db']:.1f}"
             lines.append(f"| {r['engine']} | {r['height']}x{r['width']} | {r['batch']} "
-                         f"| {r['images_per_second']:.2f} | {r['latency_ms']:.0f} | {shown} |")
+                         f"| {r['images_per_second']:.2f} | {r['gflop_per_s']:.0f} "
+                         f"| {r['share_of_peak']:.0%} | {r['latency_ms']:.0f} | {shown} |")
         lines += ["", "OpenVINO compile seconds (all shapes, per engine): " + ", ".join(
             f"{k} {v:.2f}" for k, v in result["compile_seconds"].items())]
     if "cold" in result:

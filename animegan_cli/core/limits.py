@@ -12,6 +12,11 @@ MIN_SIDE = 8
 MAX_COMPILED_SHAPES = 8
 MAX_COMPILED_PIXELS = 8 * 384 * 512
 
+MODEL_CACHE_BYTES = 256 << 20
+"""OpenVINO's model cache (compiled models as blobs, one per shape and precision, ~8.8 MB
+at bf16) is pruned to this, oldest first: ~29 shapes. Loading a cached blob took 0.05-0.17 s
+where compiling took 0.13-0.40 s (docs/performance.md); 0 turns the cache off."""
+
 # serve's budgets under hostile or careless clients (ServeSettings takes its defaults from
 # here, and so do the serve command's flags: each written once). See docs/serve.md.
 SERVE_MAX_OUTPUT_PIXELS = 50_000_000

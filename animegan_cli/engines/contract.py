@@ -27,8 +27,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 DEVICES = ("cpu", "cuda")
 OptionsT = TypeVar("OptionsT")
 
-# How an engine meets a new input shape: compiles a model for it, or runs any shape as is.
-SHAPE_MODES = ("static", "dynamic")
+# How an engine meets a new input shape: compiles a model for it, or runs any shape as is,
+# or (hybrid) runs a shape's first image as is and compiles for the shapes that repeat.
+SHAPE_MODES = ("static", "dynamic", "hybrid")
 
 
 class Engine(Protocol):

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import shutil
 import tempfile
 import threading
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from animegan_cli.core.atomic import atomic_write
 from animegan_cli.core.errors import UsageError, install_hint
-from animegan_cli.core.limits import MAX_COMPILED_PIXELS, MAX_COMPILED_SHAPES
+from animegan_cli.core.limits import MAX_COMPILED_PIXELS, MAX_COMPILED_SHAPES, MODEL_CACHE_BYTES
 from animegan_cli.engines import arrays, signal_stack
 from animegan_cli.engines.contract import (
     SHAPE_MODES,
@@ -101,6 +102,34 @@ def ir_path(cache_dir: Path, checkpoint_id: str, align_corners: bool, int8: bool
     return cache_dir / f"{ir_cache_key(checkpoint_id, align_corners, int8, variant)}.xml"
 
 
+def model_cache_dir(cache_dir: Path) -> Path | None:
+    """Where OpenVINO keeps compiled models across runs (None: the cache is off)."""
+    return cache_dir / "compiled" if MODEL_CACHE_BYTES > 0 else None
+
+
+def prune_model_cache(folder: Path | None, limit: int = MODEL_CACHE_BYTES) -> None:
+    """Remove the oldest compiled blobs until the folder holds at most ``limit`` bytes.
+
+    A blob removed while another run reads it costs that run a compile: OpenVINO compiles
+    when a cached blob cannot be read.
+    """
+    if folder is None:
+        return
+    blobs = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(OSError):
+                st = entry.stat()
+                blobs.append((st.st_mtime, st.st_size, entry.path))
+    total = sum(size for _, size, _ in blobs)
+    for _, size, path in sorted(blobs):
+        if total <= limit:
+            break
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            total -= size
+
+
 def ir_is_cached(xml: Path) -> bool:
     """Whether the IR pair is there: save_ir_atomic places the .xml last."""
     return xml.exists() and xml.with_suffix(".bin").exists()
@@ -112,7 +141,10 @@ class OpenVINOEngine:
     The model is read (or converted) once. With ``shapes="static"`` each input shape
     (N, 3, H, W) gets a model reshaped to it and compiled for it, kept in a small LRU: on
     CPUs static models ran 1.65-1.75x faster than one model with dynamic N/H/W, for a
-    compile of ~0.1 s per shape. ``shapes="dynamic"`` compiles one model for every shape.
+    compile of ~0.1 s per shape. ``shapes="dynamic"`` compiles one model for every shape;
+    ``shapes="hybrid"`` runs a shape's first batch on that one and compiles for it from its
+    second on (or at once where the warm-up saw it repeat): a shape that occurs once costs
+    no compile. Compiled models go through OpenVINO's model cache (model_cache_dir).
     """
 
     # run() takes a numpy batch too (and answers in numpy): no torch on that path.
@@ -165,10 +197,14 @@ class OpenVINOEngine:
         self.max_pixels = max_pixels
         self.compiled: OrderedDict[tuple[int, ...] | None, CompiledShape] = OrderedDict()
         self.compile_seconds = 0.0  # all compiles so far, for -v and benchmarks
+        self.compiles = 0
+        self.seen: set[tuple[int, ...]] = set()  # hybrid: shapes run once on the dynamic model
+        self.model_cache = model_cache_dir(cache_dir)
         if ready is not None:
             for shape, entry in ready.compiled.items():
                 self._keep(shape, entry)
             self.compile_seconds += ready.seconds
+            self.compiles += len(ready.compiled)
         if shapes == "dynamic":
             self._compile(None)
         self.precision = precision
@@ -185,17 +221,30 @@ class OpenVINOEngine:
 
     def _compiled_for(self, shape: tuple[int, ...]) -> CompiledShape:
         """The compiled model for ``shape`` (or the dynamic one), compiling it if new."""
-        key = shape if self.shapes == "static" and static_is_safe(shape) else None
+        key = shape if self._static_for(shape) else None
         found = self.compiled.get(key)
         if found is not None:
             self.compiled.move_to_end(key)
             return found
         return self._compile(key)
 
+    def _static_for(self, shape: tuple[int, ...]) -> bool:
+        """Whether ``shape`` runs on a model compiled for it. With hybrid shapes, only a
+        shape met before (or compiled ahead, from the plan): a shape that occurs once runs
+        on the one dynamic model instead of paying a compile of its own."""
+        if self.shapes == "dynamic" or not static_is_safe(shape):
+            return False
+        if self.shapes == "static" or shape in self.compiled or shape in self.seen:
+            return True
+        self.seen.add(shape)
+        return False
+
     def _compile(self, shape: tuple[int, ...] | None) -> CompiledShape:
-        entry, seconds = compile_shape(self.core, self.model, shape, self.config, self.streams)
+        entry, seconds = compile_shape(self.core, self.model, shape, self.config, self.streams,
+                                       self.model_cache)
         self.compile_seconds += seconds
-        log_compiled(shape, seconds)
+        self.compiles += 1
+        log_compiled(shape, seconds, totals=(self.compiles, self.compile_seconds))
         return self._keep(shape, entry)
 
     def _keep(self, shape: tuple[int, ...] | None, entry: CompiledShape) -> CompiledShape:
@@ -317,26 +366,45 @@ def static_is_safe(shape: tuple[int, ...]) -> bool:
 
 
 def compile_shape(
-    core, model, shape: tuple[int, ...] | None, config: dict[str, object], streams: int
+    core, model, shape: tuple[int, ...] | None, config: dict[str, object], streams: int,
+    cache: Path | None = None,
 ) -> tuple[CompiledShape, float]:
     """``model`` (an openvino.Model) compiled for ``shape`` (None: dynamic), and the seconds
-    it took. Releases the GIL while it compiles."""
+    it took. Releases the GIL while it compiles. With ``cache`` (model_cache_dir), a shape
+    compiled by an earlier run is loaded from OpenVINO's model cache instead: the same
+    compiled model, so the same pixels; a new one is added to it (pruned to its bound)."""
     started = time.perf_counter()
     # A copy per shape, kept with its compiled model: no reshape ever touches a model
     # that a live compiled one came from.
     shaped = model.clone()
     shaped.reshape(ov_shape(shape or DYNAMIC_SHAPE))
     with signal_stack.kept():  # see signal_stack: else a later SIGCHLD can be a SIGSEGV
-        entry = CompiledShape(core.compile_model(shaped, "CPU", config), streams)
+        entry = CompiledShape(_compiled(core, shaped, config, cache), streams)
     entry.source = shaped
+    prune_model_cache(cache)
     return entry, time.perf_counter() - started
 
 
-def log_compiled(shape: tuple[int, ...] | None, seconds: float, ahead: bool = False) -> None:
-    """The -v line for one compile."""
+def _compiled(core, shaped, config: dict[str, object], cache: Path | None):
+    """core.compile_model through the model cache; without it where the cache fails (a
+    folder that cannot be written): the cache saves time, it is never needed."""
+    if cache is not None:
+        try:
+            return core.compile_model(shaped, "CPU", {**config, "CACHE_DIR": str(cache)})
+        except RuntimeError:
+            log.debug("openvino: model cache %s unusable; compiling without it", cache,
+                      exc_info=True)
+    return core.compile_model(shaped, "CPU", config)
+
+
+def log_compiled(shape: tuple[int, ...] | None, seconds: float, ahead: bool = False,
+                 totals: tuple[int, float] | None = None) -> None:
+    """The -v line for one compile (a load from the model cache counts as one), with the
+    run's count and seconds so far: the last such line is the run's compile time."""
     shown = "dynamic shapes" if shape is None else "x".join(map(str, shape))
     when = ", ahead of its first image" if ahead else ""
-    log.info("openvino: compiled for %s in %.2f s%s", shown, seconds, when)
+    so_far = f" ({totals[0]} compiles, {totals[1]:.2f} s in all)" if totals else ""
+    log.info("openvino: compiled for %s in %.2f s%s%s", shown, seconds, when, so_far)
 
 
 def compile_config(precision: str, threads: int | None, streams: int) -> dict[str, object]:

@@ -38,9 +38,10 @@ log = logging.getLogger(__name__)
 
 
 def first_shapes(
-    paths: Sequence[Path], settings: data.PreprocessSettings, batch: int
+    paths: Sequence[Path], settings: data.PreprocessSettings, batch: int, min_count: int = 1
 ) -> list[Shape]:
-    """The model inputs (N, 3, H, W) of the run's first batches, in first-seen order.
+    """The model inputs (N, 3, H, W) of the run's first batches, in first-seen order; only
+    those of at least ``min_count`` of the first images (hybrid shapes: 2, those that repeat).
 
     From headers alone (EXIF orientation included). An image whose header is unreadable,
     or that will be refused (too big, too small), is left out: it compiles nothing.
@@ -56,7 +57,8 @@ def first_shapes(
     # A batch holds `batch` images of one shape, fewer when the run has no more of them.
     whole_run = len(paths) <= LOOKAHEAD
     shapes, pixels = [], 0
-    for (height, width), count in list(counts.items())[:MAX_AHEAD]:
+    repeating = [(shape, count) for shape, count in counts.items() if count >= min_count]
+    for (height, width), count in repeating[:MAX_AHEAD]:
         n = min(batch, count) if whole_run else batch
         pixels += n * height * width
         if pixels > MAX_COMPILED_PIXELS:  # the engine's LRU would evict what is compiled ahead
@@ -129,10 +131,12 @@ class Warmup:
                 break
             if not ove.static_is_safe(shape):
                 continue
-            entry, seconds = ove.compile_shape(core, ready.model, shape, config, streams)
+            entry, seconds = ove.compile_shape(core, ready.model, shape, config, streams,
+                                               ove.model_cache_dir(self.cache_dir))
             ready.compiled[shape] = entry
             ready.seconds += seconds
-            ove.log_compiled(shape, seconds, ahead=True)
+            ove.log_compiled(shape, seconds, ahead=True,
+                             totals=(len(ready.compiled), ready.seconds))
         return ready
 
     def before_fork(self) -> None:
@@ -160,14 +164,16 @@ def warmed(spec: EngineSpec, request: WarmupRequest) -> Iterator[Warmup | None]:
     the engine), closed when the run ends: an interrupted run does not exit under a compile.
     The OpenVINO backend's warm-up (Backend.warm_up), called through base.warmed."""
     options = spec.options_as(OpenVINOOptions)
-    if options.shapes != "static":
+    if options.shapes == "dynamic":
         yield None
         return
     # With streams each image runs on its own, as a batch of one (OpenVINOEngine.run).
     batch = 1 if options.streams > 1 else request.batch_size
     settings = request.preprocess
     assert isinstance(settings, data.PreprocessSettings)
-    shapes = first_shapes(request.paths, settings, batch)
+    # Hybrid shapes compile only the shapes that repeat; the engine runs the others dynamic.
+    shapes = first_shapes(request.paths, settings, batch,
+                          min_count=2 if options.shapes == "hybrid" else 1)
     warmup = Warmup(spec, request.checkpoint_id, request.align_corners, request.cache_dir,
                     shapes)
     try:

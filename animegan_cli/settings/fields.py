@@ -169,7 +169,8 @@ STREAMS = _int("--streams", 1,
                envvar="ANIMEGAN_STREAMS", config=(CONVERT, SERVE))
 SHAPES = Setting(("--shapes",), "static",
                  "OpenVINO: compile the model for each input shape (faster; ~0.1 s per new "
-                 "shape) or once for any shape. Same pixels either way.",
+                 "shape), once for any shape, or hybrid: for the shapes that repeat, one-off "
+                 "shapes on the any-shape model. Same pixels either way.",
                  envvar="ANIMEGAN_SHAPES", config=(CONVERT,),
                  choices="animegan_cli.engines.contract:SHAPE_MODES")
 COMPILE = Setting(("--compile",), False,
