@@ -77,7 +77,7 @@ def test_the_engine_adopts_the_models_compiled_ahead_and_they_give_the_same_pixe
     # Compiled once each, ahead: running them compiled nothing more.
     lines = compiled_lines(caplog)
     assert [line.split()[3] for line in lines] == ["1x3x64x72", "2x3x72x64"]
-    assert all(line.endswith(", ahead of its first image") for line in lines)
+    assert all(", ahead of its first image" in line for line in lines)
     plain = OpenVINOEngine(generator, KEY, "fp32", 2, ir_cache)
     assert torch.equal(got[0], plain.run(a)) and torch.equal(got[1], plain.run(b))
 
@@ -143,6 +143,6 @@ def test_a_second_convert_compiles_its_shapes_ahead(photo_dir, tmp_path, checkpo
     first = run("one")  # converts the checkpoint: nothing cached to compile ahead
     assert first and not any("ahead" in line for line in first)
     second = run("two")
-    assert second and all(line.endswith(", ahead of its first image") for line in second)
+    assert second and all(", ahead of its first image" in line for line in second)
     shapes = sorted(line.split()[4] for line in second)
     assert shapes == sorted(line.split()[4] for line in first)
