@@ -72,9 +72,8 @@ def recipes(model, names: tuple[str, str]) -> dict[str, dict]:
 
 def accuracy_controlled(model, photos: list[np.ndarray], floor_db: float):  # -> openvino.Model
     """NNCF's accuracy control: quantize (mixed preset), then put the layers it ranks most
-    sensitive back to float until the mean PSNR from fp32 on ``photos`` is >= ``floor_db``
-    (the metric is PSNR/100, capped at 60 dB; the original, run as NNCF runs it (bf16 on a
-    CPU with bf16 units), sets the baseline the drop is counted from)."""
+    sensitive back to float until the PSNR from fp32 on ``photos`` is >= ``floor_db`` (the
+    metric is the mean of PSNR/100 capped at the floor, so the original scores the cap)."""
     import nncf
     import openvino as ov
 
@@ -91,13 +90,14 @@ def accuracy_controlled(model, photos: list[np.ndarray], floor_db: float):  # ->
     items = [(x, styled(reference, x)) for x in inputs]
 
     def validate(compiled, validation) -> float:
-        return float(np.mean([min(psnr(styled(compiled, x), ref), 60.0) / 100
+        # Capped at the floor: the original scores the cap whatever precision NNCF runs it
+        # in, so "no drop" means "every photo's mean at the floor or above".
+        return float(np.mean([min(psnr(styled(compiled, x), ref), floor_db) / 100
                               for x, ref in validation]))
 
-    baseline = validate(core.compile_model(model, "CPU"), items)
     return nncf.quantize_with_accuracy_control(
         model, nncf.Dataset(items, lambda item: item[0]), nncf.Dataset(items), validate,
-        max_drop=max(baseline - floor_db / 100, 0.0), drop_type=nncf.DropType.ABSOLUTE,
+        max_drop=0.0005, drop_type=nncf.DropType.ABSOLUTE,
         preset=nncf.QuantizationPreset.MIXED, subset_size=len(items))
 
 
