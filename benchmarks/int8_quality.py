@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from animegan_cli.engines import openvino_engine as ove  # noqa: E402
 from animegan_cli.media import data  # noqa: E402
+from animegan_cli.model.variants import DEFAULT_VARIANT  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -120,13 +121,14 @@ def engines_for(models: dict[str, tuple[object, str]], cache: Path, shapes: str)
     """An OpenVINOEngine per model (saved as a cached IR under a made-up checkpoint id)."""
     built = {}
     for i, (label, (model, precision)) in enumerate(models.items()):
-        checkpoint = f"{i:040d}"
+        checkpoint = f"{i + 1:016x}" + "0" * 24  # its first 16 digits name the cached IR
         int8 = precision == "int8"
         xml = ove.ir_path(cache, checkpoint, False, int8)
         if not ove.ir_is_cached(xml):
             ove.save_ir_atomic(model, xml)
         built[label] = ove.OpenVINOEngine(None, checkpoint, precision, None, cache,
-                                          calibration=list, shapes=shapes, align_corners=False)
+                                          calibration=list, shapes=shapes, align_corners=False,
+                                          variant=DEFAULT_VARIANT)
     return built
 
 
