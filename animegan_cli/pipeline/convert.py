@@ -644,8 +644,9 @@ def _prepared(options: ConvertOptions, targets: list[Target],
     paths = [t.lead.item.path for t in targets]
     if in_process:
         # numpy pixels: no torch on the way to an engine that takes them. The stages
-        # (faces, look-alikes) work on tensors.
-        plain = not options.faces.on and options.reuse_similar is None
+        # (faces, look-alikes) and --colour's keeping work on tensors.
+        plain = (not options.faces.on and options.reuse_similar is None
+                 and options.colour == fields.COLOUR.default)
         settings = dataclasses.replace(options.preprocess, numpy=plain)
         return decoding.decoded_on_thread(data.ImageDataset(paths, settings))
     from animegan_cli.pipeline import workers  # torch's DataLoader: only a run that styles needs it
