@@ -27,6 +27,7 @@ from animegan_cli.engines.contract import (
     EngineFactory,
     EngineSpec,
     NonFiniteOutput,
+    StatsEngine,
     WarmupHandle,
     WarmupRequest,
     cpu_flags,
@@ -46,10 +47,11 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKENDS", "Backend", "DEVICES", "ENGINES", "Engine", "EngineContext", "EngineFactory",
     "EngineSpec", "NON_FINITE_REASON", "NonFiniteOutput", "PRECISIONS", "SHAPE_MODES",
-    "TorchEngine", "WarmupHandle", "WarmupRequest", "available_backends", "cached_engine",
-    "check_device", "cpu_flags", "cpu_has_fast_bf16", "create_engine", "resolve_backend",
-    "resolve_device", "resolve_precision", "resolve_spec", "to_model_input", "to_pixels",
-    "torch_threads", "tune_candidates", "warmed",
+    "StatsEngine", "TorchEngine", "WarmupHandle", "WarmupRequest", "available_backends",
+    "cached_engine", "check_device", "cpu_flags", "cpu_has_fast_bf16", "create_engine",
+    "resolve_backend", "resolve_device", "resolve_precision", "resolve_spec", "stats_engine",
+    "supports_norm_stats", "to_model_input", "to_pixels", "torch_threads", "tune_candidates",
+    "warmed",
 ]
 
 
@@ -207,3 +209,19 @@ def warmed(spec: EngineSpec, request: WarmupRequest) -> Iterator[WarmupHandle | 
     with getattr(importlib.import_module(module), name)(spec, request) as ahead:
         yield ahead
 
+
+
+def supports_norm_stats(spec: EngineSpec) -> bool:
+    """Whether ``spec``'s engine runs with normalisation statistics (its Backend says)."""
+    return spec.precision in ENGINES[spec.backend].norm_stats
+
+
+def stats_engine(engine: Engine, spec: EngineSpec, wanted_for: str) -> StatsEngine:
+    """``engine`` as a StatsEngine, or a UsageError saying what ``wanted_for`` needs."""
+    if not supports_norm_stats(spec):
+        able = [f"{b.name} ({', '.join(b.norm_stats)})" for b in ENGINES.values() if b.norm_stats]
+        raise UsageError(
+            f"{wanted_for} needs an engine that takes normalisation statistics; "
+            f"{spec.backend} {spec.precision} does not (these do: {'; '.join(able)})"
+        )
+    return engine  # type: ignore[return-value]  # its Backend declares it one

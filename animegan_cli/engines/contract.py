@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from animegan_cli.settings import fields
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from animegan_cli.model.generator import Generator
@@ -47,6 +48,22 @@ class Engine(Protocol):
 
     def threads_in_use(self) -> int:
         """The intra-op threads the model runs on, as the runtime reports them."""
+        ...
+
+
+class StatsEngine(Engine, Protocol):
+    """An engine that also runs with normalisation statistics in and out.
+
+    See model/norm_stats.py for the statistics array and the three ways to call it;
+    ``Backend.norm_stats`` says at which precisions an engine module's engines do.
+    """
+
+    def run_stats(
+        self, batch: torch.Tensor, stats: np.ndarray | None = None, mix: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Style one uint8 batch (N, 3, H, W) with statistics ``stats`` (N, L, 2) (None:
+        each image's own), blended with the own ones by ``mix`` (N,) (None: as given);
+        returns uint8 (N, H, W, 3) and the statistics each layer used, (N, L, 2) float32."""
         ...
 
 
@@ -127,6 +144,9 @@ class Backend:
     # generator (so without torch): (spec, context, align_corners) -> Engine, or None when
     # nothing is cached yet. None: the engine always needs the generator.
     from_cache: Callable[[EngineSpec, EngineContext, bool], Engine | None] | None = None
+    # Precisions at which its engines are StatsEngines (normalisation statistics in and
+    # out, model/norm_stats.py): tiles and smoothed video need one. Empty: it cannot.
+    norm_stats: tuple[str, ...] = ()
 
     def available(self) -> bool:
         """Whether its runtime is installed (found without importing it)."""

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from animegan_cli.engines.openvino_stats import StatsRunner
     from animegan_cli.model.generator import Generator
 
 # OpenVINO names for our precisions. bf16 is a hint: CPUs without bf16 units run f32.
@@ -208,6 +209,9 @@ class OpenVINOEngine:
         if shapes == "dynamic":
             self._compile(None)
         self.precision = precision
+        # For the stats IR variant (openvino_stats.py), converted on the first run_stats.
+        self._stats_source: tuple[Generator, Path] = (generator, xml)
+        self._stats: StatsRunner | None = None
         self.load_seconds = time.perf_counter() - started
         self.description = self._describe()
 
@@ -286,6 +290,17 @@ class OpenVINOEngine:
         # infer() releases the GIL, so the writer thread encodes while the model runs.
         result = compiled.request.infer([x])
         return np.asarray(next(iter(result.values())))
+
+    def run_stats(
+        self, batch: torch.Tensor, stats: np.ndarray | None = None, mix: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """run() with normalisation statistics in and out, on the stats IR variant."""
+        if self._stats is None:
+            from animegan_cli.engines.openvino_stats import StatsRunner
+
+            self._stats = StatsRunner(*self._stats_source, self.config, self.core,
+                                      save_ir_atomic)
+        return self._stats.run(batch, stats, mix)
 
     def threads_in_use(self) -> int:
         """The CPU plugin's inference threads for the model compiled last (0: its default)."""
@@ -535,6 +550,8 @@ BACKEND = Backend(
     shape_modes=SHAPE_MODES,
     rank=_rank,
     options=OpenVINOOptions,
+    # int8: the stats variant is not quantized (tiles would change an int8 model's pixels).
+    norm_stats=("fp32", "bf16"),
     default_threads=lambda: "OpenVINO's default",
     warm_up="animegan_cli.engines.openvino_warmup:warmed",
     from_cache=_from_cache,

@@ -22,6 +22,7 @@ from animegan_cli.engines.contract import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from animegan_cli.model.generator import Generator
@@ -73,9 +74,33 @@ class TorchEngine:
             x = to_model_input(x, self.dtype).contiguous(memory_format=torch.channels_last)
             return to_pixels(self.model(x)).cpu()
 
+    def run_stats(
+        self, batch: torch.Tensor, stats: np.ndarray | None = None, mix: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """run() with normalisation statistics in and out (model/norm_stats.py); eager
+        torch (never the compiled model): own statistics give run()'s pixels exactly."""
+        import torch
+
+        from animegan_cli.model.norm_stats import StatsGenerator, as_mix, as_stats
+
+        model = StatsGenerator(self.generator)
+        n = len(batch)
+        supplied = None if stats is None else torch.from_numpy(as_stats(stats, n, model.layers))
+        blend = None if mix is None else torch.from_numpy(as_mix(mix, n))
+        with torch.inference_mode(), torch_threads(self.threads):
+            self.last_threads = torch.get_num_threads()
+            x = batch.to(self.device)
+            x = to_model_input(x, self.dtype).contiguous(memory_format=torch.channels_last)
+            y, used = model(x, _to(supplied, self.device), _to(blend, self.device))
+            return to_pixels(y).cpu(), used.float().cpu().numpy()
+
     def threads_in_use(self) -> int:
         """torch's intra-op threads during the last batch (before one: now)."""
         return self.last_threads
+
+
+def _to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
 
 
 @contextlib.contextmanager
@@ -132,6 +157,7 @@ BACKEND = Backend(
     shape_modes=("dynamic",),
     rank=lambda: 1,
     options=TorchOptions,
+    norm_stats=("fp32", "bf16"),
     auto_precision=_auto_precision,
     default_threads=_default_threads,
 )

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from animegan_cli.core.limits import MIN_SIDE as MIN_SIDE  # defined where planning can read it
+from animegan_cli.model.norm_stats import StatsGroupNorm
 from animegan_cli.model.variants import DEFAULT_VARIANT, VARIANTS
 
 
@@ -22,7 +23,11 @@ def resize_asymmetric(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
 
 
 class ConvNormLReLU(nn.Sequential):
-    """Reflection pad -> conv (no bias unless asked) -> GroupNorm(1) -> LeakyReLU(0.2)."""
+    """Reflection pad -> conv (no bias unless asked) -> GroupNorm(1) -> LeakyReLU(0.2).
+
+    The GroupNorms are StatsGroupNorm: nn.GroupNorm unless a pass supplies or asks for
+    their statistics (model/norm_stats.py).
+    """
 
     def __init__(
         self,
@@ -38,7 +43,7 @@ class ConvNormLReLU(nn.Sequential):
         super().__init__(
             nn.ReflectionPad2d(pad),
             nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding=0, groups=groups, bias=bias),
-            nn.GroupNorm(1, out_ch, affine=True, eps=1e-5),
+            StatsGroupNorm(1, out_ch, affine=True, eps=1e-5),
             nn.LeakyReLU(0.2, inplace=True),
         )
 
@@ -54,7 +59,7 @@ class InvertedResBlock(nn.Module):
             ConvNormLReLU(in_ch, bottleneck, kernel_size=1, padding=0),
             ConvNormLReLU(bottleneck, bottleneck, groups=bottleneck, bias=True),
             nn.Conv2d(bottleneck, out_ch, kernel_size=1, bias=False),
-            nn.GroupNorm(1, out_ch, affine=True, eps=1e-5),
+            StatsGroupNorm(1, out_ch, affine=True, eps=1e-5),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
