@@ -10,6 +10,7 @@ for convert), ``run`` (one batch of one shape, on the engine), ``finish`` (alpha
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,8 @@ from PIL import Image
 
 from animegan_cli.core.errors import InputImageError, UsageError, WeightsError
 from animegan_cli.core.failures import PER_ITEM_ERRORS
+from animegan_cli.engines import contract as engines_contract
+from animegan_cli.engines import tiling
 from animegan_cli.engines.base import (
     Engine,
     EngineContext,
@@ -29,7 +32,10 @@ from animegan_cli.engines.base import (
     cached_engine,
     create_engine,
     resolve_spec,
+    stats_engine,
+    supports_norm_stats,
 )
+from animegan_cli.engines.memory import default_budget
 from animegan_cli.media import colour, data
 from animegan_cli.model.weights import (
     ResolvedWeights,
@@ -42,6 +48,8 @@ from animegan_cli.settings import fields
 
 if TYPE_CHECKING:
     import torch
+
+    from animegan_cli.model.generator import Generator
 
 # What stylize() and prepare() take: a PIL image (opened or decoded), a file, or its bytes.
 ImageSource = Image.Image | str | Path | bytes
@@ -155,7 +163,8 @@ class Stylizer:
         if expected_checkpoint is not None and resolved.checkpoint_id != expected_checkpoint:
             raise WeightsError(f"checkpoint {resolved.path} changed during the run; run it again")
         cache = engine_cache_dir(spec.backend)
-        context = EngineContext(resolved.checkpoint_id, cache, calibration, warmup)
+        context = EngineContext(resolved.checkpoint_id, cache, calibration, warmup,
+                                generator=functools.partial(_generator, resolved, align_corners))
         engine = cached_engine(spec, context, align_corners)
         if engine is None:
             resolved = resolved.parsed()
@@ -232,18 +241,54 @@ class Stylizer:
         """Style prepared images of one shape together: uint8 (H, W, 3) results, in order.
 
         numpy pixels (a torch-free run's, media.data) go to an engine that takes them as
-        they are, and come back as numpy arrays; other engines get them as tensors.
+        they are, and come back as numpy arrays; other engines get them as tensors. Tiles
+        (items whose ``tile`` is set, all of the batch then) run with their image's
+        normalisation statistics (engines/tiling.py).
         """
         # torch's pool matters only where torch runs: a run that never imported it has none.
         torch = sys.modules.get("torch")
         if torch is not None and self.spec.threads and torch.get_num_threads() != self.spec.threads:
             torch.set_num_threads(self.spec.threads)
         stacked = data.stack_pixels(batch)
-        if data.is_numpy(stacked) and not getattr(self.engine, "takes_numpy", False):
+        parts = [item.tile for item in batch]
+        if data.is_numpy(stacked) and (parts[0] is not None
+                                       or not getattr(self.engine, "takes_numpy", False)):
             import torch as torch_module
 
             stacked = torch_module.from_numpy(stacked)
-        return list(self.engine.run(stacked))
+        if parts[0] is None:
+            return list(self.engine.run(stacked))
+        assert all(part is not None for part in parts), "tiles and whole images never share"
+        return list(tiling.run_batch(
+            self.stats_engine, stacked, [p.stats for p in parts],  # type: ignore[union-attr]
+            [p.full for p in parts], [p.origin for p in parts]))  # type: ignore[union-attr]
+
+    @property
+    def stats_engine(self) -> engines_contract.StatsEngine:
+        """The engine as one that takes normalisation statistics (UsageError if it cannot)."""
+        return stats_engine(self.engine, self.spec, "styling in tiles")
+
+    def tile_plan(self, item: data.PreparedImage, tile: str | int = fields.TILE.default,
+                  max_memory: int | None = None) -> tiling.TilePlan | None:
+        """How ``item`` is tiled with ``tile`` (auto, off, a side) within ``max_memory``
+        bytes (None: the default budget); None: styled whole. Never tiles on an engine
+        without normalisation statistics (``auto``: the image runs whole as before)."""
+        tile = tiling.parse_tile(tile)
+        if tile == tiling.OFF:
+            return None
+        if not supports_norm_stats(self.spec):
+            if tile == tiling.AUTO:
+                return None  # styled whole, or refused where it does not fit, as before
+            self.stats_engine  # noqa: B018  # raises: a tile side asked of an engine that cannot
+        height, width = item.shape
+        return tiling.plan_tiles(width, height, tile, max_memory or default_budget(),
+                                 self.spec.precision, self.pixels.align_corners)
+
+    def run_tiled(self, item: data.PreparedImage, plan: tiling.TilePlan,
+                  batch_size: int = fields.BATCH_SIZE.default) -> torch.Tensor:
+        """One prepared image styled in tiles: uint8 (H, W, 3), as run would give it."""
+        assert item.pixels is not None
+        return tiling.run_tiled(self.stats_engine, item.pixels, plan, batch_size)
 
     def finish(self, item: data.PreparedImage, pixels: torch.Tensor) -> Image.Image:
         """The image convert would encode: the photo's colours kept as ``colour`` says (at the
@@ -262,16 +307,37 @@ class Stylizer:
         return colour.keep(self.pixels.colour, item.pixels, pixels)
 
     def stylize(self, images: Sequence[ImageSource],
-                batch_size: int = fields.BATCH_SIZE.default) -> list[Image.Image]:
-        """Style images (list in, list out, same order); images of one shape share batches."""
+                batch_size: int = fields.BATCH_SIZE.default,
+                tile: str | int = fields.TILE.default,
+                max_memory: int | None = None) -> list[Image.Image]:
+        """Style images (list in, list out, same order); images of one shape share batches.
+
+        ``tile``: "auto" styles in tiles an image that does not fit ``max_memory`` bytes
+        (None: convert's default budget), "off" never, a number: tiles of that side
+        wherever the image is larger (docs/tiles.md).
+        """
         if batch_size < 1:
             raise UsageError("batch size must be at least 1")
         prepared = [self.prepare(image, i) for i, image in enumerate(images)]
         results: list[Image.Image | None] = [None] * len(prepared)
-        for batch in data.batch_images(prepared, batch_size):
+        whole = []
+        for item in prepared:
+            plan = self.tile_plan(item, tile, max_memory)
+            if plan is None:
+                whole.append(item)
+            else:
+                results[item.index] = self.finish(item, self.run_tiled(item, plan, batch_size))
+        for batch in data.batch_images(whole, batch_size):
             for item, pixels in zip(batch, self.run(batch)):
                 results[item.index] = self.finish(item, pixels)
         return results  # type: ignore[return-value]
+
+
+def _generator(resolved: ResolvedWeights, align_corners: bool) -> Generator:
+    """The checkpoint's generator, parsed now (an engine built from its cache asks late)."""
+    parsed = resolved.parsed()
+    assert parsed.state_dict is not None
+    return load_generator(parsed.state_dict, align_corners=align_corners, variant=parsed.variant)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from animegan_cli.core.errors import UsageError
+from animegan_cli.engines import memory
 from animegan_cli.pipeline import resources
 from animegan_cli.pipeline.resources import (
     BASE_BYTES,
@@ -45,15 +46,15 @@ def test_estimate_follows_the_measured_line():
 
 
 def test_emulated_bf16_is_costlier_than_fp32(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(resources, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(memory, "cpu_has_fast_bf16", lambda: False)
     assert estimate_peak(1_000_000, precision="bf16") > 4 * (estimate_peak(1_000_000) - BASE_BYTES)
-    monkeypatch.setattr(resources, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(memory, "cpu_has_fast_bf16", lambda: True)
     assert estimate_peak(1_000_000, precision="bf16") <= estimate_peak(1_000_000)
 
 
 def test_budget_is_a_share_of_available_memory(monkeypatch: pytest.MonkeyPatch):
     assert resources.available_memory() > 0
-    monkeypatch.setattr(resources, "available_memory", lambda: 8 * GIB)
+    monkeypatch.setattr(memory, "available_memory", lambda: 8 * GIB)
     assert resources.default_budget() == 6 * GIB
 
 

@@ -48,7 +48,7 @@ def serve_command(**params: Any) -> None:
             raise
         raise CommandError(f"serve needs FastAPI and uvicorn: {install_hint('serve')}",
                            EXIT_USAGE) from None
-    settings = ServeSettings.from_values(by_param(params, fields.SERVE_GROUP))
+    settings = ServeSettings.from_values(by_param(params, (*fields.SERVE_GROUP, fields.TILE)))
     host, port = params["host"], params["port"]
     try:
         settings.validate()

@@ -5,6 +5,19 @@ from __future__ import annotations
 MIN_SIDE = 8
 """Smallest side the generator takes: two stride-2 convs, then reflection padding of 1."""
 
+# Tiles (engines/tiling.py). With its normalisation statistics fixed, a result pixel depends
+# only on input pixels at most RECEPTIVE_RADIUS away (per axis): measured by
+# benchmarks/receptive_field.py (one input pixel changed, the farthest output pixel that
+# moved: 48 to 51 px by its place on the 4-pixel grid of the two stride-2 convs), rounded
+# up to 4. Adjacent tiles overlap by twice that (each discards its RECEPTIVE_RADIUS border
+# rows, styled from reflected padding rather than the image) plus a TILE_BLEND-wide band at
+# the middle where one fades into the other.
+RECEPTIVE_RADIUS = 52
+TILE_BLEND = 8
+TILE_OVERLAP = 2 * RECEPTIVE_RADIUS + TILE_BLEND
+MIN_TILE = 256
+"""Smallest --tile: below it the overlap would be most of each tile's work."""
+
 # Compiled static OpenVINO models kept at once: a run rarely has more shapes. Each holds its
 # own weights and buffers, ~100 MB at 1x3x384x512 in bf16 (8 such: +665 MB RSS), growing with
 # the pixels, so the pixels they are compiled for are bounded too (~0.8 GB in all). Here so

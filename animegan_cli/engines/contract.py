@@ -59,10 +59,12 @@ class StatsEngine(Engine, Protocol):
     """
 
     def run_stats(
-        self, batch: torch.Tensor, stats: np.ndarray | None = None, mix: np.ndarray | None = None
+        self, batch: torch.Tensor, stats: np.ndarray | None = None,
+        mix: np.ndarray | None = None, grids: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[torch.Tensor, np.ndarray]:
         """Style one uint8 batch (N, 3, H, W) with statistics ``stats`` (N, L, 2) (None:
-        each image's own), blended with the own ones by ``mix`` (N,) (None: as given);
+        each image's own), blended with the own ones by ``mix`` (N,) (None: as given),
+        tiles sampling as their whole image would at ``grids`` (norm_stats.tile_grids);
         returns uint8 (N, H, W, 3) and the statistics each layer used, (N, L, 2) float32."""
         ...
 
@@ -108,6 +110,9 @@ class EngineContext:
     calibration: Callable[[], Sequence[torch.Tensor]] | None = None
     # What the backend's warm-up made ahead of the engine (Backend.warm_up), for it to adopt.
     warmup: WarmupHandle | None = None
+    # The generator, loaded when asked: an engine built from its cache without it converts
+    # its statistics variant (OpenVINO's stats IR, model/norm_stats.py) from it, once.
+    generator: Callable[[], Generator] | None = None
 
 
 EngineFactory = Callable[["Generator", EngineSpec, EngineContext], Engine]

@@ -166,6 +166,7 @@ class OpenVINOEngine:
         warmup: Ahead | None = None,
         align_corners: bool | None = None,
         variant: str | None = None,
+        load_generator: Callable[[], Generator] | None = None,
     ) -> None:
         if precision == "int8" and calibration is None:
             raise UsageError("--precision int8 needs calibration images")
@@ -210,7 +211,8 @@ class OpenVINOEngine:
             self._compile(None)
         self.precision = precision
         # For the stats IR variant (openvino_stats.py), converted on the first run_stats.
-        self._stats_source: tuple[Generator, Path] = (generator, xml)
+        self._generator = (lambda: generator) if generator is not None else load_generator
+        self._plain_xml = xml
         self._stats: StatsRunner | None = None
         self.load_seconds = time.perf_counter() - started
         self.description = self._describe()
@@ -292,15 +294,19 @@ class OpenVINOEngine:
         return np.asarray(next(iter(result.values())))
 
     def run_stats(
-        self, batch: torch.Tensor, stats: np.ndarray | None = None, mix: np.ndarray | None = None
+        self, batch: torch.Tensor, stats: np.ndarray | None = None,
+        mix: np.ndarray | None = None, grids: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[torch.Tensor, np.ndarray]:
         """run() with normalisation statistics in and out, on the stats IR variant."""
         if self._stats is None:
             from animegan_cli.engines.openvino_stats import StatsRunner
 
-            self._stats = StatsRunner(*self._stats_source, self.config, self.core,
-                                      save_ir_atomic)
-        return self._stats.run(batch, stats, mix)
+            if self._generator is None:
+                raise UsageError("this OpenVINO engine was built from its cached model "
+                                 "without the generator its statistics variant needs")
+            self._stats = StatsRunner(self._generator, self._plain_xml, self.config,
+                                      self.core, save_ir_atomic)
+        return self._stats.run(batch, stats, mix, grids)
 
     def threads_in_use(self) -> int:
         """The CPU plugin's inference threads for the model compiled last (0: its default)."""
@@ -531,6 +537,7 @@ def _from_cache(spec: EngineSpec, context: EngineContext, align_corners: bool) -
         warmup=context.warmup,  # type: ignore[arg-type]  # openvino_warmup's, or None
         align_corners=align_corners,
         variant=variant,
+        load_generator=context.generator,
     )
 
 

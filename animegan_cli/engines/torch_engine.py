@@ -75,7 +75,8 @@ class TorchEngine:
             return to_pixels(self.model(x)).cpu()
 
     def run_stats(
-        self, batch: torch.Tensor, stats: np.ndarray | None = None, mix: np.ndarray | None = None
+        self, batch: torch.Tensor, stats: np.ndarray | None = None,
+        mix: np.ndarray | None = None, grids: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[torch.Tensor, np.ndarray]:
         """run() with normalisation statistics in and out (model/norm_stats.py); eager
         torch (never the compiled model): own statistics give run()'s pixels exactly."""
@@ -91,7 +92,11 @@ class TorchEngine:
             self.last_threads = torch.get_num_threads()
             x = batch.to(self.device)
             x = to_model_input(x, self.dtype).contiguous(memory_format=torch.channels_last)
-            y, used = model(x, _to(supplied, self.device), _to(blend, self.device))
+            sampled = None if grids is None else (
+                torch.from_numpy(grids[0]).to(self.device),
+                torch.from_numpy(grids[1]).to(self.device),
+            )
+            y, used = model(x, _to(supplied, self.device), _to(blend, self.device), sampled)
             return to_pixels(y).cpu(), used.float().cpu().numpy()
 
     def threads_in_use(self) -> int:

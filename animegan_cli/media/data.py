@@ -81,6 +81,17 @@ class PreprocessSettings:
     numpy: bool = False
 
 
+@dataclass(frozen=True)
+class TilePart:
+    """What makes a prepared item a tile of a larger model input (engines/tiling.py): the
+    whole image's normalisation statistics (L, 2) and where the tile sits in it."""
+
+    stats: Any  # numpy float32 (L, 2), model/norm_stats.py
+    full: tuple[int, int]  # (H, W) of the whole model input
+    origin: tuple[int, int]  # (y, x) of the tile's first pixel, multiples of 4
+    image: Any = None  # the tiled image it belongs to (the stage's bookkeeping)
+
+
 @dataclass
 class PreparedImage:
     """One decoded input, ready for the model, or the reason it could not be prepared."""
@@ -93,12 +104,18 @@ class PreparedImage:
     error: str | None = None
     seconds: float = 0.0
     blake2b: str | None = None  # BLAKE2b-256 of the bytes decoded (what the record must name)
+    tile: TilePart | None = None  # a tile of a larger image, run with its statistics
 
     @property
     def shape(self) -> tuple[int, int]:
         """(H, W) of the model input; images of equal shape can share a batch."""
         assert self.pixels is not None
         return (int(self.pixels.shape[1]), int(self.pixels.shape[2]))
+
+    @property
+    def batch_key(self) -> tuple[int, int, bool]:
+        """Items of one key share batches: one shape, all tiles (statistics given) or none."""
+        return (*self.shape, self.tile is not None)
 
 
 def target_size(width: int, height: int, size: int, multiple: int = 4) -> tuple[int, int]:
@@ -382,28 +399,28 @@ class ShapeBatcher:
 
     batch_size: int
     max_pending: int = 0
-    _buckets: dict[tuple[int, int], list[PreparedImage]] = field(
+    _buckets: dict[tuple[int, int, bool], list[PreparedImage]] = field(
         default_factory=lambda: defaultdict(list)
     )
     _pending: int = 0
 
     def add(self, item: PreparedImage) -> Iterator[list[PreparedImage]]:
         """Add one image; yields the batches that became ready."""
-        bucket = self._buckets[item.shape]
+        bucket = self._buckets[item.batch_key]
         bucket.append(item)
         self._pending += 1
         if len(bucket) >= self.batch_size:
-            yield self._take(item.shape)
+            yield self._take(item.batch_key)
         elif self._pending > max(self.max_pending, self.batch_size * 4):
             yield self._take(max(self._buckets, key=lambda k: len(self._buckets[k])))
 
     def flush(self) -> Iterator[list[PreparedImage]]:
         """Yield every partial batch still waiting."""
-        for shape in list(self._buckets):
-            yield self._take(shape)
+        for key in list(self._buckets):
+            yield self._take(key)
 
-    def _take(self, shape: tuple[int, int]) -> list[PreparedImage]:
-        batch = self._buckets.pop(shape)
+    def _take(self, key: tuple[int, int, bool]) -> list[PreparedImage]:
+        batch = self._buckets.pop(key)
         self._pending -= len(batch)
         return batch
 

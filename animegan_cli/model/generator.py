@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,6 +81,8 @@ class Generator(nn.Module):
         super().__init__()
         self.align_corners = align_corners
         self.variant = variant
+        # Set only during a tiled pass (model/norm_stats.py): (features, size, step) -> features.
+        self.resample: Callable[[torch.Tensor, torch.Size, int], torch.Tensor] | None = None
         # The stride-2 convs pad only right and bottom, as the TensorFlow original did.
         down_pad = (0, 1, 0, 1)
         self.block_a = nn.Sequential(
@@ -109,8 +113,12 @@ class Generator(nn.Module):
             if isinstance(norm, nn.GroupNorm):
                 norm.eps = VARIANTS[variant].norm_eps
 
-    def _resize(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
-        """The bilinear resize between blocks, as the checkpoint's graph did it."""
+    def _resize(self, x: torch.Tensor, size: torch.Size, step: int) -> torch.Tensor:
+        """The bilinear resize between blocks (``step`` 0, then 1), as the checkpoint's graph
+        did it; a tile of a larger image samples where the whole image would
+        (model/norm_stats.py sets ``resample`` for that pass)."""
+        if self.resample is not None:
+            return self.resample(x, size, step)
         if self.align_corners or VARIANTS[self.variant].half_pixel:
             return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
         return resize_asymmetric(x, size)
@@ -122,9 +130,8 @@ class Generator(nn.Module):
         half_size = out.shape[-2:]
         out = self.block_b(out)
         out = self.block_c(out)
-        out = self._resize(out, half_size)
+        out = self._resize(out, half_size, 0)
         out = self.block_d(out)
-        out = self._resize(out, full_size)
+        out = self._resize(out, full_size, 1)
         out = self.block_e(out)
         return self.out_layer(out)
-

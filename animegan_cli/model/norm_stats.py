@@ -35,24 +35,30 @@ Smoothing a clip in one pass per frame: ``pixels, s = engine.run_stats(frame[Non
 np.array([0.8], np.float32))`` with ``s`` the previous frame's returned ``used`` (an
 exponential average of the statistics, layer by layer); at a scene cut pass ``mix`` 0.
 
-In torch (the generator itself), ``StatsGenerator(generator)(x, stats, mix)`` is the
-same on tensors (x in [-1, 1]); it is also what the OpenVINO engine converts.
+**Tiles** of one model input (engines/tiling.py cuts them): each tile styled with the
+whole image's statistics (repeat its row). Where the image's sides are multiples of 4
+(and the tiles sit on the 4-pixel grid) that is all; otherwise the generator's two
+upsamplings of the whole image do not scale by exactly 2, and a tile must sample where the
+whole image would: pass ``grids=tile_grids(full, origins, tile)`` too.
+
+In torch (the generator itself), ``StatsGenerator(generator)(x, stats, mix, grids)`` is
+the same on tensors (x in [-1, 1]); it is also what the OpenVINO engine converts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from animegan_cli.core.limits import RECEPTIVE_RADIUS as RECEPTIVE_RADIUS  # see there
+
 STATS_FIELDS = 2  # mean, variance
-# A result pixel depends on input pixels at most this far away (per axis) once the
-# statistics are fixed: measured by benchmarks/receptive_field.py (one input pixel changed,
-# the farthest output pixel that moved: 48 to 51 px by
-# the pixel's position on the 4-pixel grid of the two stride-2 layers), rounded up to 4.
-RECEPTIVE_RADIUS = 52
 
 
 @dataclass
@@ -109,7 +115,7 @@ class StatsGenerator(nn.Module):
 
     def __init__(self, generator: nn.Module) -> None:
         super().__init__()
-        self.generator = generator
+        self.generator: Any = generator  # a Generator (not imported: it imports this module)
         self.norms = norm_layers(generator)
 
     @property
@@ -118,7 +124,9 @@ class StatsGenerator(nn.Module):
         return len(self.norms)
 
     def forward(self, x: torch.Tensor, stats: torch.Tensor | None = None,
-                mix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                mix: torch.Tensor | None = None,
+                grids: tuple[torch.Tensor, torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         if stats is not None and tuple(stats.shape) != (x.shape[0], self.layers, STATS_FIELDS):
             raise ValueError(
                 f"stats must be (N, {self.layers}, {STATS_FIELDS}) for a batch of "
@@ -129,9 +137,12 @@ class StatsGenerator(nn.Module):
         )
         for norm in self.norms:
             norm.exchange = exchange
+        if grids is not None:
+            self.generator.resample = _grid_resample(grids)
         try:
             y = self.generator(x)
         finally:
+            self.generator.resample = None
             for norm in self.norms:
                 norm.exchange = None
         return y, torch.stack(exchange.used, dim=1)
@@ -153,3 +164,60 @@ def as_mix(mix: object, images: int) -> np.ndarray:
     if not np.all((array >= 0) & (array <= 1)):
         raise ValueError("mix must be within [0, 1]")
     return array
+
+
+def _grid_resample(grids: tuple[torch.Tensor, torch.Tensor]):
+    """The generator's upsampling step ``step`` as bilinear sampling at ``grids[step]``."""
+
+    def resample(features: torch.Tensor, size: torch.Size, step: int) -> torch.Tensor:
+        # In float32: bf16 coordinates are too coarse, and torch's bf16 kernel gave NaN.
+        sampled = F.grid_sample(features.float(), grids[step].float(), mode="bilinear",
+                                padding_mode="border", align_corners=False)
+        return sampled.to(features.dtype)
+
+    return resample
+
+
+def needs_grids(full: tuple[int, int]) -> bool:
+    """Whether tiles of a model input of ``full`` (H, W) need tile_grids to be exact."""
+    return any(side % 4 for side in full)
+
+
+def _axis_grid(full: int, origin: int, tile: int, step: int, half_pixel: bool) -> np.ndarray:
+    """Normalised sampling coordinates along one axis of a tile, for upsampling ``step``
+    (0: quarter to half resolution, 1: half to full), as the whole image samples: torch's
+    bilinear (``half_pixel``: src = (dst + 0.5) * in / out - 0.5, >= 0) or TF1's
+    (src = dst * in / out; model/variants.py)."""
+    half, quarter = full // 2, full // 2 // 2
+    size_in, size_out = (quarter, half) if step == 0 else (half, full)
+    shrink = 4 if step == 0 else 2  # the input's resolution against the tile's origin
+    tile_out = tile // 2 if step == 0 else tile
+    tile_in = tile // 2 // 2 if step == 0 else tile // 2
+    first = origin // (2 if step == 0 else 1)  # global index of the tile's first output
+    dst = np.arange(first, first + tile_out, dtype=np.float64)
+    if half_pixel:
+        src = np.maximum((dst + 0.5) * size_in / size_out - 0.5, 0.0)
+    else:
+        src = dst * size_in / size_out
+    local = src - origin // shrink
+    return ((local + 0.5) * 2.0 / tile_in - 1.0).astype(np.float32)
+
+
+def tile_grids(full: tuple[int, int], origins: Sequence[tuple[int, int]],
+               tile: tuple[int, int], half_pixel: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The sampling grids of tiles of ``tile`` (h, w) at ``origins`` [(y, x), ...] (multiples
+    of 4) of a model input of ``full`` (H, W): float32 (N, h // 2, w // 2, 2) and
+    (N, h, w, 2), (x, y) last, for StatsGenerator's / run_stats' ``grids``. ``half_pixel``:
+    the checkpoint's variant's resize (model/variants.py; TF1's has none)."""
+    steps = []
+    for step in (0, 1):
+        per_tile = []
+        for y, x in origins:
+            gy = _axis_grid(full[0], y, tile[0], step, half_pixel)
+            gx = _axis_grid(full[1], x, tile[1], step, half_pixel)
+            grid = np.empty((len(gy), len(gx), 2), np.float32)
+            grid[..., 0] = gx[None, :]
+            grid[..., 1] = gy[:, None]
+            per_tile.append(grid)
+        steps.append(np.stack(per_tile))
+    return steps[0], steps[1]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from animegan_cli.core.errors import RunStopped, UsageError, WeightsError
 from animegan_cli.core.signals import Interrupted, as_interrupted
 from animegan_cli.engines import base as engines
+from animegan_cli.engines import tiling
 from animegan_cli.engines.base import EngineSpec, torch_threads
 from animegan_cli.faces.detect import FaceSettings
 from animegan_cli.media import data, kinds, outputs, video
@@ -33,6 +34,7 @@ from animegan_cli.pipeline.lock import HeldLock, output_lock, remove_stale_temp_
 from animegan_cli.pipeline.loop import CHANGED_WHILE_READING  # noqa: F401  (said by convert)
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
 from animegan_cli.pipeline.similar import HASH_BITS
+from animegan_cli.pipeline.tiles import TilePlanner, planner_for
 from animegan_cli.pipeline.writer import Target, Writer
 from animegan_cli.records import incremental
 from animegan_cli.records.checkpoint import checkpoint_id, record_style
@@ -102,6 +104,7 @@ class ConvertOptions:
     video_crf: int = fields.VIDEO_CRF.default
     frames_per_batch: int = fields.FRAMES_PER_BATCH.default
     keep_partial_video: bool = False
+    tile: str = fields.TILE.default  # auto | off | a tile side (engines/tiling.py)
     verbose: bool = False  # -v: also the libraries' own notes (Ray's warnings with --ray)
 
     @property
@@ -253,7 +256,7 @@ def convert(options: ConvertOptions, events: ConvertEvents | None = None,
         if options.faces.on:
             _note(summary, events, options.faces.dry_run_note())
         try:
-            plan, _ = _plan(options, spec, selection, summary, events)
+            plan, _ = _plan(options, spec, selection, summary, events, _tile_planner(options, spec))
             _report_dry_run(plan, summary, events)
         except KeyboardInterrupt as exc:  # also a --json reader that went away
             raise _with_summary(as_interrupted(exc), summary, started) from None
@@ -304,7 +307,8 @@ def _note(summary: Summary, events: ConvertEvents, message: str) -> None:
 
 def _plan(
     options: ConvertOptions,
-    spec: EngineSpec, selection: Selection, summary: Summary, events: ConvertEvents
+    spec: EngineSpec, selection: Selection, summary: Summary, events: ConvertEvents,
+    tiles: TilePlanner | None = None,
 ) -> tuple[incremental.Plan, Manifest]:
     """What to do with each input (and its output name), decided before any pixel is read."""
     listed = [ListedPath(p) for p in options.listed]
@@ -321,7 +325,7 @@ def _plan(
     manifest = Manifest.load(options.output)
     if manifest.warning:
         events.on_message(manifest.warning)
-    rules = _rules(options, spec, selection, events.on_message)
+    rules = _rules(options, spec, selection, events.on_message, tiles)
     if options.faces.mode != "crop":
         return incremental.plan_work(inputs, planned, rules, manifest), manifest
     from animegan_cli.faces import stage as face_stage  # crop mode: plan by each input's first crop
@@ -345,7 +349,8 @@ def _convert_locked(
     removed = remove_stale_temp_files(options.output)
     if removed:
         events.on_message(f"removed {len(removed)} temp file(s) left by an interrupted run")
-    plan, manifest = _plan(options, spec, selection, summary, events)
+    tiles = _tile_planner(options, spec)
+    plan, manifest = _plan(options, spec, selection, summary, events, tiles)
     held.check()  # planning can take long: OUT may be gone by now
     for output, record in plan.repairs:
         manifest.record(output, record)
@@ -354,7 +359,7 @@ def _convert_locked(
     targets = [t for t in targets if not t.lead.item.styled_whole]
     targets = _fail_unwritable(options, targets, summary, events)
     if targets:
-        targets, batch_size = _fit_in_memory(options, spec, targets, summary, events)
+        targets, batch_size = _fit_in_memory(options, spec, targets, summary, events, tiles)
         options = dataclasses.replace(options, batch_size=batch_size)
     if options.ray is not None and (targets or whole):  # clips too: each styled on an actor
         distributors.runner("ray").run(options, spec, targets + whole, summary, events, manifest,
@@ -367,7 +372,7 @@ def _convert_locked(
         threads = contextlib.nullcontext() if in_process else torch_threads(options.threads)
         with _warmed(options, spec, targets, kept) as warmup, threads:
             kept.stylizer = _run(options, spec, targets, summary, events, manifest, started,
-                                 held, warmup, kept.stylizer, in_process)
+                                 held, warmup, kept.stylizer, in_process, tiles)
     if whole:
         kept.stylizer = _style_whole(options, spec, whole, kept.stylizer, manifest, held,
                                      summary, events, started)
@@ -476,8 +481,10 @@ def _fit_in_memory(
     targets: list[Target],
     summary: Summary,
     events: ConvertEvents,
+    tiles: TilePlanner | None = None,
 ) -> tuple[list[Target], int]:
-    """Lower the batch size, and fail images too big, so the run stays within its budget.
+    """Lower the batch size, and fail images too big, so the run stays within its budget
+    (images styled in tiles fit by their plan).
 
     Returns the targets that fit, and the batch size.
     """
@@ -489,8 +496,9 @@ def _fit_in_memory(
         options.size,
         options.batch_size,
         spec.precision,
-        options.max_memory or resources.default_budget(),
+        tiles.budget if tiles else options.max_memory or resources.default_budget(),
         options.max_pixels,
+        _tiled_costs(targets, tiles, spec.precision),
     )
     if plan.message:
         events.on_message(plan.message)
@@ -500,6 +508,31 @@ def _fit_in_memory(
         for result in targets[j].failed(reason):
             _report(result, summary, events)
     return [t for j, t in enumerate(targets) if j not in too_big], plan.batch_size
+
+
+def _tile_planner(options: ConvertOptions, spec: EngineSpec) -> TilePlanner | None:
+    """The run's tile planner (decisions from headers and one budget), or None: no image
+    can be tiled. Not with --faces (its stage takes the image) or --ray (its actors would
+    decide again, on other budgets); ``auto`` not on a GPU (the budget is host memory)."""
+    if options.faces.on or options.ray is not None:
+        return None
+    if options.tile == tiling.AUTO and spec.device != "cpu":
+        return None
+    stats_capable = engines.supports_norm_stats(spec)
+    if not stats_capable and tiling.parse_tile(options.tile) not in (tiling.OFF, tiling.AUTO):
+        engines.stats_engine(None, spec, f"--tile {options.tile}")  # type: ignore[arg-type]  # raises
+    budget = options.max_memory or resources.default_budget()
+    return planner_for(options.tile, options.size, budget, spec.precision,
+                       options.align_corners, stats_capable)
+
+
+def _tiled_costs(targets: list[Target], tiles: TilePlanner | None,
+                 precision: str) -> dict[int, int]:
+    """For the images styled in tiles (by index in ``targets``), the pixels each costs."""
+    if tiles is None:
+        return {}
+    plans = {j: tiles.plan(t.lead.item.path) for j, t in enumerate(targets)}
+    return {j: plan.cost_pixels(precision) for j, plan in plans.items() if plan is not None}
 
 
 def _fail_unwritable(
@@ -540,6 +573,7 @@ def _rules(
     spec: EngineSpec,
     selection: Selection,
     on_message: Callable[[str], None],
+    tiles: TilePlanner | None = None,
 ) -> incremental.Rules:
     """What up-to-date outputs must match; precision and checkpoint id found without loading."""
     try:
@@ -565,6 +599,7 @@ def _rules(
         reuse_similar=options.reuse_similar,
         selection=selection,
         video_crf=options.video_crf,
+        per_input=tiles.recorded if tiles is not None else None,
     )
 
 
@@ -615,6 +650,7 @@ def _run(
     warmup: engines.WarmupHandle | None = None,
     loaded: Stylizer | None = None,
     in_process: bool = False,
+    tiles: TilePlanner | None = None,
 ) -> Stylizer:
     """Decode, style and write every target: the run's one loop; returns the Stylizer
     (``loaded``, or the one it loads)."""
@@ -629,7 +665,7 @@ def _run(
         with Writer(stylizer, manifest, held, summary, events, options.quality,
                     png_level=options.png_level) as writer:
             stages = loop.stages_for(options.faces, options.reuse_similar, writer, manifest,
-                                     events.on_message, _face_style_note(options))
+                                     events.on_message, _face_style_note(options), tiles)
             loop.StylingLoop(stylizer, targets, writer, summary, options.batch_size,
                              stages).run(images)
     return stylizer

@@ -6,8 +6,8 @@ reading and the model sit *stages* (``Stage``): each may take an image in place 
 (``admit``: the parts to style instead, none when it settles the image itself) and may take
 a styled part back (``take``) before the loop writes it as the image's result; ``settled``
 hears every result the loop wrote or failed. The face stage (faces/stage.py) and the
-reuse-similar stage (``ReuseLoopStage``) are stages; a new one (tiling, ...) is one class
-and a line in ``stages_for``.
+reuse-similar stage (``ReuseLoopStage``) and the tile stage (pipeline/tiles.py) are
+stages; a new one is one class and a line in ``stages_for``.
 
 The per-item failure boundary (core/failures.py) is here: a batch the engine raises on
 fails its inputs alone, a non-finite result fails its input alone; the run goes on.
@@ -27,6 +27,7 @@ from animegan_cli.engines.base import NON_FINITE_REASON, NonFiniteOutput
 from animegan_cli.media import data
 from animegan_cli.pipeline.results import FileResult, Summary
 from animegan_cli.pipeline.similar import ReuseStage
+from animegan_cli.pipeline.tiles import TilePlanner, TileStage
 from animegan_cli.pipeline.writer import Lender, Target, Writer
 from animegan_cli.records import incremental
 
@@ -96,9 +97,12 @@ def stages_for(
     manifest: Manifest,
     on_message: Callable[[str], None],
     style_note: str | None = None,
+    tiles: TilePlanner | None = None,
 ) -> list[Stage]:
     """The stages a run's settings turn on, in the order an image meets them."""
     stages: list[Stage] = []
+    if tiles is not None:
+        stages.append(TileStage(tiles))
     if faces.on:
         from animegan_cli.faces.stage import FaceStage  # needs OpenCV: only with --faces
 
@@ -126,7 +130,7 @@ class StylingLoop:
     def __post_init__(self) -> None:
         self.batcher = data.ShapeBatcher(self.batch_size)
         for stage in self.stages:
-            if isinstance(stage, ReuseLoopStage):
+            if isinstance(stage, (ReuseLoopStage, TileStage)):
                 stage.loop = self
 
     def run(self, items: Iterable[data.PreparedImage]) -> None:

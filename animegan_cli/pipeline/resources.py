@@ -3,34 +3,31 @@
 from __future__ import annotations
 
 import math
-import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from animegan_cli.core.errors import UsageError
 from animegan_cli.core.units import GIB, MIB, format_bytes
-from animegan_cli.engines.base import cpu_has_fast_bf16
+from animegan_cli.engines.memory import (
+    BASE_BYTES,
+    BYTES_PER_PIXEL,
+    DEFAULT_BUDGET_SHARE,
+    EMULATED_BF16_BYTES_PER_PIXEL,
+    available_memory,
+    bytes_per_pixel,
+    default_budget,
+    estimate_peak,
+)
 from animegan_cli.media import data
 
-# Peak RSS of `convert --size 0 --num-workers 0` on one W x H image (benchmarks/peak_memory.py),
-# torch 2.14.1 on an x86-64 CPU without bf16 hardware, in MiB:
-#   MP of model input    0.004  0.066  0.26  0.52  1.05  2.10  3.15
-#   fp32                   559    645   901  1392  1869  3184  4470
-#   bf16 (emulated)                           3989  7486
-# Least squares gives 612 MiB + 1230 MiB per MP for fp32 (1.29 GB per MP); the line below
-# lies above every measurement. Threads (1 or 2) did not change it, and a batch of n
-# images costs what one image of n times the pixels does (batch 4 at 0.26 MP: 1863 MiB).
-# bf16 where the CPU has no bf16 instructions takes 5x the memory of fp32 (oneDNN's
-# fallback); with AMX/AVX512-BF16 it was not measured here, and the fp32 figure, whose
-# activations are twice as wide, is used as its bound.
-BASE_BYTES = 750 * MIB
-BYTES_PER_PIXEL = {"fp32": 1240 * MIB / 1e6, "bf16": 1240 * MIB / 1e6}
-EMULATED_BF16_BYTES_PER_PIXEL = 6700 * MIB / 1e6
-# Share of the available memory a run plans to use by default (--max-memory overrides):
-# the rest is for decoder workers, the page cache and everything else on the machine.
-DEFAULT_BUDGET_SHARE = 0.75
+# The engines' memory model lives in engines/memory.py (the Stylizer's tiles read it too).
+__all__ = [
+    "BASE_BYTES", "BYTES_PER_PIXEL", "DEFAULT_BUDGET_SHARE", "EMULATED_BF16_BYTES_PER_PIXEL",
+    "GIB", "MIB", "available_memory", "bytes_per_pixel", "default_budget", "estimate_peak",
+]
+
 # Share of the budget one decoder may read a file into: it holds the file's bytes and their
 # decoded pixels beside the model, so a file over a quarter of the budget is not read.
 FILE_SHARE_OF_BUDGET = 0.25
@@ -47,64 +44,9 @@ def parse_size(text: str, unit: int = 1024) -> int:
     return int(number * unit ** " kmgt".index(prefix or " "))
 
 
-def available_memory() -> int:
-    """Bytes this process can still use: MemAvailable, or less under a cgroup limit."""
-    available = _meminfo_available()
-    limit = _cgroup_room()
-    return min(available, limit) if limit is not None else available
-
-
-def _meminfo_available() -> int:
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return 8 * GIB  # no way to know; a modest machine
-
-
-def _cgroup_room() -> int | None:
-    # cgroup v2: memory.max minus memory.current of this process's group.
-    try:
-        with open("/proc/self/cgroup") as handle:
-            group = next((line.split(":", 2)[2].strip() for line in handle
-                          if line.startswith("0::")), None)
-        if group is None:
-            return None
-        base = Path("/sys/fs/cgroup") / group.lstrip("/")
-        limit = (base / "memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        return max(0, int(limit) - int((base / "memory.current").read_text()))
-    except (OSError, ValueError):
-        return None
-
-
-def default_budget() -> int:
-    """The memory a run plans for when --max-memory is not given."""
-    return int(available_memory() * DEFAULT_BUDGET_SHARE)
-
-
 def max_file_bytes(max_memory: int | None) -> int:
     """The largest input file one decoder may read within ``max_memory`` (None: the default)."""
     return int((max_memory or default_budget()) * FILE_SHARE_OF_BUDGET)
-
-
-def bytes_per_pixel(precision: str) -> float:
-    """Peak bytes per pixel of model input for the CPU engine at ``precision``."""
-    if precision == "bf16" and not cpu_has_fast_bf16():
-        return EMULATED_BF16_BYTES_PER_PIXEL
-    return BYTES_PER_PIXEL.get(precision, BYTES_PER_PIXEL["fp32"])
-
-
-def estimate_peak(pixels: int, batch: int = 1, precision: str = "fp32") -> int:
-    """Peak bytes of a run whose model input is ``pixels`` per image, ``batch`` at a time."""
-    return int(BASE_BYTES + bytes_per_pixel(precision) * pixels * batch)
 
 
 def largest_size_within(budget: int, precision: str = "fp32") -> int:
@@ -141,16 +83,21 @@ def plan_memory(
     precision: str,
     budget: int,
     max_pixels: int = data.DEFAULT_MAX_PIXELS,
+    tiled: Mapping[int, int] | None = None,
 ) -> MemoryPlan:
     """Fit the run into ``budget`` bytes: lower the batch size, or refuse what cannot fit.
 
     With --size N every model input is at most N x N, so the bound is known up front and
     a size that cannot fit even one image is a usage error. With --size 0 each image's
     header gives its size; an image that alone needs more than the budget fails.
+    ``tiled`` (index -> the model pixels of one of its tiles): images styled in tiles
+    (engines/tiling.py planned them within the budget), whose batches are of tiles.
     """
+    tiled = tiled or {}
     hint = _size_hint(budget, precision)
     too_big: dict[int, str] = {}
-    if size:
+    largest = max(tiled.values(), default=0)
+    if size and not tiled:
         largest = size * size
         need = estimate_peak(largest, 1, precision)
         if need > budget:
@@ -158,21 +105,21 @@ def plan_memory(
                 f"--size {size} needs about {format_bytes(need)} of memory per image, more "
                 f"than the budget of {format_bytes(budget)}; {hint}"
             )
-    else:
-        largest = 0
-        for index, path in enumerate(paths):
-            pixels = header_pixels(path, max_pixels)
-            if pixels is None:
-                continue
-            need = estimate_peak(pixels, 1, precision)
-            if need > budget:
-                too_big[index] = (
-                    f"needs about {format_bytes(need)} of memory at native size "
-                    f"({pixels / 1e6:.1f} MP), more than the budget of {format_bytes(budget)}; "
-                    f"{hint}"
-                )
-            else:
-                largest = max(largest, pixels)
+    for index, path in enumerate(paths):
+        if index in tiled or (size and not tiled):
+            continue
+        pixels = size * size if size else header_pixels(path, max_pixels)
+        if pixels is None:
+            continue
+        need = estimate_peak(pixels, 1, precision)
+        if need > budget:
+            too_big[index] = (
+                f"needs about {format_bytes(need)} of memory at native size "
+                f"({pixels / 1e6:.1f} MP), more than the budget of {format_bytes(budget)}; "
+                f"{hint}"
+            )
+        else:
+            largest = max(largest, pixels)
     fits = batch_size
     if largest:
         per_image = bytes_per_pixel(precision) * largest

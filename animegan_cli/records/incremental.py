@@ -39,6 +39,8 @@ class Rules:
     reuse_similar: int | None = None
     selection: Selection = field(default_factory=Selection)
     video_crf: int | None = None  # recorded (and compared) for video outputs
+    # Settings that depend on the input itself (how --tile styles it: pipeline/tiles.py).
+    per_input: Callable[[InputFile], dict[str, object]] | None = None
 
 
 @dataclass
@@ -153,6 +155,8 @@ def _first_look(
     if excluded is not None:
         return Decision(item, out, EXCLUDE, excluded)
     settings = settings_for_output(rules.settings, out, rules.quality, rules.video_crf)
+    if rules.per_input is not None:
+        settings.update(rules.per_input(item))
     if rules.overwrite:
         if os.path.isdir(out):
             return Decision(item, out, FAIL, f"output path {out} is a folder")

@@ -19,6 +19,10 @@ ENGINE_SETTINGS = ("backend", "device", "precision")
 # What --faces found in an image (recorded for crop planning and people, not compared: the
 # settings that decide it, detector and margin, are).
 RESULT_SETTINGS = ("face_count", "face_index", "face_box", "face_boxes", "faces_found")
+# How an image was styled in tiles (pipeline/tiles.py): the tile side is recorded, not
+# compared (tiles with the same statistics give the same pixels, >= 60 dB); the size of the
+# pass its statistics came from is compared (it changes the pixels). Absent: styled whole.
+TILES_KEY, TILE_STATS_KEY = "tiles", "tile_stats"
 
 
 def _fallback_decides(recorded: dict[str, object], wanted: dict[str, object]) -> bool:
@@ -46,7 +50,7 @@ def staleness_key(settings: dict[str, object]) -> dict[str, object]:
     of a lossy format, int8 or not) is compared; the engine (backend, device, and which
     float precision) is recorded but not compared.
     """
-    ignored = (*ENGINE_SETTINGS, *RESULT_SETTINGS, *CONDITIONAL_SETTINGS)
+    ignored = (*ENGINE_SETTINGS, *RESULT_SETTINGS, *CONDITIONAL_SETTINGS, TILES_KEY)
     key = {k: v for k, v in settings.items() if k not in ignored}
     key["precision"] = "int8" if settings.get("precision") == "int8" else "float"
     return key

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 from animegan_cli.core.units import format_bytes
+from animegan_cli.engines import tiling
 from animegan_cli.media import data
 from animegan_cli.pipeline.resources import BASE_BYTES, estimate_peak, largest_size_within
 from animegan_cli.serve.uploads import FormError
@@ -65,7 +66,7 @@ def _over_memory(settings: ServeSettings, pixels: PixelSettings, width: int, hei
         need = estimate_peak(tw * th, batch, precision)
     except OverflowError:  # a size with hundreds of digits: nothing could hold it
         tw = th = need = 0
-    if 0 < need <= settings.max_memory:
+    if 0 < need <= settings.max_memory or (need and _tiled(settings, pixels, tw, th, precision)):
         return None
     # The engine runs up to --max-batch-size images of a shape together: each gets a share.
     share = BASE_BYTES + (settings.max_memory - BASE_BYTES) // batch
@@ -74,6 +75,15 @@ def _over_memory(settings: ServeSettings, pixels: PixelSettings, width: int, hei
     needs = f"needs about {format_bytes(need)}" if need else "needs far more memory"
     return (f"{needs} of memory at {tw}x{th} ({tw * th / 1e6:.1f} MP model input), more "
             f"than this server's --max-memory of {format_bytes(settings.max_memory)}; {fix}")
+
+
+def _tiled(settings: ServeSettings, pixels: PixelSettings, width: int, height: int,
+           precision: str) -> bool:
+    """Whether a model input over --max-memory is styled in tiles instead (--tile)."""
+    assert settings.max_memory is not None
+    plan = tiling.plan_tiles(width, height, settings.tile, settings.max_memory, precision,
+                             pixels.align_corners)
+    return plan is not None
 
 
 def _over_output(settings: ServeSettings, pixels: PixelSettings, width: int, height: int,

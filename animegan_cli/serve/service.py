@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,8 @@ from PIL import Image
 
 from animegan_cli.core.errors import InputImageError, UsageError
 from animegan_cli.core.failures import PER_ITEM_ERRORS, item_failure_reason
+from animegan_cli.engines import tiling
+from animegan_cli.engines.base import supports_norm_stats
 from animegan_cli.media import data
 from animegan_cli.media.formats import DEFAULT_PNG_LEVEL, FORMATS, OutputFormat, size_problem
 from animegan_cli.media.outputs import format_key
@@ -68,6 +70,9 @@ class ServeSettings:
     # Budgets under hostile clients (issue 22, items 4-6); None: derived by for_model().
     max_size: int | None = None  # largest `size` a request may ask; None: --size (0: memory's)
     max_memory: int | None = None  # bytes the model plans for; None: resources.default_budget()
+    # An upload over --max-memory styled in tiles instead of refused (engines/tiling.py);
+    # "off" once for_model finds the engine cannot (no normalisation statistics).
+    tile: str = fields.TILE.default
     # keep_size's largest answer; 0 = no limit
     max_output_pixels: int = fields.MAX_OUTPUT_PIXELS.default
     max_files: int | None = None  # files in one request; None: half of queue_size
@@ -128,8 +133,9 @@ class ServeSettings:
              "--body-timeout and --body-idle-timeout must be more than 0"),
         )
 
-    def for_model(self, size: int, precision: str) -> ServeSettings:
-        """These settings with the derived limits filled in, for a model at ``size``.
+    def for_model(self, size: int, precision: str, can_tile: bool = False) -> ServeSettings:
+        """These settings with the derived limits filled in, for a model at ``size``
+        (``can_tile``: its engine takes normalisation statistics, so --tile can work).
 
         UsageError when --max-size is below --size (requests without a size would be
         refused) or one batch at --size needs more than --max-memory.
@@ -138,12 +144,15 @@ class ServeSettings:
 
         self.validate()
         max_memory = default_budget() if self.max_memory is None else self.max_memory
+        tile = self.tile if can_tile else tiling.OFF
         if self.max_size is not None:
             max_size = self.max_size
+        elif tile != tiling.OFF:  # a native-size server: tiles hold any size --max-pixels lets in
+            max_size = size
         else:  # a native-size server: the largest square the budget holds
             max_size = size or largest_size_within(max_memory, precision)
         resolved = dataclasses.replace(
-            self, max_size=max_size, max_memory=max_memory,
+            self, max_size=max_size, max_memory=max_memory, tile=tile,
             max_files=self.max_files or max(1, self.queue_size // 2))
         if max_size and size > max_size:
             raise UsageError(f"--max-size {max_size} is below --size {size}: requests "
@@ -209,7 +218,10 @@ class ImageService:
     def __init__(self, stylizer: Stylizer, settings: ServeSettings,
                  on_batch: Callable[[int, float], None]) -> None:
         self.stylizer = stylizer
-        self.settings = settings = settings.for_model(stylizer.pixels.size, stylizer.spec.precision)
+        can_tile = supports_norm_stats(stylizer.spec) and not stylizer.pixels.align_corners
+        self.settings = settings = settings.for_model(stylizer.pixels.size,
+                                                      stylizer.spec.precision, can_tile)
+        self._tiled: dict[int, tiling.TilePlan] = {}  # id of an item styled in tiles -> how
         self.inflight = InflightBytes(int(settings.max_inflight_mb * 2**20))
         self.cache = ResultCache(int(settings.cache_mb * 2**20), settings.cache_similar)
         self.batcher = Batcher(self._run_batch, settings.max_batch_size,
@@ -314,8 +326,17 @@ class ImageService:
     def submit(self, items: Sequence[data.PreparedImage], reserved: bool = False,
                low: bool = False) -> list[Future]:
         """Queue prepared images for the engine, all or none (QueueFull, Closed); ``low``:
-        a job's, run after every request's image waiting (Batcher.submit)."""
-        return self.batcher.submit([(item.shape, item) for item in items], reserved, low)
+        a job's, run after every request's image waiting (Batcher.submit). An image over
+        --max-memory (admitted by its tile plan) runs alone, in tiles."""
+        return self.batcher.submit([(self._batch_key(item), item) for item in items],
+                                   reserved, low)
+
+    def _batch_key(self, item: data.PreparedImage) -> Hashable:
+        plan = self.stylizer.tile_plan(item, self.settings.tile, self.settings.max_memory)
+        if plan is None:
+            return item.shape
+        self._tiled[id(item)] = plan
+        return ("tiles", id(item))
 
     def encode(self, request: RequestSettings, item: data.PreparedImage, pixels: object,
                key: str | None) -> CachedResult:
@@ -366,6 +387,9 @@ class ImageService:
         from animegan_cli.engines.base import NON_FINITE_REASON, NonFiniteOutput
 
         try:
+            plan = self._tiled.pop(id(items[0]), None)
+            if plan is not None:
+                return [self.stylizer.run_tiled(items[0], plan, batch_size=1)]  # planned for one
             return list(self.stylizer.run(items))
         except NonFiniteOutput as exc:
             bad = set(exc.bad)

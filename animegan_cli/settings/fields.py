@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from animegan_cli.core.limits import (
     MIN_SIDE,
+    MIN_TILE,
     SERVE_BODY_IDLE_TIMEOUT_S,
     SERVE_BODY_TIMEOUT_S,
     SERVE_GRACE_S,
@@ -218,6 +219,23 @@ COLOUR = Setting(("--colour",), "style",
                  "photo's colours with the style's light and shade.",
                  envvar="ANIMEGAN_COLOUR", config=(CONVERT, SERVE),
                  choices="animegan_cli.media.colour:COLOURS", click={"show_default": True})
+
+
+
+def _tile_problem(value: object) -> str | None:
+    text = str(value).strip().lower()
+    if text in ("auto", "off") or (text.isdigit() and int(text) >= MIN_TILE):
+        return None
+    return f"{{flag}} must be auto, off or a tile side of at least {MIN_TILE} pixels"
+
+
+TILE = Setting(("--tile",), "auto",
+               "Style an image in overlapping tiles of N pixels (with its normalisation "
+               "statistics from one pass at half its size, or the largest that fits "
+               "--max-memory): 'auto' tiles only what does not fit the memory budget "
+               "(else refused), 'off' never tiles. See docs/tiles.md.",
+               envvar="ANIMEGAN_TILE", config=(CONVERT, SERVE), config_type=(str, int),
+               check=_tile_problem, click={"metavar": "auto|off|N", "show_default": True})
 
 # --- faces: --faces and its settings (convert) ------------------------------------------------
 FACES = Setting(("--faces",), "off",
@@ -477,7 +495,7 @@ MODEL_GROUP = (SIZE, STYLE, WEIGHTS)
 ENGINE_GROUP = (BACKEND, PRECISION, DEVICE, BATCH_SIZE, NUM_WORKERS, THREADS, STREAMS, SHAPES,
                 COMPILE)
 OUTPUT_GROUP = (FORMAT, QUALITY, PNG_LEVEL, SUFFIX)
-PIXELS_GROUP = (ALIGN_CORNERS, KEEP_SIZE, MAX_PIXELS, COLOUR)
+PIXELS_GROUP = (ALIGN_CORNERS, KEEP_SIZE, MAX_PIXELS, COLOUR, TILE)
 FACES_GROUP = (FACES, FACE_MARGIN, FACE_DETECTOR, MIN_FACE, FACE_NEIGHBOURS, FACES_FALLBACK,
                MAX_FACES)  # FaceSettings' fields, in order
 VIDEO_GROUP = (VIDEO_FORMAT, VIDEO_CRF, FRAMES_PER_BATCH, KEEP_PARTIAL_VIDEO)
@@ -499,7 +517,8 @@ ALL: tuple[Setting[Any], ...] = tuple(s for group in GROUPS.values() for s in gr
 
 # Each command's options, in --help order (the option lists of cli/options.py).
 CONVERT_OPTIONS = (OUTPUT, STYLE, WEIGHTS, SIZE, RECURSIVE, NULL, BASE, SUFFIX, FORMAT,
-                   QUALITY, PNG_LEVEL, KEEP_SIZE, ALIGN_CORNERS, COLOUR, *FACES_GROUP, BATCH_SIZE,
+                   QUALITY, PNG_LEVEL, KEEP_SIZE, ALIGN_CORNERS, COLOUR, TILE, *FACES_GROUP,
+                   BATCH_SIZE,
                    THREADS, STREAMS, DEVICE, BACKEND, PRECISION, COMPILE, SHAPES, NUM_WORKERS,
                    OVERWRITE, TRUST_MTIME, DRY_RUN, SINCE, NEWER_THAN, SHARD, RAY, REUSE_SIMILAR,
                    JSON, QUIET, VERBOSE, MAX_PIXELS, MAX_MEMORY, WAIT, REPORT, *VIDEO_GROUP)
@@ -507,8 +526,8 @@ CONVERT_OPTIONS = (OUTPUT, STYLE, WEIGHTS, SIZE, RECURSIVE, NULL, BASE, SUFFIX, 
 WATCH_OPTIONS = (*(s for s in CONVERT_OPTIONS
                    if s not in (NULL, DRY_RUN, SINCE, NEWER_THAN, SHARD, RAY, REPORT)),
                  *WATCH_GROUP)
-SERVE_OPTIONS = (HOST, PORT, STYLE, WEIGHTS, SIZE, KEEP_SIZE, ALIGN_CORNERS, COLOUR, THREADS,
-                 STREAMS, DEVICE, BACKEND, PRECISION, COMPILE, SHAPES, MAX_BATCH_SIZE,
+SERVE_OPTIONS = (HOST, PORT, STYLE, WEIGHTS, SIZE, KEEP_SIZE, ALIGN_CORNERS, COLOUR, TILE,
+                 THREADS, STREAMS, DEVICE, BACKEND, PRECISION, COMPILE, SHAPES, MAX_BATCH_SIZE,
                  BATCH_WAIT_MS, QUEUE_SIZE, MAX_UPLOAD_MB, MAX_PIXELS, CACHE_MB, CACHE_SIMILAR,
                  TOKEN, GRACE, ALLOWED_HOSTS, ALLOWED_ORIGINS, CACHE_SCOPE, MAX_SIZE,
                  SERVE_MAX_MEMORY, MAX_OUTPUT_PIXELS, MAX_FILES, MAX_REQUEST_PIXELS,
