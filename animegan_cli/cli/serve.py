@@ -41,7 +41,7 @@ def serve_command(**params: Any) -> None:
         from animegan_cli.serve import app as serve
         from animegan_cli.serve import transport as serve_transport
         from animegan_cli.serve.jobs import routes as serve_jobs
-        from animegan_cli.serve.service import ServeSettings
+        from animegan_cli.serve.service import ServeSettings, can_tile
         from animegan_cli.stylizer import Stylizer
     except ModuleNotFoundError as exc:
         if exc.name not in _SERVE_EXTRA:
@@ -54,7 +54,8 @@ def serve_command(**params: Any) -> None:
         settings.validate()
         stylizer = Stylizer.load(**by_param(params, fields.STYLIZER_SETTINGS),
                                  progress=stderr_is_terminal(), on_message=say)
-        settings = settings.for_model(params["size"], stylizer.spec.precision)
+        settings = settings.for_model(params["size"], stylizer.spec.precision,
+                                      can_tile(stylizer))
     except AnimeganError as exc:
         raise_for(exc)
     if host not in LOCAL_HOSTS and not settings.token:

@@ -187,6 +187,11 @@ class ImageError(Exception):
         self.reason = reason
 
 
+def can_tile(stylizer: Stylizer) -> bool:
+    """Whether --tile can work for the server's model (ServeSettings.for_model's can_tile)."""
+    return supports_norm_stats(stylizer.spec) and not stylizer.pixels.align_corners
+
+
 @dataclass(frozen=True)
 class RequestSettings:
     """What one request asks for besides its images: the output and the pixel settings."""
@@ -218,9 +223,8 @@ class ImageService:
     def __init__(self, stylizer: Stylizer, settings: ServeSettings,
                  on_batch: Callable[[int, float], None]) -> None:
         self.stylizer = stylizer
-        can_tile = supports_norm_stats(stylizer.spec) and not stylizer.pixels.align_corners
-        self.settings = settings = settings.for_model(stylizer.pixels.size,
-                                                      stylizer.spec.precision, can_tile)
+        self.settings = settings = settings.for_model(
+            stylizer.pixels.size, stylizer.spec.precision, can_tile(stylizer))
         self._tiled: dict[int, tiling.TilePlan] = {}  # id of an item styled in tiles -> how
         self.inflight = InflightBytes(int(settings.max_inflight_mb * 2**20))
         self.cache = ResultCache(int(settings.cache_mb * 2**20), settings.cache_similar)
