@@ -1,0 +1,228 @@
+"""Tiles (issue 24): speed tiled vs untiled, peak RSS vs image size, PSNR of half-size statistics.
+
+Three measurements, each written to benchmarks/results/tiles_<what>_<date>.md:
+
+    # seconds per megapixel, tiled (--tile N) vs untiled, on generated photos both fit
+    python benchmarks/tiles.py speed --weights /work/random.pt [--sizes 1024x768,1536x1152]
+        [--tiles 512,768] [--rounds 3] [--threads N]
+    # peak RSS of `convert --size 0 --max-memory 2G` (tile auto) per image size, each in a
+    # fresh process (decoding in the main one: --num-workers 0)
+    python benchmarks/tiles.py memory --weights /work/random.pt
+        [--sizes 1000x750,2000x1500,4000x3000,6000x4000] [--max-memory 2G]
+    # PSNR of tiled-with-half-size-statistics against the exact untiled output, at a long
+    # side of 2048 px, over a folder of photos (not a timing)
+    python benchmarks/tiles.py psnr --weights /work/random.pt --photos /work/shared/photos
+        [--size 2048] [--tile 1024] [--limit N]
+
+    # docs/tiles_example.jpg: untiled | tiles with the image's statistics | naive tiles
+    python benchmarks/tiles.py picture --weights /work/random.pt
+
+Timings want a quiet machine; the PSNR and peak RSS do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A photo-like generated image: smooth gradients, blobs and noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([xx / width, yy / height, (xx + yy) / (width + height)], axis=-1)
+    for _ in range(12):
+        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(0.05, 0.3)
+        blob = np.exp(-(((yy - cy) / height) ** 2 + ((xx - cx) / width) ** 2) / r**2)
+        base += blob[..., None] * rng.uniform(-0.5, 0.5, 3)
+    noise = rng.normal(0, 0.04, (height, width, 3))
+    return Image.fromarray((np.clip(base + noise, 0, 1) * 255).astype(np.uint8))
+
+
+def sizes(text: str) -> list[tuple[int, int]]:
+    return [tuple(int(v) for v in s.split("x")) for s in text.split(",")]  # type: ignore[misc]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def write(name: str, lines: list[str]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"tiles_{name}_{datetime.date.today()}.md"
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"written to {path}")
+
+
+def header(args: argparse.Namespace, what: str) -> list[str]:
+    import platform
+
+    command = " ".join(sys.argv)
+    return [f"# tiles: {what}", "", f"`{command}`", "",
+            f"{platform.machine()} {platform.processor() or ''}, {datetime.datetime.now():%c}", ""]
+
+
+def speed(args: argparse.Namespace) -> None:
+    """Seconds per megapixel: untiled and each tile size, interleaved rounds."""
+    from animegan_cli import Stylizer
+
+    s = Stylizer.load(weights=args.weights, size=0, backend=args.backend,
+                      precision=args.precision, threads=args.threads)
+    lines = header(args, "seconds per megapixel, tiled vs untiled")
+    lines += [f"engine: {s.description}", "",
+              "| image | mode | s/MP (median) | vs untiled |", "|---|---|---|---|"]
+    modes = ["off", *args.tiles.split(",")]
+    for width, height in sizes(args.sizes):
+        image = photo(width, height)
+        s.stylize([image], tile="off")  # warm: first-shape costs out of the way
+        seconds: dict[str, list[float]] = {m: [] for m in modes}
+        for _ in range(args.rounds):
+            for mode in modes:
+                start = time.perf_counter()
+                s.stylize([image], tile=mode)
+                seconds[mode].append(time.perf_counter() - start)
+        mp = width * height / 1e6
+        base = statistics.median(seconds["off"]) / mp
+        for mode in modes:
+            rate = statistics.median(seconds[mode]) / mp
+            shown = "untiled" if mode == "off" else f"tiles of {mode}"
+            lines.append(f"| {width}x{height} | {shown} | {rate:.3f} | {rate / base:.2f}x |")
+    write("speed", lines)
+
+
+def memory(args: argparse.Namespace) -> None:
+    """Peak RSS per image size, each converted in a fresh process."""
+    lines = header(args, f"peak RSS of convert --size 0 --max-memory {args.max_memory}")
+    lines += ["| image | MP | result | peak RSS (MiB) | seconds |", "|---|---|---|---|---|"]
+    for width, height in sizes(args.sizes):
+        child = subprocess.run(
+            [sys.executable, __file__, "_one", "--weights", str(args.weights),
+             "--max-memory", args.max_memory, "--sizes", f"{width}x{height}",
+             "--backend", args.backend, "--precision", args.precision],
+            capture_output=True, text=True, check=False)
+        result = child.stdout.strip().splitlines()[-1] if child.stdout.strip() else child.stderr
+        lines.append(f"| {width}x{height} | {width * height / 1e6:.1f} | {result} |")
+    write("memory", lines)
+
+
+def _one(args: argparse.Namespace) -> None:
+    """(In a fresh process) convert one generated image; print result, peak RSS, seconds."""
+    from animegan_cli.pipeline.convert import ConvertOptions, convert
+    from animegan_cli.pipeline.resources import parse_size
+
+    [(width, height)] = sizes(args.sizes)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in"
+        src.mkdir()
+        photo(width, height).save(src / "photo.png")
+        start = time.perf_counter()
+        summary = convert(ConvertOptions(
+            inputs=[str(src)], output=Path(tmp) / "out", weights=args.weights, size=0,
+            num_workers=0, backend=args.backend, precision=args.precision,
+            max_memory=parse_size(args.max_memory)))
+        spent = time.perf_counter() - start
+        outcome = "converted" if summary.converted else f"failed: {summary.failures}"
+        if summary.converted:
+            with Image.open(Path(tmp) / "out" / "photo.png") as out:
+                outcome += f" {out.size[0]}x{out.size[1]}"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{outcome} | {peak:.0f} | {spent:.0f} |")
+
+
+def psnr_photos(args: argparse.Namespace) -> None:
+    """Tiled with half-size statistics against exact untiled, at --size, per photo."""
+    from animegan_cli import Stylizer
+
+    s = Stylizer.load(weights=args.weights, size=args.size, backend=args.backend,
+                      precision=args.precision, threads=args.threads)
+    lines = header(args, f"PSNR of tiles (statistics from the half-size pass) vs exact, "
+                         f"--size {args.size}")
+    lines += [f"engine: {s.description}; tiles of {args.tile}", "",
+              "| photo | model input | PSNR (dB) |", "|---|---|---|"]
+    found = sorted(p for p in Path(args.photos).iterdir()
+                   if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))[:args.limit]
+    values = []
+    for path in found:
+        item = s.prepare(path)
+        exact = s.run([item])[0].numpy()
+        plan = s.tile_plan(item, args.tile, max_memory=1 << 50)
+        assert plan is not None, "the tile must be smaller than the image"
+        tiled = s.run_tiled(item, plan, batch_size=1).numpy()
+        value = psnr(tiled, exact)
+        values.append(value)
+        h, w = item.shape
+        lines.append(f"| {path.name} | {w}x{h} | {value:.1f} |")
+        print(lines[-1], flush=True)
+    lines += ["", f"mean {statistics.mean(values):.1f} dB, min {min(values):.1f} dB over "
+                  f"{len(values)} photos"]
+    write("psnr", lines)
+
+
+def picture(args: argparse.Namespace) -> None:
+    """docs/tiles_example.jpg from a generated image: untiled, tiled with the statistics of
+    the half-size pass, and naive tiles (each normalised by itself), side by side."""
+    import torch
+
+    from animegan_cli import Stylizer
+    from animegan_cli.engines import tiling
+
+    s = Stylizer.load(weights=args.weights, size=0, backend=args.backend,
+                      precision=args.precision, threads=args.threads)
+    image = photo(448, 320, seed=7)
+    item = s.prepare(image)
+    whole = s.run([item])[0]
+    plan = s.tile_plan(item, 256, max_memory=1 << 50)
+    assert plan is not None and item.pixels is not None
+    tiled = s.run_tiled(item, plan, batch_size=1)
+    naive = tiling.TiledImage(item.pixels, plan, np.zeros(1))
+    for part in naive.tiles:  # what tiling without shared statistics gives: seams
+        naive.add(part, s.engine.run(naive.crop(part)[None])[0])
+    gap = torch.full((320, 8, 3), 255, dtype=torch.uint8)
+    row = torch.cat([whole, gap, tiled, gap, naive.result()], dim=1).numpy()
+    out = Path(__file__).resolve().parent.parent / "docs" / "tiles_example.jpg"
+    Image.fromarray(row).save(out, quality=85)
+    print(f"written to {out}; PSNR tiled vs untiled "
+          f"{psnr(tiled.numpy(), whole.numpy()):.1f} dB, naive "
+          f"{psnr(naive.result().numpy(), whole.numpy()):.1f} dB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["speed", "memory", "psnr", "picture", "_one"])
+    parser.add_argument("--weights", type=Path, default=Path("/work/random.pt"))
+    parser.add_argument("--backend", default="torch")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--sizes", default=None)
+    parser.add_argument("--tiles", default="512,768")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-memory", default="2G")
+    parser.add_argument("--photos", type=Path, default=Path("/work/shared/photos"))
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--tile", type=int, default=1024)
+    parser.add_argument("--limit", type=int, default=None)
+    args = parser.parse_args()
+    defaults = {"speed": "1024x768,1536x1152", "memory": "1000x750,2000x1500,4000x3000,6000x4000"}
+    args.sizes = args.sizes or defaults.get(args.what, "")
+    run = {"speed": speed, "memory": memory, "psnr": psnr_photos, "picture": picture,
+           "_one": _one}
+    run[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
