@@ -106,39 +106,42 @@ def speed(args: argparse.Namespace) -> None:
 
 
 def memory(args: argparse.Namespace) -> None:
-    """Peak RSS per image size, each converted in a fresh process."""
+    """Peak RSS per image size, each converted in a fresh process (the image generated
+    here first, so that generating it does not count)."""
     lines = header(args, f"peak RSS of convert --size 0 --max-memory {args.max_memory}")
     lines += ["| image | MP | result | peak RSS (MiB) | seconds |", "|---|---|---|---|---|"]
     for width, height in sizes(args.sizes):
-        child = subprocess.run(
-            [sys.executable, __file__, "_one", "--weights", str(args.weights),
-             "--max-memory", args.max_memory, "--sizes", f"{width}x{height}",
-             "--backend", args.backend, "--precision", args.precision],
-            capture_output=True, text=True, check=False)
-        result = child.stdout.strip().splitlines()[-1] if child.stdout.strip() else child.stderr
+        with tempfile.TemporaryDirectory() as tmp:
+            source = Path(tmp) / "in" / "photo.jpg"
+            source.parent.mkdir()
+            photo(width, height).save(source, quality=92)
+            child = subprocess.run(
+                [sys.executable, __file__, "_one", "--weights", str(args.weights),
+                 "--max-memory", args.max_memory, "--image", str(source),
+                 "--backend", args.backend, "--precision", args.precision],
+                capture_output=True, text=True, check=False)
+        out = child.stdout.strip()
+        result = out.splitlines()[-1] if out else child.stderr.strip()[-300:]
         lines.append(f"| {width}x{height} | {width * height / 1e6:.1f} | {result} |")
+        print(lines[-1], flush=True)
     write("memory", lines)
 
 
 def _one(args: argparse.Namespace) -> None:
-    """(In a fresh process) convert one generated image; print result, peak RSS, seconds."""
+    """(In a fresh process) convert one image; print the result, peak RSS and seconds."""
     from animegan_cli.pipeline.convert import ConvertOptions, convert
     from animegan_cli.pipeline.resources import parse_size
 
-    [(width, height)] = sizes(args.sizes)
     with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "in"
-        src.mkdir()
-        photo(width, height).save(src / "photo.png")
         start = time.perf_counter()
         summary = convert(ConvertOptions(
-            inputs=[str(src)], output=Path(tmp) / "out", weights=args.weights, size=0,
+            inputs=[str(args.image)], output=Path(tmp) / "out", weights=args.weights, size=0,
             num_workers=0, backend=args.backend, precision=args.precision,
             max_memory=parse_size(args.max_memory)))
         spent = time.perf_counter() - start
         outcome = "converted" if summary.converted else f"failed: {summary.failures}"
         if summary.converted:
-            with Image.open(Path(tmp) / "out" / "photo.png") as out:
+            with Image.open(Path(tmp) / "out" / args.image.name) as out:
                 outcome += f" {out.size[0]}x{out.size[1]}"
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{outcome} | {peak:.0f} | {spent:.0f} |")
@@ -216,6 +219,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--tile", type=int, default=1024)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--image", type=Path, help="_one: the image to convert")
     args = parser.parse_args()
     defaults = {"speed": "1024x768,1536x1152", "memory": "1000x750,2000x1500,4000x3000,6000x4000"}
     args.sizes = args.sizes or defaults.get(args.what, "")

@@ -131,6 +131,18 @@ def test_a_tiny_tiled_image_equals_the_untiled_one_with_the_same_statistics(
     assert tiles == 4 and value >= 60
 
 
+@pytest.mark.slow
+def test_run_tiled_with_given_statistics_batches_tiles(checkpoint: Path, tmp_path: Path) -> None:
+    """What a clip's frame at native size uses: its (smoothed) statistics, tiles batched."""
+    engine = engine_for("torch", checkpoint, tmp_path)
+    pixels = pixels_of(203, 177, seed=2)
+    plan = tiling.TilePlan((177, 203), 160, (88, 101))
+    _, stats = engine.run_stats(pixels_of(101, 88, seed=3)[None])  # another image's
+    whole, _ = engine.run_stats(pixels[None], stats)
+    tiled = tiling.run_tiled(engine, pixels, plan, batch_size=2, stats=stats[0])
+    assert psnr(tiled, whole[0]) >= 60
+
+
 # ---------------------------------------------------- the "Done when": >= 60 dB, both engines
 
 

@@ -231,13 +231,16 @@ def run_batch(engine: StatsEngine, crops: torch.Tensor, stats: Sequence[np.ndarr
     return pixels
 
 
-def run_tiled(engine: StatsEngine, pixels: torch.Tensor, plan: TilePlan,
-              batch_size: int) -> torch.Tensor:
+def run_tiled(engine: StatsEngine, pixels: torch.Tensor, plan: TilePlan, batch_size: int,
+              stats: np.ndarray | None = None) -> torch.Tensor:
     """One model input (uint8 (3, H, W)) styled in tiles, ``batch_size`` of a shape at a
-    time: uint8 (H, W, 3)."""
+    time: uint8 (H, W, 3). ``stats`` (L, 2): the statistics to style it with (a clip's
+    smoothed ones); None: measured by the plan's statistics pass."""
     import torch
 
-    image = TiledImage(pixels, plan, measure_stats(engine, pixels, plan))
+    if stats is None:
+        stats = measure_stats(engine, pixels, plan)
+    image = TiledImage(pixels, plan, stats)
     for batch in _same_shape(image.tiles, batch_size):
         crops = torch.stack([image.crop(t) for t in batch])
         styled = run_batch(engine, crops, [image.stats] * len(batch),

@@ -14,18 +14,21 @@ the order the forward pass meets them), ``stats[n, l, 0]`` is the mean and
 width. Computed in float32 whatever the engine's precision.
 
 **Engines** (engines/contract.py, ``StatsEngine``; a backend declares the precisions it
-can do this at in ``Backend.norm_stats``, ``engines.base.stats_engine`` gives the
-engine or a UsageError). With ``engine`` a Stylizer's ``stylizer.engine`` and ``batch``
-uint8 ``(N, 3, H, W)``::
+can do this at in ``Backend.norm_stats``: torch and OpenVINO at fp32/bf16, not ONNX
+Runtime nor int8). ``stylizer.stats_engine`` is a Stylizer's engine as one (a UsageError
+naming the engines that can, where it cannot). With ``batch`` uint8 ``(N, 3, H, W)``
+(``data.stack_pixels`` of prepared items), ``pixels`` comes back uint8 ``(N, H, W, 3)``
+(NonFiniteOutput as from ``run``)::
 
     pixels, stats = engine.run_stats(batch)               # (a) own statistics, returned
     pixels, used = engine.run_stats(batch, stats)         # (b) statistics supplied
-    pixels, used = engine.run_stats(batch, prev, mix)     # (c) a mix, per image
+    pixels, used = engine.run_stats(batch, prev, mix)     # (c) a blend, per image
 
 (a) is today's result (the torch engine's pixels are identical to ``engine.run``) plus
 each image's statistics. (b) normalises every layer with the supplied ``stats``
-(``(N, LAYERS, 2)``: one row per image of the batch; tiles of one image repeat its row).
-(c) ``mix`` (float32 ``(N,)`` in [0, 1]) blends at every layer:
+(``(N, LAYERS, 2)``: one row per image of the batch; tiles of one image repeat its row;
+the statistics may come from the image at another size: they are per image, not per
+pixel). (c) ``mix`` (float32 ``(N,)`` in [0, 1]) blends at every layer:
 ``used = mix * supplied + (1 - mix) * own``, where ``own`` is computed on the activations
 the earlier (blended) layers produced; ``used`` comes back. ``mix`` 1 is (b), 0 is (a).
 
@@ -33,7 +36,12 @@ A clip frame's statistics: ``_, stats = engine.run_stats(frames)`` (one row per 
 A frame styled with given statistics: ``pixels, _ = engine.run_stats(frame[None], s[None])``.
 Smoothing a clip in one pass per frame: ``pixels, s = engine.run_stats(frame[None], s,
 np.array([0.8], np.float32))`` with ``s`` the previous frame's returned ``used`` (an
-exponential average of the statistics, layer by layer); at a scene cut pass ``mix`` 0.
+exponential average of the statistics, layer by layer, 0.8 on the past); for the first
+frame and at a scene cut pass ``mix`` 0 (``s`` may then be zeros). A frame too large for
+the budget, in tiles with given statistics: ``tiling.run_tiled(engine, frame, plan,
+batch_size, stats=s[0])`` (``frame`` uint8 ``(3, H, W)``, ``plan`` from
+``tiling.plan_tiles``; ``tiling.measure_stats(engine, frame, plan)`` gives its own from
+the plan's smaller pass).
 
 **Tiles** of one model input (engines/tiling.py cuts them): each tile styled with the
 whole image's statistics (repeat its row). Where the image's sides are multiples of 4
