@@ -37,6 +37,7 @@ from animegan_cli.engines.base import (
 )
 from animegan_cli.engines.memory import default_budget
 from animegan_cli.media import colour, data
+from animegan_cli.model.variants import VARIANTS
 from animegan_cli.model.weights import (
     ResolvedWeights,
     WeightsStore,
@@ -261,7 +262,8 @@ class Stylizer:
         assert all(part is not None for part in parts), "tiles and whole images never share"
         return list(tiling.run_batch(
             self.stats_engine, stacked, [p.stats for p in parts],  # type: ignore[union-attr]
-            [p.full for p in parts], [p.origin for p in parts]))  # type: ignore[union-attr]
+            [p.full for p in parts], [p.origin for p in parts],  # type: ignore[union-attr]
+            self._half_pixel))
 
     @property
     def stats_engine(self) -> engines_contract.StatsEngine:
@@ -288,7 +290,13 @@ class Stylizer:
                   batch_size: int = fields.BATCH_SIZE.default) -> torch.Tensor:
         """One prepared image styled in tiles: uint8 (H, W, 3), as run would give it."""
         assert item.pixels is not None
-        return tiling.run_tiled(self.stats_engine, item.pixels, plan, batch_size)
+        return tiling.run_tiled(self.stats_engine, item.pixels, plan, batch_size,
+                                half_pixel=self._half_pixel)
+
+    @property
+    def _half_pixel(self) -> bool:
+        # How the checkpoint's graph resizes (tiles sample as the whole image would).
+        return VARIANTS[self.checkpoint.variant].half_pixel
 
     def finish(self, item: data.PreparedImage, pixels: torch.Tensor) -> Image.Image:
         """The image convert would encode: the photo's colours kept as ``colour`` says (at the

@@ -45,13 +45,14 @@ def pixels_of(width: int, height: int, seed: int = 1) -> torch.Tensor:
     return torch.from_numpy(photo_like(width, height, seed)).permute(2, 0, 1).contiguous()
 
 
-def engine_for(backend: str, checkpoint: Path, cache: Path):
+def engine_for(backend: str, checkpoint: Path, cache: Path, variant: str = "torch"):
     spec = resolve_spec("cpu", backend, "fp32", 1)
-    generator = load_generator(load_state_dict(checkpoint))
+    generator = load_generator(load_state_dict(checkpoint), variant=variant)
     return stats_engine(create_engine(generator, spec, EngineContext("e" * 40, cache)), spec, "t")
 
 
-def tiled_against_untiled(engine, width: int, height: int, tile: int) -> tuple[float, int]:
+def tiled_against_untiled(engine, width: int, height: int, tile: int,
+                          half_pixel: bool = True) -> tuple[float, int]:
     """PSNR of the tiled result against the untiled one with the same statistics, and the
     number of tiles; the tiles are cut and blended as convert does (TiledImage)."""
     pixels = pixels_of(width, height)
@@ -61,7 +62,7 @@ def tiled_against_untiled(engine, width: int, height: int, tile: int) -> tuple[f
     image = tiling.TiledImage(pixels, plan, stats)
     for part in image.tiles:
         styled = tiling.run_batch(engine, image.crop(part)[None], [stats], [plan.full],
-                                  [part.origin])
+                                  [part.origin], half_pixel)
         image.add(part, styled[0])
     return psnr(image.result(), whole[0]), len(image.tiles)
 
@@ -129,6 +130,17 @@ def test_a_tiny_tiled_image_equals_the_untiled_one_with_the_same_statistics(
     engine = engine_for("torch", checkpoint, tmp_path)
     value, tiles = tiled_against_untiled(engine, 203, 177, 160)
     assert tiles == 4 and value >= 60
+
+
+@pytest.mark.slow
+def test_tiles_of_a_tf1_checkpoint_sample_as_its_graph_does(checkpoint: Path,
+                                                              tmp_path: Path) -> None:
+    """AnimeGANv2's TensorFlow graph resizes without half-pixel centres: so do its tiles."""
+    engine = engine_for("torch", checkpoint, tmp_path, variant="tf1")
+    value, _ = tiled_against_untiled(engine, 203, 177, 160, half_pixel=False)
+    assert value >= 60
+    wrong, _ = tiled_against_untiled(engine, 203, 177, 160, half_pixel=True)
+    assert wrong < value
 
 
 @pytest.mark.slow

@@ -212,11 +212,12 @@ def measure_stats(engine: StatsEngine, pixels: torch.Tensor, plan: TilePlan) -> 
 
 
 def run_batch(engine: StatsEngine, crops: torch.Tensor, stats: Sequence[np.ndarray],
-              fulls: Sequence[tuple[int, int]], origins: Sequence[tuple[int, int]]
-              ) -> torch.Tensor:
+              fulls: Sequence[tuple[int, int]], origins: Sequence[tuple[int, int]],
+              half_pixel: bool = True) -> torch.Tensor:
     """Style tiles of one shape (uint8 (N, 3, h, w)), each with its image's statistics:
     uint8 (N, h, w, 3). Tiles of images whose sides are not multiples of 4 sample their
-    upsamplings where the whole image would (norm_stats.tile_grids)."""
+    upsamplings where the whole image would (norm_stats.tile_grids; ``half_pixel``: the
+    checkpoint variant's resize, model/variants.py)."""
     import numpy as np
 
     from animegan_cli.model.norm_stats import needs_grids, tile_grids
@@ -224,7 +225,8 @@ def run_batch(engine: StatsEngine, crops: torch.Tensor, stats: Sequence[np.ndarr
     grids = None
     if any(needs_grids(full) for full in fulls):
         size = (int(crops.shape[2]), int(crops.shape[3]))
-        per_tile = [tile_grids(full, [origin], size) for full, origin in zip(fulls, origins)]
+        per_tile = [tile_grids(full, [origin], size, half_pixel)
+                    for full, origin in zip(fulls, origins)]
         grids = (np.concatenate([g[0] for g in per_tile]),
                  np.concatenate([g[1] for g in per_tile]))
     pixels, _ = engine.run_stats(crops, np.stack(stats), None, grids)
@@ -232,7 +234,7 @@ def run_batch(engine: StatsEngine, crops: torch.Tensor, stats: Sequence[np.ndarr
 
 
 def run_tiled(engine: StatsEngine, pixels: torch.Tensor, plan: TilePlan, batch_size: int,
-              stats: np.ndarray | None = None) -> torch.Tensor:
+              stats: np.ndarray | None = None, half_pixel: bool = True) -> torch.Tensor:
     """One model input (uint8 (3, H, W)) styled in tiles, ``batch_size`` of a shape at a
     time: uint8 (H, W, 3). ``stats`` (L, 2): the statistics to style it with (a clip's
     smoothed ones); None: measured by the plan's statistics pass."""
@@ -244,7 +246,7 @@ def run_tiled(engine: StatsEngine, pixels: torch.Tensor, plan: TilePlan, batch_s
     for batch in _same_shape(image.tiles, batch_size):
         crops = torch.stack([image.crop(t) for t in batch])
         styled = run_batch(engine, crops, [image.stats] * len(batch),
-                           [plan.full] * len(batch), [t.origin for t in batch])
+                           [plan.full] * len(batch), [t.origin for t in batch], half_pixel)
         for tile, result in zip(batch, styled):
             image.add(tile, result)
     return image.result()
