@@ -36,9 +36,12 @@ if TYPE_CHECKING:
 
 OFF, AUTO = "off", "auto"
 # Bytes per pixel of the whole model input held while its tiles run, besides the model:
-# its uint8 pixels, the float32 sum the tiles are blended into, the uint8 result, and the
-# decoded image (RGB) the input came from, and the tiles' crops waiting for their batch.
-TILED_IMAGE_BYTES_PER_PIXEL = 3 + 12 + 3 + 3 + 3  # ... and its tiles' crops
+# its uint8 pixels, the float32 sum the tiles are blended into, the uint8 result, the
+# decoded image (RGB) the input came from, the tiles' crops waiting for their batch, and
+# the finished result and its encoding (RGB) at the end. Measured (benchmarks/tiles.py
+# memory): 24 MP at --max-memory 2G peaked at 2236 MiB when only the first five were
+# counted (24 bytes), the finishing and encoding at the end over the budget.
+TILED_IMAGE_BYTES_PER_PIXEL = 3 + 12 + 3 + 3 + 3 + 8
 
 
 def parse_tile(text: str | int) -> str | int:
@@ -145,7 +148,7 @@ class TiledImage:
         import torch
 
         pixels = torch.as_tensor(pixels)  # a torch-free decode's numpy pixels too
-        self.pixels = pixels  # uint8 (3, H, W)
+        self.pixels: torch.Tensor | None = pixels  # uint8 (3, H, W); None once finished
         self.plan = plan
         self.stats = stats  # (L, 2): the statistics every tile runs with
         height, width = plan.full
@@ -153,12 +156,13 @@ class TiledImage:
         self.cols = _axis_tiles(width, plan.tile)
         self.tiles = [Tile((r[0], c[0]), (r[1] - r[0], c[1] - c[0]))
                       for r in self.rows for c in self.cols]
-        self._sum = torch.zeros(height, width, 3, dtype=torch.float32)
+        self._sum: torch.Tensor | None = torch.zeros(height, width, 3, dtype=torch.float32)
         self._left = len(self.tiles)
 
     def crop(self, tile: Tile) -> torch.Tensor:
         """The tile's uint8 (3, h, w) pixels."""
         (y, x), (h, w) = tile.origin, tile.size
+        assert self.pixels is not None, "cut before the result"
         return self.pixels[:, y:y + h, x:x + w].contiguous()
 
     def add(self, tile: Tile, styled: torch.Tensor) -> bool:
@@ -169,15 +173,21 @@ class TiledImage:
         row, col = self.rows[i // len(self.cols)], self.cols[i % len(self.cols)]
         weight = torch.from_numpy(_weights(*row)[:, None] * _weights(*col)[None, :])
         (y, x), (h, w) = tile.origin, tile.size
+        assert self._sum is not None, "added after the result"
         self._sum[y:y + h, x:x + w] += styled.float() * weight[:, :, None]
         self._left -= 1
         return self._left == 0
 
     def result(self) -> torch.Tensor:
-        """The blended uint8 (H, W, 3) result (every tile added)."""
+        """The blended uint8 (H, W, 3) result (every tile added); the float32 sum and the
+        input's pixels are let go (12 + 3 bytes a pixel) before the result is finished."""
         import torch
 
-        return self._sum.round_().clamp_(0, 255).to(torch.uint8)
+        assert self._sum is not None, "result() is asked once"
+        pixels = self._sum.round_().clamp_(0, 255).to(torch.uint8)
+        self._sum = None
+        self.pixels = None
+        return pixels
 
 
 def _axis_tiles(length: int, tile: int) -> list[tuple[int, int, float, float]]:
