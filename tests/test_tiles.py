@@ -255,6 +255,29 @@ def test_stylizer_stylize_takes_tile(checkpoint: Path) -> None:
     assert np.array_equal(np.array(auto), np.array(whole))
 
 
+@pytest.mark.slow
+def test_an_openvino_engine_built_from_its_cache_converts_its_statistics_variant(
+        checkpoint: Path) -> None:
+    """A run whose plain IR is cached builds the engine without the generator (no torch);
+    its first tiles parse the checkpoint then, for the statistics IR, once."""
+    pytest.importorskip("openvino")
+    from animegan_cli import Stylizer
+
+    photo = Image.fromarray(photo_like(300, 260, 6))
+    load = dict(weights=checkpoint, size=0, backend="openvino", precision="fp32", threads=1)
+    [first] = Stylizer.load(**load).stylize([photo], tile=256)  # converts both IRs
+    from animegan_cli.model.weights import engine_cache_dir
+
+    variants = list(engine_cache_dir("openvino").glob("*-stats*"))
+    assert variants
+    for path in variants:  # the plain IR stays cached, its statistics variant does not
+        path.unlink()
+    cached = Stylizer.load(**load)
+    assert cached.engine.from_cache  # type: ignore[attr-defined]
+    [again] = cached.stylize([photo], tile=256)
+    assert np.array_equal(np.array(first), np.array(again))
+
+
 # ----------------------------------------------------------------------------- serve
 
 
