@@ -6,9 +6,14 @@ depend on the weights):
 - end to end: ``convert`` on the clip (decode, style, encode, audio copied);
 - naive: frame by frame on the torch engine in fp32, a silent video written, then the
   audio re-muxed in a second pass (what the popular scripts do);
-- peak RSS of end-to-end runs on a 10 s and a 60 s clip (each in a fresh process).
+- peak RSS of end-to-end runs on a 10 s and a 60 s clip (each in a fresh process);
+- flicker (not a timing): on a generated static-camera clip with sensor-like noise and a
+  slow brightness ramp, the mean absolute difference between consecutive frames of the
+  output, against the input's, with ``--video-smoothing off`` and ``stats``; and the
+  frames/s of each (model load excluded).
 
     python benchmarks/video_bench.py --seconds 4 --size 512 --out results.md
+    python benchmarks/video_bench.py --flicker-only --size 256 --weights W.pt --out f.md
 """
 
 from __future__ import annotations
@@ -62,6 +67,73 @@ def make_clip(path: Path, seconds: float, width: int = 1280, height: int = 720) 
             out.mux(sound.encode(frame))
         out.mux(sound.encode())
     return path
+
+
+def make_flicker_clip(path: Path, frames: int = 90, width: int = 640, height: int = 360,
+                      noise: float = 4.0, ramp: float = 0.15, light: bool = False) -> Path:
+    """A static camera: one fixed photo-like scene whose brightness rises by ``ramp`` over
+    the clip (a slow exposure change), with fresh Gaussian sensor noise of ``noise`` (in
+    8-bit levels) every frame; ``light``: a blinking light (the top-left twelfth of the
+    frame, dark and bright in turn every 3 frames: a screen, a lamp), the local change that
+    moves the whole frame's statistics. Lossless H.264 (qp 0, yuv444p): the noise is kept."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:height, 0:width] / max(width, height)
+    scene = np.stack([0.5 + 0.4 * np.sin(6 * xx + 2 * yy), 0.45 + 0.35 * np.cos(5 * yy),
+                      0.4 + 0.3 * np.sin(4 * (xx - yy))], -1) * 200
+    for _ in range(12):  # flat-coloured shapes, as objects in a room
+        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(10, height / 4)
+        scene[(yy * max(width, height) - cy) ** 2 + (xx * max(width, height) - cx) ** 2
+              < r * r] = rng.uniform(30, 220, 3)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"
+        stream.options = {"qp": "0", "preset": "ultrafast"}
+        for i in range(frames):
+            gain = 1 - ramp + ramp * i / max(frames - 1, 1)
+            pixels = scene * gain + rng.normal(0, noise, scene.shape)
+            if light:
+                pixels[: height // 3, : width // 4] = 240 if (i // 3) % 2 else 20
+            frame = av.VideoFrame.from_ndarray(np.clip(pixels, 0, 255).astype(np.uint8),
+                                               format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, FPS)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
+def mean_abs_step(path: Path) -> float:
+    """The mean absolute difference (8-bit levels) between consecutive frames of a clip."""
+    steps, last = [], None
+    with av.open(str(path)) as clip:
+        for frame in clip.decode(video=0):
+            pixels = frame.to_ndarray(format="rgb24").astype(np.float32)
+            if last is not None:
+                steps.append(float(np.abs(pixels - last).mean()))
+            last = pixels
+    return float(np.mean(steps))
+
+
+def flicker(weights: Path, folder: Path, size: int, frames: int) -> dict[str, float]:
+    """The flicker measure with and without smoothing (lossless output: x264's own noise
+    left out), and each run's frames/s."""
+    found: dict[str, float] = {"flicker_frames": frames}
+    for scene, light in FLICKER_SCENES.items():
+        clip = make_flicker_clip(folder / f"{scene}.mp4", frames, light=light)
+        found[f"{scene}_input"] = mean_abs_step(clip)
+        for smoothing in video.VIDEO_SMOOTHING_CHOICES:
+            out = folder / f"flicker_{smoothing}"
+            summary = convert(ConvertOptions(inputs=[str(clip)], output=out, weights=weights,
+                                             size=size, video_crf=0, overwrite=True,
+                                             video_smoothing=smoothing))
+            [result] = summary.videos
+            found[f"{scene}_{smoothing}"] = mean_abs_step(out / clip.name)
+            found[f"{scene}_rate_{smoothing}"] = result.frames / result.seconds
+    return found
+
+
+# The flicker clips: the issue's (noise and a brightness ramp), and the same with a
+# blinking light, a local change that moves the whole frame's statistics.
+FLICKER_SCENES = {"ramp": False, "ramp_light": True}
 
 
 def model_only(weights: Path, clip: Path, size: int, batch: int, seconds: float = 8.0) -> float:
@@ -163,13 +235,24 @@ def main() -> None:
     parser.add_argument("--rss-size", type=int, default=256, help="--size of the RSS runs")
     parser.add_argument("--rounds", type=int, default=3,
                         help="end-to-end runs per batch size, each between model-only runs")
+    parser.add_argument("--flicker-only", action="store_true",
+                        help="only the flicker measure (not a timing)")
+    parser.add_argument("--flicker-frames", type=int, default=90)
+    parser.add_argument("--weights", type=Path, help="a checkpoint (default: random weights)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         torch.manual_seed(0)
-        weights = folder / "random.pt"
-        torch.save(Generator().state_dict(), weights)
+        weights = args.weights or folder / "random.pt"
+        if args.weights is None:
+            torch.save(Generator().state_dict(), weights)
+        if args.flicker_only:
+            found = flicker(weights, folder, args.size, args.flicker_frames)
+            args.out.with_suffix(".json").write_text(json.dumps(found, indent=2) + "\n")
+            args.out.write_text(_flicker_markdown(found, args))
+            print(args.out.read_text())
+            return
         clip = make_clip(folder / "clip720.mp4", args.seconds)
         found: dict[str, object] = {"frames": round(args.seconds * FPS), "size": args.size}
         for batch in (1, 2, 4):
@@ -177,6 +260,7 @@ def main() -> None:
         found["naive"] = naive(weights, clip, folder, args.size)
         found["rss_10s"] = peak_rss(weights, 10, args.rss_size, folder)
         found["rss_60s"] = peak_rss(weights, 60, args.rss_size, folder)
+        found.update(flicker(weights, folder, args.size, args.flicker_frames))
     args.out.with_suffix(".json").write_text(json.dumps(found, indent=2) + "\n")
     args.out.write_text(_markdown(found, args))
     print(args.out.read_text())
@@ -214,6 +298,36 @@ def _markdown(found: dict[str, object], args: argparse.Namespace) -> str:
         "",
         f"Peak RSS of `convert` on a 720p clip at --size {args.rss_size}: "
         f"10 s clip {found['rss_10s']:.0f} MiB, 60 s clip {found['rss_60s']:.0f} MiB.",
+        "",
+        _flicker_markdown(found, args, heading=False),
+    ])
+
+
+def _flicker_markdown(found: dict[str, object], args: argparse.Namespace,
+                      heading: bool = True) -> str:
+    weights = args.weights or "random weights (seed 0)"
+    lines = ["# Video: flicker with and without --video-smoothing", ""] if heading else []
+    rows = [
+        f"| {scene} | {found[f'{scene}_input']:.3f} | "
+        + " | ".join(f"{found[f'{scene}_{s}']:.3f} ({found[f'{scene}_rate_{s}']:.2f})"
+                     for s in video.VIDEO_SMOOTHING_CHOICES)
+        + " |"
+        for scene in FLICKER_SCENES
+    ]
+    return "\n".join([
+        *lines,
+        f"Flicker: static-camera 640x360 clips of {found['flicker_frames']} frames (fresh "
+        "Gaussian noise of 4 levels each frame, brightness rising 15% over the clip; "
+        "ramp_light adds a light blinking every 3 frames in the top-left twelfth), "
+        f"styled at --size {args.size} with {weights}, lossless output (--video-crf 0): "
+        "the mean absolute difference between consecutive frames (8-bit levels), and in "
+        "brackets frames/s end to end (model load excluded; a timing only on a quiet "
+        "machine):",
+        "",
+        "| clip | input | "
+        + " | ".join(f"--video-smoothing {s}" for s in video.VIDEO_SMOOTHING_CHOICES) + " |",
+        "|---|---|" + "---|" * len(video.VIDEO_SMOOTHING_CHOICES),
+        *rows,
         "",
     ])
 

@@ -27,6 +27,9 @@ from animegan_cli.settings import fields
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 VIDEO_FORMAT_CHOICES = ("same", "mp4", "mkv", "webm")
+# --video-smoothing: off, or a clip's statistics smoothed frame to frame (runners/clip_smoothing.py)
+VIDEO_SMOOTHING_CHOICES = ("off", "stats")
+SMOOTHING_OFF, SMOOTHING_STATS = VIDEO_SMOOTHING_CHOICES
 VIDEO_EXTRA = f"install the video extra to convert videos ({install_hint('video')})"
 METADATA_KEY = "animegan"  # the container tag holding the provenance record (mkv: ANIMEGAN)
 # --video-crf, x264's CRF scale, and --frames-per-batch: declared (and explained) in
@@ -98,12 +101,15 @@ def container_for(output: Path) -> Container:
     return CONTAINERS.get(key, CONTAINERS["mkv"])
 
 
-def option_checks(video_format: str) -> list[tuple[bool, str]]:
-    """(ok, message) for --video-format, as convert.validate checks its own; --video-crf's
-    and --frames-per-batch's checks are declared with them (settings/fields.py)."""
+def option_checks(video_format: str, smoothing: str) -> list[tuple[bool, str]]:
+    """(ok, message) for --video-format and --video-smoothing, as convert.validate checks
+    its own; --video-crf's and --frames-per-batch's checks are declared with them
+    (settings/fields.py)."""
     return [
         (video_format in VIDEO_FORMAT_CHOICES,
          f"--video-format must be one of {', '.join(VIDEO_FORMAT_CHOICES)}"),
+        (smoothing in VIDEO_SMOOTHING_CHOICES,
+         f"--video-smoothing must be one of {', '.join(VIDEO_SMOOTHING_CHOICES)}"),
     ]
 
 

@@ -103,6 +103,7 @@ class ConvertOptions:
     video_format: str = fields.VIDEO_FORMAT.default  # same | mp4 | mkv | webm (video.py)
     video_crf: int = fields.VIDEO_CRF.default
     frames_per_batch: int = fields.FRAMES_PER_BATCH.default
+    video_smoothing: str = fields.VIDEO_SMOOTHING.default  # off | stats (clip_smoothing.py)
     keep_partial_video: bool = False
     tile: str = fields.TILE.default  # auto | off | a tile side (engines/tiling.py)
     verbose: bool = False  # -v: also the libraries' own notes (Ray's warnings with --ray)
@@ -140,7 +141,7 @@ def validate(options: ConvertOptions) -> None:
             f"--max-memory must be at least {MIN_MEMORY_BUDGET >> 20}M",
         ),
         (options.base is None or options.base.is_dir(), f"--base {options.base}: not a folder"),
-        *video.option_checks(options.video_format),
+        *video.option_checks(options.video_format, options.video_smoothing),
         (colour_problem(options.colour) is None, str(colour_problem(options.colour))),
     ]
     for ok, message in checks:
@@ -600,6 +601,7 @@ def _rules(
         selection=selection,
         video_crf=options.video_crf,
         per_input=tiles.recorded if tiles is not None else None,
+        video_smoothing=options.video_smoothing,
     )
 
 

@@ -39,6 +39,7 @@ class Rules:
     reuse_similar: int | None = None
     selection: Selection = field(default_factory=Selection)
     video_crf: int | None = None  # recorded (and compared) for video outputs
+    video_smoothing: str | None = None  # the same; recorded only when not "off"
     # Settings that depend on the input itself (how --tile styles it: pipeline/tiles.py).
     per_input: Callable[[InputFile], dict[str, object]] | None = None
 
@@ -154,7 +155,8 @@ def _first_look(
             excluded = selection.time_exclusion(stat.st_mtime_ns)
     if excluded is not None:
         return Decision(item, out, EXCLUDE, excluded)
-    settings = settings_for_output(rules.settings, out, rules.quality, rules.video_crf)
+    settings = settings_for_output(rules.settings, out, rules.quality, rules.video_crf,
+                                   rules.video_smoothing)
     if rules.per_input is not None:
         settings.update(rules.per_input(item))
     if rules.overwrite:

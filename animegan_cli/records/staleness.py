@@ -12,6 +12,7 @@ from pathlib import Path
 from animegan_cli.media import kinds
 from animegan_cli.media.formats import format_by_extension
 from animegan_cli.settings import fields
+from animegan_cli.media.video import SMOOTHING_OFF
 
 # Settings recorded to say which engine made an output, but not compared: fp32, bf16 and
 # fp16 results differ by rounding only (invisible), while int8 visibly changes pixels.
@@ -114,12 +115,16 @@ def recorded_settings(
 
 
 def settings_for_output(
-    base: dict[str, object], output: Path, quality: int, video_crf: int | None = None
+    base: dict[str, object], output: Path, quality: int, video_crf: int | None = None,
+    video_smoothing: str | None = None,
 ) -> dict[str, object]:
     """The settings recorded for one output: ``base`` plus the quality of a lossy format
-    (for a video output: its ``video_crf``)."""
+    (for a video output: its ``video_crf``, and ``video_smoothing`` where it is on: a clip
+    made before the option, or with it off, records none, so it stays up to date)."""
     if video_crf is not None and kinds.output_kind(output).name == kinds.VIDEO:
-        return {**base, "video_crf": video_crf}
+        smoothing = {} if video_smoothing in (None, SMOOTHING_OFF) else {
+            "video_smoothing": video_smoothing}
+        return {**base, "video_crf": video_crf, **smoothing}
     fmt = format_by_extension(output.suffix)
     if fmt is not None and fmt.lossy:
         return {**base, "quality": quality}

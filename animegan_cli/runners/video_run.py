@@ -23,7 +23,12 @@ from animegan_cli.core.files import hash_file
 from animegan_cli.core.units import format_bytes
 from animegan_cli.engines.base import NON_FINITE_REASON, NonFiniteOutput
 from animegan_cli.media import video
-from animegan_cli.media.data import PreparedImage, PreprocessSettings, prepare_decoded
+from animegan_cli.media.data import (
+    PreparedImage,
+    PreprocessSettings,
+    prepare_decoded,
+    stack_pixels,
+)
 from animegan_cli.pipeline import resources
 from animegan_cli.pipeline.lock import HeldLock
 from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
@@ -37,6 +42,7 @@ if TYPE_CHECKING:  # the model's modules: loaded by the caller, only when a clip
     from animegan_cli.faces.detect import FaceSettings
     from animegan_cli.faces.frames import FramePaste
     from animegan_cli.pipeline.convert import ConvertOptions
+    from animegan_cli.runners.clip_smoothing import StatsSmoother
     from animegan_cli.stylizer import Stylizer
 
 CHANGED_WHILE_READING = "changed while the run was reading it; run it again"
@@ -81,8 +87,14 @@ def convert_videos(
     budget = None if stylizer.spec.device != "cpu" else (
         options.max_memory or resources.default_budget())
     faces = options.faces if options.faces.on else None  # --faces paste: a frame stage
-    VideoRun(stylizer, settings, manifest, held, summary, events, budget,
-             faces).convert_all(clips)
+    run = VideoRun(stylizer, settings, manifest, held, summary, events, budget, faces,
+                   options.video_smoothing == video.SMOOTHING_STATS)
+    unable = run.smoothing_refusal()
+    if unable is not None:  # the engine cannot take statistics: each clip fails alone
+        for target in clips:
+            run.fail_all(target, unable)
+        return stylizer
+    run.convert_all(clips)
     return stylizer
 
 
@@ -122,7 +134,28 @@ class VideoRun:
     events: ConvertEvents
     budget: int | None = None  # bytes of memory a clip may plan for; None: not checked
     faces: FaceSettings | None = None  # --faces paste: each frame's faces pasted back
+    smoothing: bool = False  # --video-smoothing stats
     _paste: FramePaste | None = None  # the clip's face stage while one is styled
+    _smoother: StatsSmoother | None = None  # the clip's running statistics while one is styled
+
+    def smoothing_refusal(self) -> str | None:
+        """Why this engine cannot smooth (--video-smoothing stats), or None."""
+        if not self.smoothing:
+            return None
+        from animegan_cli.core.errors import UsageError
+        from animegan_cli.engines.base import stats_engine
+
+        try:
+            stats_engine(self.stylizer.engine, self.stylizer.spec, "--video-smoothing stats")
+        except UsageError as exc:
+            return str(exc)
+        return None
+
+    def fail_all(self, target: Target, reason: str) -> None:
+        """Report a clip and its identical inputs failed with ``reason``."""
+        for decision in target.decisions:
+            self._report(FileResult(decision.item.path, None, "failed", reason,
+                                    reason=decision.reason))
 
     def convert_all(self, targets: Sequence[Target]) -> None:
         """Convert each clip in turn; a bad clip fails alone."""
@@ -165,6 +198,9 @@ class VideoRun:
             return failed(item_failure_reason(exc))
         for note in done.notes:
             self.events.on_message(f"{source}: {note}")
+        if self._smoother is not None and self._smoother.cuts:
+            self.events.on_message(f"{source}: smoothing started again at "
+                                   f"{self._smoother.cuts} scene cut(s)")
         faces = None if self._paste is None else self._paste.report()
         return FileResult(source, out, "converted", None, time.perf_counter() - start,
                           decision.reason, faces=faces, frames=done.frames,
@@ -182,6 +218,12 @@ class VideoRun:
 
             self._paste = FramePaste(self.faces, settings.frames_per_batch,
                                      self.stylizer.keep_colour)
+        if self.smoothing:  # each clip starts its average afresh
+            from animegan_cli.engines.base import stats_engine
+            from animegan_cli.runners.clip_smoothing import StatsSmoother
+
+            self._smoother = StatsSmoother(
+                stats_engine(self.stylizer.engine, self.stylizer.spec, "--video-smoothing"))
 
         def write(handle: BinaryIO) -> None:
             done.append(video.transcode(
@@ -226,17 +268,20 @@ class VideoRun:
     def _style(self, frames: list[video.Frame]) -> list[Image.Image]:
         """Style frames (scaled by FFmpeg) as images: Stylizer.prepare_sized -> run -> finish."""
         prepared = [self.stylizer.prepare_sized(f.image, f.size, i) for i, f in enumerate(frames)]
-        pixels = self._run(prepared)
+        pixels = self._run(prepared, self._smoother)
         styled = [self.stylizer.finish(item, p) for item, p in zip(prepared, pixels)]
         if self._paste is None:
             return styled
         return self._paste.apply([f.image for f in frames], styled, self._run)
 
-    def _run(self, prepared: list[PreparedImage]) -> list[torch.Tensor]:
-        """The model on one batch; a non-finite result fails the clip (VideoError)."""
+    def _run(self, prepared: list[PreparedImage],
+             smoother: StatsSmoother | None = None) -> list[torch.Tensor]:
+        """The model on one batch (a clip's frames, in order, through ``smoother`` when
+        smoothing; face crops never); a non-finite result fails the clip (VideoError)."""
         start = time.perf_counter()
         try:
-            pixels = self.stylizer.run(prepared)
+            pixels = (self.stylizer.run(prepared) if smoother is None
+                      else smoother.run(stack_pixels(prepared)))
         except NonFiniteOutput:
             raise video.VideoError(NON_FINITE_REASON) from None
         self.summary.engine_seconds += time.perf_counter() - start

@@ -282,6 +282,16 @@ FRAMES_PER_BATCH = _int("--frames-per-batch", 4,  # measured: see docs/video.md 
                         "Frames of a clip or an animation run through the model together.",
                         envvar="ANIMEGAN_FRAMES_PER_BATCH", check=at_least(1),
                         click={"show_default": True})
+# Off by default: measured on a static-camera clip with noise and a slow brightness ramp
+# (benchmarks/video_bench.py --flicker-only; docs/video.md, "Smoothing"), the gain with the
+# random-weights checkpoint is small, and it runs a clip's frames one at a time.
+VIDEO_SMOOTHING = Setting(("--video-smoothing",), "off",
+                          "Clips: 'stats' smooths each frame's normalisation statistics with "
+                          "the frames before it (reset at scene cuts), so colour and "
+                          "brightness do not pulse; 'off' styles each frame alone.",
+                          envvar="ANIMEGAN_VIDEO_SMOOTHING",
+                          choices="animegan_cli.media.video:VIDEO_SMOOTHING_CHOICES",
+                          click={"show_default": True})
 KEEP_PARTIAL_VIDEO = Setting(("--keep-partial-video",), False,
                              "Keep what decodes of a damaged or cut-short clip (and say so) "
                              "instead of failing it.", click={"is_flag": True})
@@ -498,7 +508,7 @@ OUTPUT_GROUP = (FORMAT, QUALITY, PNG_LEVEL, SUFFIX)
 PIXELS_GROUP = (ALIGN_CORNERS, KEEP_SIZE, MAX_PIXELS, COLOUR, TILE)
 FACES_GROUP = (FACES, FACE_MARGIN, FACE_DETECTOR, MIN_FACE, FACE_NEIGHBOURS, FACES_FALLBACK,
                MAX_FACES)  # FaceSettings' fields, in order
-VIDEO_GROUP = (VIDEO_FORMAT, VIDEO_CRF, FRAMES_PER_BATCH, KEEP_PARTIAL_VIDEO)
+VIDEO_GROUP = (VIDEO_FORMAT, VIDEO_CRF, FRAMES_PER_BATCH, VIDEO_SMOOTHING, KEEP_PARTIAL_VIDEO)
 RUN_GROUP = (OUTPUT, RECURSIVE, NULL, BASE, OVERWRITE, TRUST_MTIME, DRY_RUN, SINCE, NEWER_THAN,
              SHARD, RAY, REUSE_SIMILAR, JSON, QUIET, VERBOSE, MAX_MEMORY, WAIT, REPORT)
 WATCH_GROUP = (SETTLE, POLL)
