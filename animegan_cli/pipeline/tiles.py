@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from animegan_cli.core.failures import PER_ITEM_ERRORS, item_failure_reason
 from animegan_cli.engines import tiling
 from animegan_cli.engines.base import NON_FINITE_REASON, NonFiniteOutput
-from animegan_cli.media import data, kinds
+from animegan_cli.media import data, kinds, video
 from animegan_cli.media.inputs import InputFile
 from animegan_cli.pipeline.writer import Target
 from animegan_cli.records.staleness import TILE_STATS_KEY, TILES_KEY
@@ -62,11 +62,26 @@ class TilePlanner:
         return tiling.plan_tiles(width, height, self.tile, self.budget, self.precision,
                                  self.align_corners)
 
+    def clip_plan(self, path: Path) -> tiling.TilePlan | None:
+        """The plan for every frame of the clip at ``path``, from its header (None: styled
+        whole, or not a clip PyAV reads: styling it will say why). runners/video_run.py
+        styles the frames as the clip's record says, so this is its one decision."""
+        if path not in self.plans:
+            try:
+                found = video.probe(path)
+            except video.VideoError:
+                self.plans[path] = None
+            else:
+                width, height = data.target_size(found.width, found.height, self.size)
+                self.plans[path] = tiling.plan_tiles(width, height, self.tile, self.budget,
+                                                     self.precision, self.align_corners)
+        return self.plans[path]
+
     def recorded(self, item: InputFile) -> dict[str, object]:
         """What the output of ``item`` records of its tiling ({}: styled whole)."""
-        if item.kind != kinds.IMAGE:
+        if item.kind not in (kinds.IMAGE, kinds.VIDEO):
             return {}
-        plan = self.plan(item.path)
+        plan = self.clip_plan(item.path) if item.kind == kinds.VIDEO else self.plan(item.path)
         if plan is None:
             return {}
         height, width = plan.stats_size

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from animegan_cli.media import kinds
 from animegan_cli.media.formats import format_by_extension
-from animegan_cli.settings import fields
 from animegan_cli.media.video import SMOOTHING_OFF
+from animegan_cli.settings import fields
 
 # Settings recorded to say which engine made an output, but not compared: fp32, bf16 and
 # fp16 results differ by rounding only (invisible), while int8 visibly changes pixels.

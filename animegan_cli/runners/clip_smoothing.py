@@ -16,6 +16,11 @@ a slow fade moves every block by a little, and a light or a moving object change
 blocks, which the median ignores. (A histogram was tried first: two shots of similar
 colours, or one shot mirrored, have the same histogram.) Under a millisecond a frame.
 
+Frames too large for the memory budget (a 4K clip at ``--size 0``) are styled in tiles
+(engines/tiling.py, as the clip's record says: runners/video_run.py): each frame's own
+statistics come from the plan's smaller pass, the average is taken over those, and the
+tiles run with it (``carry`` 0: each frame's own, no smoothing).
+
 The cost: frames run through the model one at a time (the average of frame n needs frame
 n-1's result, layer by layer), instead of ``--frames-per-batch`` at a time. On a CPU,
 where batching buys nothing measurable (docs/video.md, "Batching"), the cost is noise; on
@@ -24,6 +29,7 @@ a GPU the batch's parallelism is lost.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +39,7 @@ if TYPE_CHECKING:
     import torch
 
     from animegan_cli.engines.contract import StatsEngine
+    from animegan_cli.engines.tiling import TilePlan
 
 # The weight of the previous frame's statistics: a time constant of 1 / (1 - 0.8) = 5
 # frames (a sixth of a second at 30 fps): the noise of the statistics shrinks by
@@ -43,13 +50,17 @@ CARRY = 0.8
 # different content differ by 0.1 or more in most of their blocks.
 CUT_DISTANCE = 0.08
 _GRID = 8  # thumbnail blocks per side
+_THUMBNAIL_SAMPLES = 65536
 
 
 def thumbnail(frame: torch.Tensor) -> np.ndarray:
     """The block means (_GRID * _GRID, 3) of a uint8 (3, H, W) frame, in 0..1."""
     import torch
 
-    blocks = torch.nn.functional.adaptive_avg_pool2d(frame[None].float(), _GRID)[0]
+    # A sample of at most ~65k pixels: a 4K frame in float would take 100 MB.
+    stride = max(1, math.isqrt(frame.shape[1] * frame.shape[2] // _THUMBNAIL_SAMPLES))
+    sample = frame[:, ::stride, ::stride].float()
+    blocks = torch.nn.functional.adaptive_avg_pool2d(sample[None], _GRID)[0]
     return (blocks.reshape(3, -1).T / 255).numpy()
 
 
@@ -60,10 +71,13 @@ def cut_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass
 class StatsSmoother:
-    """One clip's smoothing: frames in order, each styled with the running average."""
+    """One clip's frames, in order, each styled with the running average of the statistics
+    (``carry`` 0: each with its own), whole or in tiles (``plan``)."""
 
     engine: StatsEngine
     carry: float = CARRY
+    plan: TilePlan | None = None  # the clip's frames in tiles (None: whole)
+    tile_batch: int = 1  # tiles that run together
     cuts: int = 0  # scene cuts found (the average started again)
     _stats: np.ndarray | None = None  # the last frame's statistics as used, (1, L, 2)
     _thumbnail: np.ndarray | None = None  # the last frame's
@@ -73,13 +87,27 @@ class StatsSmoother:
         return [self._frame(frame) for frame in batch]
 
     def _frame(self, frame: torch.Tensor) -> torch.Tensor:
-        last, self._thumbnail = self._thumbnail, thumbnail(frame)
-        if last is not None and cut_distance(last, self._thumbnail) > CUT_DISTANCE:
-            self.cuts += 1
-            self._stats = None
+        if self.carry:
+            last, self._thumbnail = self._thumbnail, thumbnail(frame)
+            if last is not None and cut_distance(last, self._thumbnail) > CUT_DISTANCE:
+                self.cuts += 1
+                self._stats = None
+        if self.plan is not None:
+            return self._tiled(frame, self.plan)
         if self._stats is None:  # the clip's first frame, or a scene's: its own statistics
             pixels, self._stats = self.engine.run_stats(frame[None])
         else:
             mix = np.array([self.carry], np.float32)
             pixels, self._stats = self.engine.run_stats(frame[None], self._stats, mix)
         return pixels[0]
+
+    def _tiled(self, frame: torch.Tensor, plan: TilePlan) -> torch.Tensor:
+        """A frame in tiles: its own statistics from the plan's smaller pass, averaged."""
+        from animegan_cli.engines.tiling import measure_stats, run_tiled
+
+        own = measure_stats(self.engine, frame, plan)[None]
+        if self._stats is None:
+            self._stats = own
+        else:
+            self._stats = self.carry * self._stats + (1 - self.carry) * own
+        return run_tiled(self.engine, frame, plan, self.tile_batch, stats=self._stats[0])

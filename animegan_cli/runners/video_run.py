@@ -35,10 +35,12 @@ from animegan_cli.pipeline.results import ConvertEvents, FileResult, Summary
 from animegan_cli.pipeline.writer import STOP_ERRNOS, Target, copy_to_duplicate
 from animegan_cli.records.incremental import Decision, record_before_rename
 from animegan_cli.records.manifest import Manifest
+from animegan_cli.records.staleness import TILE_STATS_KEY, TILES_KEY
 
 if TYPE_CHECKING:  # the model's modules: loaded by the caller, only when a clip is styled
     import torch
 
+    from animegan_cli.engines.tiling import TilePlan
     from animegan_cli.faces.detect import FaceSettings
     from animegan_cli.faces.frames import FramePaste
     from animegan_cli.pipeline.convert import ConvertOptions
@@ -211,19 +213,14 @@ class VideoRun:
         source, out, record = decision.item.path, decision.output, decision.record
         assert record is not None
         # Refused from its header before a temp file exists or a frame is decoded.
-        settings = self._clip_settings(source, record.to_json())
+        settings, plan = self._clip_settings(source, record.to_json(), record.settings)
         done: list[video.Transcoded] = []
         if self.faces is not None:
             from animegan_cli.faces.frames import FramePaste  # OpenCV: only with --faces
 
             self._paste = FramePaste(self.faces, settings.frames_per_batch,
                                      self.stylizer.keep_colour)
-        if self.smoothing:  # each clip starts its average afresh
-            from animegan_cli.engines.base import stats_engine
-            from animegan_cli.runners.clip_smoothing import StatsSmoother
-
-            self._smoother = StatsSmoother(
-                stats_engine(self.stylizer.engine, self.stylizer.spec, "--video-smoothing"))
+        self._smoother = self._frame_stats(plan)
 
         def write(handle: BinaryIO) -> None:
             done.append(video.transcode(
@@ -239,19 +236,53 @@ class VideoRun:
                      before_rename=record_before_rename(self.manifest, out, record))
         return done[0]
 
-    def _clip_settings(self, source: Path, record: str) -> video.EncodeSettings:
-        """The clip's encode settings, or VideoError when its header says it cannot fit.
+    def _frame_stats(self, plan: TilePlan | None) -> StatsSmoother | None:
+        """The clip's frames' way through the model when they need statistics (smoothing,
+        tiles), each clip afresh; None: Stylizer.run, frames batched (today's pixels)."""
+        if not self.smoothing and plan is None:
+            return None
+        from animegan_cli.engines.base import stats_engine
+        from animegan_cli.runners.clip_smoothing import CARRY, StatsSmoother
+
+        wanted = "--video-smoothing stats" if self.smoothing else "styling in tiles"
+        engine = stats_engine(self.stylizer.engine, self.stylizer.spec, wanted)
+        carry = CARRY if self.smoothing else 0.0
+        if plan is None:
+            return StatsSmoother(engine, carry)
+        return StatsSmoother(engine, carry, plan, self._tile_batch(plan))
+
+    def _tile_batch(self, plan: TilePlan) -> int:
+        """Tiles of a frame that run together within the budget (auto's tiles fill it)."""
+        from animegan_cli.engines.tiling import TILED_IMAGE_BYTES_PER_PIXEL
+
+        per_batch = self.settings.frames_per_batch
+        if self.budget is None:
+            return per_batch
+        held = TILED_IMAGE_BYTES_PER_PIXEL * plan.full[0] * plan.full[1]
+        return resources.frames_within((plan.tile + 3) ** 2, self.stylizer.spec.precision,
+                                       self.budget - held, per_batch)
+
+    def _clip_settings(self, source: Path, record: str, recorded: dict[str, object]
+                       ) -> tuple[video.EncodeSettings, TilePlan | None]:
+        """The clip's encode settings and tile plan, or VideoError when its header says it
+        cannot fit.
 
         Checked from the probe before any frame is styled: frames over --max-pixels, and a
         frame at the model's size that needs more memory than the budget (as an image at
-        --size 0 is refused); frames per batch are lowered to what the budget holds.
+        --size 0 is refused) unless the clip's record says its frames are styled in tiles
+        (--tile: planned with the images, pipeline/tiles.py), one frame at a time; frames
+        per batch are lowered to what the budget holds.
         """
         found = video.probe(source, self.settings.max_pixels)
         width, height = found.width, found.height
         video.check_pixels(width, height, self.settings.max_pixels)
         per_batch = self.settings.frames_per_batch
+        model_size = self.stylizer.input_size(width, height)
+        plan = recorded_plan(recorded, model_size)
+        if plan is not None:  # a tiled frame holds the budget alone
+            return dataclasses.replace(self.settings, record=record, frames_per_batch=1), plan
         if self.budget is not None:
-            pixels = _pixels(self.stylizer.input_size(width, height))
+            pixels = _pixels(model_size)
             precision = self.stylizer.spec.precision
             refusal = resources.frame_refusal(pixels, precision, self.budget)
             if refusal is not None:
@@ -263,7 +294,7 @@ class VideoRun:
                     f"in {format_bytes(self.budget)} (see --max-memory)"
                 )
                 per_batch = fits
-        return dataclasses.replace(self.settings, record=record, frames_per_batch=per_batch)
+        return dataclasses.replace(self.settings, record=record, frames_per_batch=per_batch), None
 
     def _style(self, frames: list[video.Frame]) -> list[Image.Image]:
         """Style frames (scaled by FFmpeg) as images: Stylizer.prepare_sized -> run -> finish."""
@@ -286,6 +317,19 @@ class VideoRun:
             raise video.VideoError(NON_FINITE_REASON) from None
         self.summary.engine_seconds += time.perf_counter() - start
         return pixels
+
+
+def recorded_plan(recorded: dict[str, object], model_size: tuple[int, int]) -> TilePlan | None:
+    """The tile plan a clip's record holds (``tiles`` "512px", ``tile_stats`` "WxH") for
+    frames of ``model_size`` (w, h); None: its frames are styled whole."""
+    from animegan_cli.engines.tiling import TilePlan
+
+    tiles, stats = recorded.get(TILES_KEY), recorded.get(TILE_STATS_KEY)
+    if not isinstance(tiles, str) or not isinstance(stats, str):
+        return None
+    stats_width, stats_height = (int(side) for side in stats.split("x"))
+    return TilePlan((model_size[1], model_size[0]), int(tiles.removesuffix("px")),
+                    (stats_height, stats_width))
 
 
 def _pixels(size: tuple[int, int]) -> int:
