@@ -209,6 +209,30 @@ def peak_rss(weights: Path, seconds: float, size: int, folder: Path) -> float:
     return int(done.stdout.split()[-1]) / 1024
 
 
+def peak_rss_4k(weights: Path, folder: Path, frames: int, max_memory: str) -> dict[str, object]:
+    """Peak RSS (MiB) of a fresh process converting a 3840x2160 clip at ``--size 0`` within
+    ``--max-memory`` (frames styled in tiles), and what its record says."""
+    clip = make_clip(folder / "uhd.mp4", frames / FPS, 3840, 2160)
+    out = folder / "uhd_out"
+    code = (
+        "import resource; from pathlib import Path; "
+        "from animegan_cli.pipeline.convert import ConvertOptions, convert; "
+        "from animegan_cli.pipeline.resources import parse_size; "
+        f"s = convert(ConvertOptions(inputs=[{str(clip)!r}], output=Path({str(out)!r}), "
+        f"weights=Path({str(weights)!r}), size=0, max_memory=parse_size({max_memory!r}), "
+        "overwrite=True)); "
+        "print(s.converted, s.failed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    converted, failed, rss = done.stdout.split()[-3:]
+    record = video.read_record(out / clip.name)
+    settings = json.loads(record)["settings"] if record else {}
+    return {"uhd_frames": frames, "uhd_max_memory": max_memory, "uhd_converted": int(converted),
+            "uhd_rss": int(rss) / 1024, "uhd_tiles": settings.get("tiles"),
+            "uhd_tile_stats": settings.get("tile_stats")}
+
+
 def interleaved(weights: Path, clip: Path, out: Path, args: argparse.Namespace,
                 batch: int) -> dict[str, object]:
     """model, e2e, model, e2e, ..., model: each end-to-end run against the mean of the
@@ -238,6 +262,10 @@ def main() -> None:
     parser.add_argument("--flicker-only", action="store_true",
                         help="only the flicker measure (not a timing)")
     parser.add_argument("--flicker-frames", type=int, default=90)
+    parser.add_argument("--uhd-only", action="store_true",
+                        help="only the peak RSS of a 4K clip at --size 0 (not a timing)")
+    parser.add_argument("--uhd-frames", type=int, default=3)
+    parser.add_argument("--uhd-max-memory", default="2G")
     parser.add_argument("--weights", type=Path, help="a checkpoint (default: random weights)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -247,6 +275,12 @@ def main() -> None:
         weights = args.weights or folder / "random.pt"
         if args.weights is None:
             torch.save(Generator().state_dict(), weights)
+        if args.uhd_only:
+            found = peak_rss_4k(weights, folder, args.uhd_frames, args.uhd_max_memory)
+            args.out.with_suffix(".json").write_text(json.dumps(found, indent=2) + "\n")
+            args.out.write_text(_uhd_markdown(found))
+            print(args.out.read_text())
+            return
         if args.flicker_only:
             found = flicker(weights, folder, args.size, args.flicker_frames)
             args.out.with_suffix(".json").write_text(json.dumps(found, indent=2) + "\n")
@@ -261,6 +295,7 @@ def main() -> None:
         found["rss_10s"] = peak_rss(weights, 10, args.rss_size, folder)
         found["rss_60s"] = peak_rss(weights, 60, args.rss_size, folder)
         found.update(flicker(weights, folder, args.size, args.flicker_frames))
+        found.update(peak_rss_4k(weights, folder, args.uhd_frames, args.uhd_max_memory))
     args.out.with_suffix(".json").write_text(json.dumps(found, indent=2) + "\n")
     args.out.write_text(_markdown(found, args))
     print(args.out.read_text())
@@ -300,7 +335,17 @@ def _markdown(found: dict[str, object], args: argparse.Namespace) -> str:
         f"10 s clip {found['rss_10s']:.0f} MiB, 60 s clip {found['rss_60s']:.0f} MiB.",
         "",
         _flicker_markdown(found, args, heading=False),
+        _uhd_markdown(found),
     ])
+
+
+def _uhd_markdown(found: dict[str, object]) -> str:
+    return (
+        f"A 3840x2160 clip of {found['uhd_frames']} frames at --size 0 --max-memory "
+        f"{found['uhd_max_memory']}: converted {found['uhd_converted']}, frames in tiles of "
+        f"{found['uhd_tiles']} with statistics from {found['uhd_tile_stats']}, peak RSS "
+        f"{found['uhd_rss']:.0f} MiB.\n"
+    )
 
 
 def _flicker_markdown(found: dict[str, object], args: argparse.Namespace,

@@ -73,9 +73,20 @@ class TilePlanner:
                 self.plans[path] = None
             else:
                 width, height = data.target_size(found.width, found.height, self.size)
-                self.plans[path] = tiling.plan_tiles(width, height, self.tile, self.budget,
-                                                     self.precision, self.align_corners)
+                self.plans[path] = self._frame_plan(width, height)
         return self.plans[path]
+
+    def _frame_plan(self, width: int, height: int) -> tiling.TilePlan | None:
+        """Tiles for a clip's frames where a frame does not fit whole (as an image, so a
+        clip styled whole before stays so), sized for what the encoder leaves: it holds
+        frames of its own (media/video.py), and a tiled clip is encoded lean."""
+        whole = tiling.plan_tiles(width, height, self.tile, self.budget, self.precision,
+                                  self.align_corners)
+        if whole is None:
+            return None
+        room = self.budget - video.encoder_bytes(width, height, lean=True)
+        return tiling.plan_tiles(width, height, self.tile, room, self.precision,
+                                 self.align_corners)
 
     def recorded(self, item: InputFile) -> dict[str, object]:
         """What the output of ``item`` records of its tiling ({}: styled whole)."""

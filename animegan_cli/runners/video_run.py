@@ -280,7 +280,9 @@ class VideoRun:
         model_size = self.stylizer.input_size(width, height)
         plan = recorded_plan(recorded, model_size)
         if plan is not None:  # a tiled frame holds the budget alone
-            return dataclasses.replace(self.settings, record=record, frames_per_batch=1), plan
+            tiled = dataclasses.replace(self.settings, record=record, frames_per_batch=1,
+                                        lean=True)
+            return tiled, plan
         if self.budget is not None:
             pixels = _pixels(model_size)
             precision = self.stylizer.spec.precision
