@@ -78,6 +78,7 @@ class StatsSmoother:
     carry: float = CARRY
     plan: TilePlan | None = None  # the clip's frames in tiles (None: whole)
     tile_batch: int = 1  # tiles that run together
+    half_pixel: bool = True  # how the checkpoint's graph resizes (model/variants.py)
     cuts: int = 0  # scene cuts found (the average started again)
     _stats: np.ndarray | None = None  # the last frame's statistics as used, (1, L, 2)
     _thumbnail: np.ndarray | None = None  # the last frame's
@@ -110,4 +111,5 @@ class StatsSmoother:
             self._stats = own
         else:
             self._stats = self.carry * self._stats + (1 - self.carry) * own
-        return run_tiled(self.engine, frame, plan, self.tile_batch, stats=self._stats[0])
+        return run_tiled(self.engine, frame, plan, self.tile_batch, stats=self._stats[0],
+                         half_pixel=self.half_pixel)

@@ -249,7 +249,10 @@ class VideoRun:
         carry = CARRY if self.smoothing else 0.0
         if plan is None:
             return StatsSmoother(engine, carry)
-        return StatsSmoother(engine, carry, plan, self._tile_batch(plan))
+        from animegan_cli.model.variants import VARIANTS
+
+        half_pixel = VARIANTS[self.stylizer.checkpoint.variant].half_pixel
+        return StatsSmoother(engine, carry, plan, self._tile_batch(plan), half_pixel)
 
     def _tile_batch(self, plan: TilePlan) -> int:
         """Tiles of a frame that run together within the budget (auto's tiles fill it)."""
