@@ -404,8 +404,9 @@ def test_native_size_image_over_the_memory_budget_fails_alone(tmp_path, checkpoi
     src = tmp_path / "in"
     make_image(src / "big.png", 1000, 1000)  # 1 MP: about 2 GB at native size
     make_image(src / "small.png", 40, 24)
+    # Without tiles (with --tile auto it is styled in tiles: tests/test_tiles.py).
     result = run_cli(*cli_args(src, tmp_path / "out", checkpoint, "--size", "0",
-                               "--max-memory", "1G", "--json"))
+                               "--max-memory", "1G", "--json", "--tile", "off"))
     assert result.exit_code == 1
     records = {Path(r["input"]).name: r for r in map(json.loads, result.stdout.splitlines())}
     assert records["small.png"]["status"] == "converted"
@@ -417,7 +418,9 @@ def test_native_size_image_over_the_memory_budget_fails_alone(tmp_path, checkpoi
 
 
 def test_size_that_cannot_fit_is_refused_before_anything(tmp_path, checkpoint, photo_dir):
-    result = run_cli(*cli_args(photo_dir, tmp_path / "out", checkpoint, "--size", "8192"))
+    # Without tiles (with --tile auto such a size is styled in tiles: tests/test_tiles.py).
+    result = run_cli(*cli_args(photo_dir, tmp_path / "out", checkpoint, "--size", "8192",
+                               "--tile", "off"))
     assert result.exit_code == 2
     assert "--size 8192 needs about" in result.stderr and "--max-memory" in result.stderr
     assert output_files(tmp_path / "out") == []

@@ -170,8 +170,8 @@ def _bare_app():
     from animegan_cli.serve.app import create_app
     from animegan_cli.serve.service import ServeSettings
 
-    stand_in = SimpleNamespace(pixels=SimpleNamespace(size=64),  # no description, no engine
-                               spec=SimpleNamespace(precision="fp32"))
+    stand_in = SimpleNamespace(pixels=SimpleNamespace(size=64, align_corners=False),  # no engine
+                               spec=SimpleNamespace(precision="fp32", backend="torch"))
     return create_app(stand_in, ServeSettings())  # type: ignore[arg-type]
 
 

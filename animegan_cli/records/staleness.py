@@ -11,7 +11,6 @@ from pathlib import Path
 
 from animegan_cli.media import kinds
 from animegan_cli.media.formats import format_by_extension
-from animegan_cli.media.video import SMOOTHING_OFF
 from animegan_cli.settings import fields
 
 # Settings recorded to say which engine made an output, but not compared: fp32, bf16 and
@@ -122,7 +121,7 @@ def settings_for_output(
     (for a video output: its ``video_crf``, and ``video_smoothing`` where it is on: a clip
     made before the option, or with it off, records none, so it stays up to date)."""
     if video_crf is not None and kinds.output_kind(output).name == kinds.VIDEO:
-        smoothing = {} if video_smoothing in (None, SMOOTHING_OFF) else {
+        smoothing = {} if video_smoothing in (None, fields.VIDEO_SMOOTHING.default) else {
             "video_smoothing": video_smoothing}
         return {**base, "video_crf": video_crf, **smoothing}
     fmt = format_by_extension(output.suffix)
