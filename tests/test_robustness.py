@@ -39,7 +39,6 @@ from animegan_cli.media import data, outputs
 from animegan_cli.media.outputs import TEMP_PREFIX
 from animegan_cli.model.generator import Generator
 from animegan_cli.pipeline import convert as convert_module
-from animegan_cli.pipeline import decoding
 from animegan_cli.pipeline.convert import ConvertEvents, ConvertOptions, FileResult, convert
 from animegan_cli.pipeline.lock import output_lock
 from animegan_cli.pipeline.resources import BASE_BYTES, GIB, estimate_peak
@@ -585,20 +584,14 @@ def test_bad_checkpoints_exit_1_with_one_line(tmp_path, checkpoint, photo_dir, k
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("decoders", ["forked", "dataloader"])
-def test_a_decoder_segfault_fails_only_its_image(tmp_path, checkpoint, monkeypatch, decoders):
-    # A small run decodes in one forked process (pipeline/decoding.py), a big one in the
-    # DataLoader's processes (pipeline/workers.py): a crash fails its file in both.
-    if decoders == "dataloader":
-        monkeypatch.setattr(decoding, "IN_PROCESS_MAX_IMAGES", 0)
+def test_a_decoder_segfault_fails_only_its_image(tmp_path, checkpoint, monkeypatch):
     src = tmp_path / "in"
     for i in range(5):
         make_image(src / f"{i}.png", seed=i)
     real_prepare = data.prepare_image
-    runner_pid = os.getpid()
 
     def prepare(index, path, settings):  # noqa: ANN001, ANN202
-        if path.name == "2.png" and os.getpid() != runner_pid:  # only in a decoder process
+        if path.name == "2.png" and torch.utils.data.get_worker_info() is not None:
             ctypes.string_at(0)
         return real_prepare(index, path, settings)
 

@@ -16,17 +16,6 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _LINK_ERRORS = (ConnectionError, EOFError)
 
 
-def how_it_died(exitcode: int | None) -> str:
-    """A dead decoder process's exit code in words, for the line that fails its file."""
-    if exitcode is None:
-        return "cause unknown"
-    if exitcode < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by signal {-exitcode}, {signal.Signals(-exitcode).name}"
-        return f"killed by signal {-exitcode}"
-    return f"exit status {exitcode}"
-
-
 def end_with_parent() -> None:
     """Make this (worker) process die with its parent and stay silent about broken links.
 

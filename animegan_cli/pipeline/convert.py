@@ -677,9 +677,8 @@ def _prepared(options: ConvertOptions, targets: list[Target],
               warmup: engines.WarmupHandle | None, in_process: bool
               ) -> Iterator[data.PreparedImage]:
     """The targets' images, decoded ahead from now on (so decoding overlaps the model's
-    loading): by one forked decoder for a small run (decoding.in_process; on a thread of
-    this process with --num-workers 0), in decoder processes (torch's DataLoader) for a
-    big one."""
+    loading): on a thread of this process for a small run (decoding.in_process), in decoder
+    processes (torch's DataLoader) for a big one."""
     paths = [t.lead.item.path for t in targets]
     if in_process:
         # numpy pixels: no torch on the way to an engine that takes them. The stages
@@ -687,8 +686,7 @@ def _prepared(options: ConvertOptions, targets: list[Target],
         plain = (not options.faces.on and options.reuse_similar is None
                  and options.colour == fields.COLOUR.default)
         settings = dataclasses.replace(options.preprocess, numpy=plain)
-        return decoding.decoded_on_thread(data.ImageDataset(paths, settings),
-                                          forked=options.num_workers > 0)
+        return decoding.decoded_on_thread(data.ImageDataset(paths, settings))
     from animegan_cli.pipeline import workers  # torch's DataLoader: only a run that styles needs it
 
     if warmup is not None:

@@ -13,7 +13,6 @@ from collections.abc import Iterator, MutableSequence, Sequence
 from torch.utils.data import Dataset, get_worker_info
 
 from animegan_cli.core.errors import RunStopped
-from animegan_cli.core.orphans import how_it_died
 from animegan_cli.media import data
 
 # A death with no image in hand (between two images) cannot be pinned on one; after this
@@ -51,6 +50,16 @@ class _TrackedDataset(Dataset):
         return item
 
 
+def _how_it_died(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "cause unknown"
+    if exitcode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by signal {-exitcode}, {signal.Signals(-exitcode).name}"
+        return f"killed by signal {-exitcode}"
+    return f"exit status {exitcode}"
+
+
 def _dead_workers(exc: RuntimeError, iterator: object) -> dict[int, str] | None:
     """pid -> how it died, when ``exc`` is the DataLoader's worker-death error; else None."""
     match = _DEATH.search(str(exc))
@@ -60,7 +69,7 @@ def _dead_workers(exc: RuntimeError, iterator: object) -> dict[int, str] | None:
     # The exit code is only on torch's private list of worker processes; without it the
     # message still names the image, just not the signal.
     codes = {w.pid: w.exitcode for w in getattr(iterator, "_workers", ())}
-    return {pid: how_it_died(codes.get(pid)) for pid in pids}
+    return {pid: _how_it_died(codes.get(pid)) for pid in pids}
 
 
 @contextlib.contextmanager
