@@ -283,7 +283,9 @@ def test_soak_hostile_clients_beside_normal_ones(budget_checkpoint, tmp_path):
     here) and admits sizes up to 448; the hostile sizes need 1.1 to 80 GB each.
     """
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
-    running = Server(budget_checkpoint, "--size", "64", "--max-size", "1024",
+    # --tile off: with tiles (auto) a size over the memory budget is styled in tiles,
+    # which tests/test_tiles.py checks; here the memory estimate must refuse it.
+    running = Server(budget_checkpoint, "--size", "64", "--max-size", "1024", "--tile", "off",
                      "--max-memory", "1G", "--queue-size", "8", "--max-upload-mb", "4",
                      "--max-inflight-mb", "16", "--max-pixels", "40M",
                      "--max-request-pixels", "30M", "--max-output-pixels", "2M",
