@@ -500,6 +500,13 @@ def warnings_silenced():
 
 
 def _create(generator: Generator, spec: EngineSpec, context: EngineContext) -> Engine:
+    return _engine(generator, spec, context)
+
+
+def _engine(generator: Generator | None, spec: EngineSpec, context: EngineContext,
+            **from_cache: object) -> OpenVINOEngine:
+    """The engine for ``spec`` and ``context``; ``from_cache``: what an engine built from
+    its cached IR alone adds (align_corners, variant, load_generator)."""
     options = spec.options_as(OpenVINOOptions)
     return OpenVINOEngine(
         generator,
@@ -511,6 +518,7 @@ def _create(generator: Generator, spec: EngineSpec, context: EngineContext) -> E
         streams=options.streams,
         shapes=options.shapes,
         warmup=context.warmup,  # type: ignore[arg-type]  # openvino_warmup's, or None
+        **from_cache,  # type: ignore[arg-type]
     )
 
 
@@ -524,21 +532,8 @@ def _from_cache(spec: EngineSpec, context: EngineContext, align_corners: bool) -
         ir_path(context.cache_dir, context.checkpoint_id, align_corners, int8, v))), None)
     if variant is None:
         return None
-    options = spec.options_as(OpenVINOOptions)
-    return OpenVINOEngine(
-        None,
-        context.checkpoint_id,
-        spec.precision,
-        spec.threads,
-        cache_dir=context.cache_dir,
-        calibration=context.calibration,
-        streams=options.streams,
-        shapes=options.shapes,
-        warmup=context.warmup,  # type: ignore[arg-type]  # openvino_warmup's, or None
-        align_corners=align_corners,
-        variant=variant,
-        load_generator=context.generator,
-    )
+    return _engine(None, spec, context, align_corners=align_corners, variant=variant,
+                   load_generator=context.generator)
 
 
 def _rank() -> int:
