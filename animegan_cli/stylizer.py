@@ -163,18 +163,15 @@ class Stylizer:
         )
         if expected_checkpoint is not None and resolved.checkpoint_id != expected_checkpoint:
             raise WeightsError(f"checkpoint {resolved.path} changed during the run; run it again")
-        cache = engine_cache_dir(spec.backend)
-        context = EngineContext(resolved.checkpoint_id, cache, calibration, warmup,
+        context = EngineContext(resolved.checkpoint_id, engine_cache_dir(spec.backend),
+                                calibration, warmup,
                                 generator=functools.partial(_generator, resolved, align_corners))
         engine = cached_engine(spec, context, align_corners)
         if engine is None:
             resolved = resolved.parsed()
-            assert resolved.state_dict is not None
-            generator = load_generator(resolved.state_dict, align_corners=align_corners,
-                                       variant=resolved.variant)
             if spec.precision == "int8":
                 on_message("quantizing the model to INT8 on the first images (cached afterwards)")
-            engine = create_engine(generator, spec, context)
+            engine = create_engine(_generator(resolved, align_corners), spec, context)
         return cls(engine, spec, resolved, pixels)
 
     @property

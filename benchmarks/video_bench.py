@@ -101,16 +101,19 @@ def make_flicker_clip(path: Path, frames: int = 90, width: int = 640, height: in
     return path
 
 
-def mean_abs_step(path: Path) -> float:
-    """The mean absolute difference (8-bit levels) between consecutive frames of a clip."""
-    steps, last = [], None
+def frame_steps(path: Path) -> tuple[float, float]:
+    """The flicker measure (mean absolute difference between consecutive frames), and its
+    global part: the mean absolute change of a frame's mean colour (the pulse statistics
+    smoothing is for; the rest is per-pixel noise), both in 8-bit levels."""
+    steps, pulses, last = [], [], None
     with av.open(str(path)) as clip:
         for frame in clip.decode(video=0):
             pixels = frame.to_ndarray(format="rgb24").astype(np.float32)
             if last is not None:
                 steps.append(float(np.abs(pixels - last).mean()))
+                pulses.append(float(np.abs(pixels.mean((0, 1)) - last.mean((0, 1))).mean()))
             last = pixels
-    return float(np.mean(steps))
+    return float(np.mean(steps)), float(np.mean(pulses))
 
 
 def flicker(weights: Path, folder: Path, size: int, frames: int) -> dict[str, float]:
@@ -119,14 +122,15 @@ def flicker(weights: Path, folder: Path, size: int, frames: int) -> dict[str, fl
     found: dict[str, float] = {"flicker_frames": frames}
     for scene, light in FLICKER_SCENES.items():
         clip = make_flicker_clip(folder / f"{scene}.mp4", frames, light=light)
-        found[f"{scene}_input"] = mean_abs_step(clip)
+        found[f"{scene}_input"], found[f"{scene}_pulse_input"] = frame_steps(clip)
         for smoothing in video.VIDEO_SMOOTHING_CHOICES:
             out = folder / f"flicker_{smoothing}"
             summary = convert(ConvertOptions(inputs=[str(clip)], output=out, weights=weights,
                                              size=size, video_crf=0, overwrite=True,
                                              video_smoothing=smoothing))
             [result] = summary.videos
-            found[f"{scene}_{smoothing}"] = mean_abs_step(out / clip.name)
+            found[f"{scene}_{smoothing}"], found[f"{scene}_pulse_{smoothing}"] = frame_steps(
+                out / clip.name)
             found[f"{scene}_rate_{smoothing}"] = result.frames / result.seconds
     return found
 
@@ -198,11 +202,11 @@ def peak_rss(weights: Path, seconds: float, size: int, folder: Path) -> float:
     """Peak RSS (MiB) of a fresh process converting a clip of ``seconds``."""
     clip = make_clip(folder / f"rss_{seconds:g}s.mp4", seconds)
     code = (
-        "import resource, sys; from pathlib import Path; "
+        "import sys; from pathlib import Path; "
         "from animegan_cli.pipeline.convert import ConvertOptions, convert; "
         f"convert(ConvertOptions(inputs=[{str(clip)!r}], output=Path({str(folder / 'rss')!r}), "
         f"weights=Path({str(weights)!r}), size={size}, overwrite=True)); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "from animegan_cli.tools.measure import peak_rss_mb; print(int(peak_rss_mb() * 1024))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, check=True)
@@ -215,13 +219,14 @@ def peak_rss_4k(weights: Path, folder: Path, frames: int, max_memory: str) -> di
     clip = make_clip(folder / "uhd.mp4", frames / FPS, 3840, 2160)
     out = folder / "uhd_out"
     code = (
-        "import resource; from pathlib import Path; "
+        "from pathlib import Path; "
         "from animegan_cli.pipeline.convert import ConvertOptions, convert; "
         "from animegan_cli.pipeline.resources import parse_size; "
         f"s = convert(ConvertOptions(inputs=[{str(clip)!r}], output=Path({str(out)!r}), "
         f"weights=Path({str(weights)!r}), size=0, max_memory=parse_size({max_memory!r}), "
         "overwrite=True)); "
-        "print(s.converted, s.failed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "from animegan_cli.tools.measure import peak_rss_mb; "
+        "print(s.converted, s.failed, int(peak_rss_mb() * 1024))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, check=True)
@@ -352,13 +357,6 @@ def _flicker_markdown(found: dict[str, object], args: argparse.Namespace,
                       heading: bool = True) -> str:
     weights = args.weights or "random weights (seed 0)"
     lines = ["# Video: flicker with and without --video-smoothing", ""] if heading else []
-    rows = [
-        f"| {scene} | {found[f'{scene}_input']:.3f} | "
-        + " | ".join(f"{found[f'{scene}_{s}']:.3f} ({found[f'{scene}_rate_{s}']:.2f})"
-                     for s in video.VIDEO_SMOOTHING_CHOICES)
-        + " |"
-        for scene in FLICKER_SCENES
-    ]
     return "\n".join([
         *lines,
         f"Flicker: static-camera 640x360 clips of {found['flicker_frames']} frames (fresh "
@@ -369,12 +367,27 @@ def _flicker_markdown(found: dict[str, object], args: argparse.Namespace,
         "brackets frames/s end to end (model load excluded; a timing only on a quiet "
         "machine):",
         "",
-        "| clip | input | "
-        + " | ".join(f"--video-smoothing {s}" for s in video.VIDEO_SMOOTHING_CHOICES) + " |",
-        "|---|---|" + "---|" * len(video.VIDEO_SMOOTHING_CHOICES),
-        *rows,
+        *_smoothing_table(found, "", rates=True),
+        "",
+        "Its global part, the pulse: the mean absolute change of a frame's mean colour "
+        "between consecutive frames (8-bit levels):",
+        "",
+        *_smoothing_table(found, "pulse_", rates=False),
         "",
     ])
+
+
+def _smoothing_table(found: dict[str, object], measure: str, rates: bool) -> list[str]:
+    """A clip per row; the input's and each --video-smoothing's ``measure``."""
+    choices = video.VIDEO_SMOOTHING_CHOICES
+    rows = ["| clip | input | " + " | ".join(f"--video-smoothing {s}" for s in choices) + " |",
+            "|---|---|" + "---|" * len(choices)]
+    for scene in FLICKER_SCENES:
+        cells = [f"{found[f'{scene}_{measure}{s}']:.3f}"
+                 + (f" ({found[f'{scene}_rate_{s}']:.2f})" if rates else "") for s in choices]
+        rows.append(f"| {scene} | {found[f'{scene}_{measure}input']:.3f} | "
+                    + " | ".join(cells) + " |")
+    return rows
 
 
 if __name__ == "__main__":

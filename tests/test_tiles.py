@@ -93,18 +93,29 @@ def test_statistics_come_from_the_largest_size_that_fits_when_half_does_not() ->
     assert estimate_peak(w * h) - BASE_BYTES <= room
 
 
-@pytest.mark.parametrize("length", [257, 300, 401, 1000, 1003, 4000, 6000])
-@pytest.mark.parametrize("tile", [256, 300, 852])
+@pytest.mark.parametrize("length", [257, 300, 401, 1000, 1003, 2048, 4000, 6000])
+@pytest.mark.parametrize("tile", [256, 300, 852, 1024])
 def test_tiles_sit_on_the_4_pixel_grid_overlap_enough_and_cover_the_axis(length, tile) -> None:
-    origins = tiling.axis_origins(length, tile)
+    spans = tiling.axis_spans(length, tile)
+    assert [start for start, _ in spans] == tiling.axis_origins(length, tile)
     if length <= tile:
-        assert origins == [0]
+        assert spans == [(0, length)]
         return
-    assert origins[0] == 0 and all(o % 4 == 0 for o in origins)
-    ends = [o + tile for o in origins[:-1]] + [length]
-    assert 0 <= length - origins[-1] - tile <= 3  # the last one reaches the end
-    for i in range(1, len(origins)):
-        assert ends[i - 1] - origins[i] >= TILE_OVERLAP
+    assert spans[0][0] == 0 and spans[-1][1] == length
+    assert all(start % 4 == 0 for start, _ in spans)
+    pieces = {end - start for start, end in spans[:-1]}
+    assert len(pieces) == 1 and max(pieces) <= tile  # one tile shape (and the last's)
+    assert 0 <= (spans[-1][1] - spans[-1][0]) - max(pieces) <= 3
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert end - start >= TILE_OVERLAP
+
+
+def test_tiles_are_balanced_so_overlap_costs_no_more_than_it_must() -> None:
+    # 2048 px needs three tiles of at most 1024: three of 760 cover it (11% more pixels
+    # than the axis), not three of 1024 (50% more).
+    spans = tiling.axis_spans(2048, 1024)
+    assert len(spans) == 3 and {end - start for start, end in spans} == {760}
+    assert sum(end - start for start, end in tiling.axis_spans(1024, 768)) <= 1.12 * 1024
 
 
 def test_blend_weights_sum_to_one_everywhere() -> None:

@@ -136,6 +136,18 @@ def ir_is_cached(xml: Path) -> bool:
     return xml.exists() and xml.with_suffix(".bin").exists()
 
 
+def _save_ir(xml: Path, generator: Generator | None,
+             calibration: Callable[[], Sequence[torch.Tensor]] | None) -> None:
+    """A checkpoint's first run: its generator converted (quantized with ``calibration``:
+    int8) and saved as the IR every later run reads."""
+    if generator is None:
+        raise UsageError(f"no cached OpenVINO model {xml.name}, and no generator")
+    model = convert_generator(generator)
+    if calibration is not None:
+        model = quantize(model, calibration())
+    save_ir_atomic(model, xml)
+
+
 class OpenVINOEngine:
     """Runs the generator through OpenVINO's CPU plugin, compiled per input shape by default.
 
@@ -183,13 +195,7 @@ class OpenVINOEngine:
         self.core = shared_core()
         self.from_cache = ready is not None or ir_is_cached(xml)
         if not self.from_cache:
-            if generator is None:
-                raise UsageError(f"no cached OpenVINO model {xml.name}, and no generator")
-            model = convert_generator(generator)
-            if precision == "int8":
-                assert calibration is not None
-                model = quantize(model, calibration())
-            save_ir_atomic(model, xml)
+            _save_ir(xml, generator, calibration if precision == "int8" else None)
         # The saved IR, also on the first run: every run compiles the same model.
         self.model = ready.model if ready is not None else self.core.read_model(xml)
         # With several streams, the images of a batch run side by side, one per stream.

@@ -38,9 +38,9 @@ OFF, AUTO = "off", "auto"
 # Bytes per pixel of the whole model input held while its tiles run, besides the model:
 # its uint8 pixels, the float32 sum the tiles are blended into, the uint8 result, the
 # decoded image (RGB) the input came from, the tiles' crops waiting for their batch, and
-# the finished result and its encoding (RGB) at the end. Measured (benchmarks/tiles.py
-# memory): 24 MP at --max-memory 2G peaked at 2236 MiB when only the first five were
-# counted (24 bytes), the finishing and encoding at the end over the budget.
+# the finished result and its encoding at the end (Pillow holds RGB as 4 bytes). Measured
+# (benchmarks/tiles.py memory, VmHWM): 24 MP at --max-memory 2G peaks at 1815 MiB
+# (OpenVINO bf16) and 1775 MiB (torch fp32), the finishing adding ~90 MiB to the tiles'.
 TILED_IMAGE_BYTES_PER_PIXEL = 3 + 12 + 3 + 3 + 3 + 8
 
 
@@ -112,15 +112,29 @@ def _stats_size(height: int, width: int, room_pixels: float) -> tuple[int, int]:
 
 
 def axis_origins(length: int, tile: int) -> list[int]:
-    """Where tiles start along an axis of ``length``: multiples of 4, adjacent ones at most
-    ``tile - TILE_OVERLAP`` apart, the last one reaching the end (its tile up to 3 px
-    longer). One tile (at 0, as long as the axis) when the axis fits in one."""
+    """Where tiles start along an axis of ``length``: multiples of 4, adjacent ones
+    overlapping by at least ``TILE_OVERLAP``, the last one reaching the end (its tile up to
+    3 px longer). One tile (at 0, as long as the axis) when the axis fits in one."""
+    return [start for start, _ in axis_spans(length, tile)]
+
+
+def axis_spans(length: int, tile: int) -> list[tuple[int, int]]:
+    """The tiles along an axis as (start, end): as few as tiles of at most ``tile`` need,
+    each only as long as that count needs (balanced), so that overlap costs no more than
+    it must: 2048 px in tiles of at most 1024 is three tiles of 760, not three of 1024."""
     if length <= tile:
-        return [0]
-    stride = tile - TILE_OVERLAP
-    count = math.ceil((length - tile) / stride) + 1
-    last = (length - tile) // 4 * 4
-    return [i * last // (count - 1) // 4 * 4 for i in range(count)]
+        return [(0, length)]
+    count = math.ceil((length - tile) / (tile - TILE_OVERLAP)) + 1
+    piece = -(-(length + (count - 1) * TILE_OVERLAP) // count // 4 * -4)  # up to a multiple of 4
+    while True:
+        last = (length - piece) // 4 * 4
+        origins = [i * last // (count - 1) // 4 * 4 for i in range(count)]
+        if piece >= tile or all(origins[i] + piece - origins[i + 1] >= TILE_OVERLAP
+                                for i in range(count - 1)):
+            break
+        piece += 4  # the grid's rounding left a gap a little short
+    ends = [start + piece for start in origins[:-1]] + [length]
+    return list(zip(origins, ends))
 
 
 def _weights(start: int, end: int, rise: float, fall: float) -> np.ndarray:
@@ -191,11 +205,7 @@ class TiledImage:
 
 
 def _axis_tiles(length: int, tile: int) -> list[tuple[int, int, float, float]]:
-    origins = axis_origins(length, tile)
-    spans = []
-    for i, start in enumerate(origins):
-        end = length if i == len(origins) - 1 else start + tile
-        spans.append((start, end))
+    spans = axis_spans(length, tile)
     bands = []
     for i, (start, end) in enumerate(spans):
         rise = -math.inf if i == 0 else (start + spans[i - 1][1]) / 2 - TILE_BLEND / 2

@@ -104,9 +104,11 @@ class StatsGroupNorm(nn.GroupNorm):
         exchange.used.append(used)
         mean = used[:, 0].to(x.dtype).reshape(-1, 1, 1, 1)
         scale = torch.rsqrt(used[:, 1] + self.eps).to(x.dtype).reshape(-1, 1, 1, 1)
-        weight = self.weight.reshape(1, -1, 1, 1)
-        bias = self.bias.reshape(1, -1, 1, 1)
-        return (x - mean) * scale * weight + bias
+        # One new tensor, changed in place: (x - mean) * scale * weight + bias written out
+        # held three of x's size at once (+325 MiB for a 984 px tile in fp32).
+        out = x - mean
+        out.mul_(scale * self.weight.reshape(1, -1, 1, 1))
+        return out.add_(self.bias.reshape(1, -1, 1, 1))
 
 
 def norm_layers(generator: nn.Module) -> list[StatsGroupNorm]:
