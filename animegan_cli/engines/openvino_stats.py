@@ -8,7 +8,8 @@ Cached beside the plain IR (named ``...-stats[-grids]``), converted on the first
 ``run_stats`` that needs it; compiled per input shape (static shapes: a tile size is one
 compile) in its own small LRU, so plain runs never pay for it.
 
-Own statistics are asked for as mix 0 (the supplied zeros ignored), supplied ones as mix 1.
+Own statistics are asked for as mix 0 (the supplied zeros ignored); supplied ones without a
+mix (tiles) run on a third variant, ``-stats-fixed``, that has no mix and measures nothing.
 Kept apart from openvino_engine.py: that module only hands ``run_stats`` here.
 """
 
@@ -34,15 +35,19 @@ if TYPE_CHECKING:
 MAX_STATS_SHAPES = 8
 
 
-def stats_ir_path(plain_xml: Path, grids: bool) -> Path:
+def stats_ir_path(plain_xml: Path, grids: bool, fixed: bool = False) -> Path:
     """A stats variant's .xml, named after the plain IR's (same checkpoint, same OpenVINO)."""
-    return plain_xml.with_name(f"{plain_xml.stem}-stats{'-grids' if grids else ''}.xml")
+    variant = f"-stats{'-fixed' if fixed else ''}{'-grids' if grids else ''}"
+    return plain_xml.with_name(f"{plain_xml.stem}{variant}.xml")
 
 
-def convert_stats_generator(generator: Generator, grids: bool):  # -> openvino.Model
+def convert_stats_generator(generator: Generator, grids: bool,
+                            fixed: bool = False):  # -> openvino.Model
     """Trace StatsGenerator into an OpenVINO model with dynamic N/H/W: inputs the image, the
     statistics and the mix (with ``grids``, the two sampling grids too); outputs the styled
-    image and the statistics used."""
+    image and the statistics used. ``fixed``: no mix input, the statistics used as they are
+    (tiles): the graph then measures nothing of its own, which a mix of 1 still did (a
+    reduction per layer: tiles ran at a third of the plain IR's speed)."""
     import openvino as ov
     import torch
 
@@ -56,11 +61,15 @@ def convert_stats_generator(generator: Generator, grids: bool):  # -> openvino.M
             super().__init__()
             self.model = model
 
-        def forward(self, x, stats, mix, *grid):
+        def forward(self, x, stats, *rest):
+            mix, grid = (None, rest) if fixed else (rest[0], rest[1:])
             return self.model(x, stats, mix, tuple(grid) if grid else None)
 
-    example = [torch.zeros(1, 3, 64, 64), torch.zeros(1, layers, STATS_FIELDS), torch.zeros(1)]
-    shapes = [[-1, 3, -1, -1], [-1, layers, STATS_FIELDS], [-1]]
+    example = [torch.zeros(1, 3, 64, 64), torch.zeros(1, layers, STATS_FIELDS)]
+    shapes = [[-1, 3, -1, -1], [-1, layers, STATS_FIELDS]]
+    if not fixed:
+        example.append(torch.zeros(1))
+        shapes.append([-1])
     if grids:
         example += [torch.zeros(1, 32, 32, 2), torch.zeros(1, 64, 64, 2)]
         shapes += [[-1, -1, -1, 2], [-1, -1, -1, 2]]
@@ -86,34 +95,35 @@ class StatsRunner:
         self.config = config
         self.save_ir = save_ir
         self.layers = 0  # the normalisations, read from the first IR's statistics input
-        self.models: dict[bool, Any] = {}  # grids or not -> openvino.Model
-        self.compiled: OrderedDict[tuple[bool, tuple[int, ...]], Any] = OrderedDict()
+        self.models: dict[tuple[bool, bool], Any] = {}  # (grids, fixed) -> openvino.Model
+        self.compiled: OrderedDict[tuple[bool, bool, tuple[int, ...]], Any] = OrderedDict()
         self.compile_seconds = 0.0
 
-    def _model(self, grids: bool):  # -> openvino.Model
-        if grids not in self.models:
-            xml = stats_ir_path(self.plain_xml, grids)
+    def _model(self, grids: bool, fixed: bool):  # -> openvino.Model
+        if (grids, fixed) not in self.models:
+            xml = stats_ir_path(self.plain_xml, grids, fixed)
             if not (xml.exists() and xml.with_suffix(".bin").exists()):  # .xml placed last
-                self.save_ir(convert_stats_generator(self.generator(), grids), xml)
+                self.save_ir(convert_stats_generator(self.generator(), grids, fixed), xml)
             model = self.core.read_model(xml)
             self.layers = model.inputs[1].get_partial_shape()[1].get_length()
-            self.models[grids] = model
-        return self.models[grids]
+            self.models[grids, fixed] = model
+        return self.models[grids, fixed]
 
-    def _request(self, shape: tuple[int, ...], grids: bool):  # -> openvino.InferRequest
+    def _request(self, shape: tuple[int, ...], grids: bool,
+                 fixed: bool):  # -> openvino.InferRequest
         import openvino as ov
 
         from animegan_cli.model.norm_stats import STATS_FIELDS
 
-        key = (grids, shape)
+        key = (grids, fixed, shape)
         found = self.compiled.get(key)
         if found is not None:
             self.compiled.move_to_end(key)
             return found
         started = time.perf_counter()
-        shaped = self._model(grids).clone()
+        shaped = self._model(grids, fixed).clone()
         n, _, h, w = shape
-        shapes = [list(shape), [n, self.layers, STATS_FIELDS], [n]]
+        shapes = [list(shape), [n, self.layers, STATS_FIELDS], *([] if fixed else [[n]])]
         if grids:
             shapes += [[n, h // 2, w // 2, 2], [n, h, w, 2]]
         shaped.reshape({port: ov.PartialShape(s) for port, s in zip(shaped.inputs, shapes)})
@@ -138,14 +148,15 @@ class StatsRunner:
 
         x = to_model_input(torch.as_tensor(batch), torch.float32).numpy()
         n = len(x)
-        self._model(grids is not None)  # read (or converted) first: it says the layers
+        fixed = stats is not None and mix is None  # tiles: statistics used as they are
+        self._model(grids is not None, fixed)  # read (or converted) first: it says the layers
         if stats is None:
             supplied = np.zeros((n, self.layers, STATS_FIELDS), np.float32)
-            blend = np.zeros(n, np.float32)
+            blend = [np.zeros(n, np.float32)]
         else:
             supplied = as_stats(stats, n, self.layers)
-            blend = as_mix(1.0 if mix is None else mix, n)
-        inputs = [x, supplied, blend, *(grids or ())]
-        result = self._request(tuple(x.shape), grids is not None).infer(inputs)
+            blend = [] if fixed else [as_mix(mix, n)]
+        inputs = [x, supplied, *blend, *(grids or ())]
+        result = self._request(tuple(x.shape), grids is not None, fixed).infer(inputs)
         y, used = (np.asarray(v) for v in result.values())
         return to_pixels(torch.from_numpy(y)), used.astype(np.float32)
