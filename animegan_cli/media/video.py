@@ -338,6 +338,17 @@ def encoder_bytes(width: int, height: int, lean: bool = False) -> int:
     return per_pixel * width * height
 
 
+# The decoder's side per frame pixel: its reference frames (H.264 keeps up to 16; 8 in
+# yuv420p are 12 bytes a pixel) and the decoded RGB frames waiting for their batch. A 4K
+# clip at --max-memory 2G peaked at 2057 MiB while only the encoder was counted.
+DECODER_BYTES_PER_PIXEL = 12
+
+
+def codec_bytes(width: int, height: int, lean: bool = False) -> int:
+    """What the decoder and the encoder hold together for frames of ``width`` x ``height``."""
+    return encoder_bytes(width, height, lean) + DECODER_BYTES_PER_PIXEL * width * height
+
+
 @dataclass
 class Transcoded:
     """What encoding one clip did: frames written, their span, and anything to say."""

@@ -78,13 +78,13 @@ class TilePlanner:
 
     def _frame_plan(self, width: int, height: int) -> tiling.TilePlan | None:
         """Tiles for a clip's frames where a frame does not fit whole (as an image, so a
-        clip styled whole before stays so), sized for what the encoder leaves: it holds
-        frames of its own (media/video.py), and a tiled clip is encoded lean."""
+        clip styled whole before stays so), sized for what the codecs leave: they hold
+        frames of their own (media/video.py), and a tiled clip is encoded lean."""
         whole = tiling.plan_tiles(width, height, self.tile, self.budget, self.precision,
                                   self.align_corners)
         if whole is None:
             return None
-        room = self.budget - video.encoder_bytes(width, height, lean=True)
+        room = self.budget - video.codec_bytes(width, height, lean=True)
         return tiling.plan_tiles(width, height, self.tile, room, self.precision,
                                  self.align_corners)
 
