@@ -60,13 +60,18 @@ def make_clip(path: Path, frames: int = 6, width: int = 48, height: int = 32, *,
             pts += 6000 if vfr and i % 3 == 2 else 3000
         out.mux(stream.encode())
         if sound is not None:
-            for i in range(math.ceil(pts / 90000 * 44100 / 1024)):
-                tone = np.sin(np.arange(i * 1024, (i + 1) * 1024) * 0.05).astype(np.float32)
-                frame = av.AudioFrame.from_ndarray(tone[None], format="fltp", layout="mono")
-                frame.sample_rate, frame.pts = 44100, i * 1024
-                out.mux(sound.encode(frame))
-            out.mux(sound.encode())
+            mux_tone(out, sound, math.ceil(pts / 90000 * 44100 / 1024))
     return path
+
+
+def mux_tone(out, sound, packets: int) -> None:  # a PyAV output container, its audio stream
+    """``packets`` frames of 1024 samples of a sine tone at 44.1 kHz, encoded and muxed."""
+    for i in range(packets):
+        tone = np.sin(np.arange(i * 1024, (i + 1) * 1024) * 0.05).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(tone[None], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 44100, i * 1024
+        out.mux(sound.encode(frame))
+    out.mux(sound.encode())
 
 
 # Text encoders need an ASS header, even for SubRip (FFmpeg converts through ASS).

@@ -15,7 +15,7 @@ from animegan_cli.pipeline.convert import ConvertOptions, convert
 from animegan_cli.records.manifest import find_provenance
 from animegan_cli.runners.clip_smoothing import CUT_DISTANCE, cut_distance, thumbnail
 from tests.conftest import photo_like
-from tests.test_video import audio_packets, decoded_frames, video_pts
+from tests.test_video import audio_packets, decoded_frames, mux_tone, video_pts
 
 av = pytest.importorskip("av")
 TIME_BASE = Fraction(1, 90000)
@@ -46,12 +46,7 @@ def make_static_clip(path: Path, frames: int = 16, width: int = 64, height: int 
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
         if sound is not None:
-            for i in range(frames * 44100 // 30 // 1024):
-                tone = np.sin(np.arange(i * 1024, (i + 1) * 1024) * 0.05).astype(np.float32)
-                frame = av.AudioFrame.from_ndarray(tone[None], format="fltp", layout="mono")
-                frame.sample_rate, frame.pts = 44100, i * 1024
-                out.mux(sound.encode(frame))
-            out.mux(sound.encode())
+            mux_tone(out, sound, frames * 44100 // 30 // 1024)
     return path
 
 

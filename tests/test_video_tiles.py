@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from animegan_cli.cli.app import main
 from animegan_cli.engines import tiling
 from animegan_cli.pipeline.resources import parse_size
 from animegan_cli.records.manifest import find_provenance
+from tests.test_tiles import convert
 from tests.test_video import decoded_frames, make_clip, psnr, video_pts
 
 av = pytest.importorskip("av")
-
-
-def convert(args: list[str]) -> tuple[int, list[dict]]:
-    result = CliRunner().invoke(main, ["convert", *args, "--json"])
-    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    return result.exit_code, lines
 
 
 @pytest.mark.slow
