@@ -125,7 +125,12 @@ def axis_spans(length: int, tile: int) -> list[tuple[int, int]]:
     if length <= tile:
         return [(0, length)]
     count = math.ceil((length - tile) / (tile - TILE_OVERLAP)) + 1
-    piece = -(-(length + (count - 1) * TILE_OVERLAP) // count // 4 * -4)  # up to a multiple of 4
+    # The shortest tile the count could do with: the origins' gaps add up to the last one's
+    # (up to 3 px short of length - piece), so the widest gap is at least their mean, and a
+    # tile must reach TILE_OVERLAP past it. From there up in steps of 4, to the first whose
+    # gaps (floored to the grid) all hold.
+    least = length - 3 + (count - 1) * TILE_OVERLAP
+    piece = -(-least // (4 * count)) * 4  # rounded up to a multiple of 4
     while True:
         last = (length - piece) // 4 * 4
         origins = [i * last // (count - 1) // 4 * 4 for i in range(count)]
