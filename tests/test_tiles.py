@@ -97,7 +97,6 @@ def test_statistics_come_from_the_largest_size_that_fits_when_half_does_not() ->
 @pytest.mark.parametrize("tile", [256, 300, 852, 1024])
 def test_tiles_sit_on_the_4_pixel_grid_overlap_enough_and_cover_the_axis(length, tile) -> None:
     spans = tiling.axis_spans(length, tile)
-    assert [start for start, _ in spans] == tiling.axis_origins(length, tile)
     if length <= tile:
         assert spans == [(0, length)]
         return

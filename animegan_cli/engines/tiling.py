@@ -111,17 +111,13 @@ def _stats_size(height: int, width: int, room_pixels: float) -> tuple[int, int]:
     return (max(MIN_TILE // 4, round(height * scale)), max(MIN_TILE // 4, round(width * scale)))
 
 
-def axis_origins(length: int, tile: int) -> list[int]:
-    """Where tiles start along an axis of ``length``: multiples of 4, adjacent ones
-    overlapping by at least ``TILE_OVERLAP``, the last one reaching the end (its tile up to
-    3 px longer). One tile (at 0, as long as the axis) when the axis fits in one."""
-    return [start for start, _ in axis_spans(length, tile)]
-
-
 def axis_spans(length: int, tile: int) -> list[tuple[int, int]]:
     """The tiles along an axis as (start, end): as few as tiles of at most ``tile`` need,
     each only as long as that count needs (balanced), so that overlap costs no more than
-    it must: 2048 px in tiles of at most 1024 is three tiles of 760, not three of 1024."""
+    it must: 2048 px in tiles of at most 1024 is three tiles of 760, not three of 1024.
+    Starts are multiples of 4, adjacent tiles overlap by at least ``TILE_OVERLAP``, and the
+    last one reaches the end (up to 3 px longer than the others). One tile, as long as the
+    axis, when the axis fits in one."""
     if length <= tile:
         return [(0, length)]
     count = math.ceil((length - tile) / (tile - TILE_OVERLAP)) + 1
