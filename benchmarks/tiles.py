@@ -76,19 +76,12 @@ def header(args: argparse.Namespace, what: str) -> list[str]:
 
 
 def cpu_name() -> str:
-    """The CPU's model name and its bf16/AMX units, from /proc/cpuinfo."""
-    import platform
+    """The CPU as `animegan info` names it, with its bf16/AMX units and cores."""
+    from animegan_cli.engines.base import cpu_flags
+    from animegan_cli.tools.system import cpu_model
 
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.machine()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                 if line.startswith("model name")), platform.machine())
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
-                  if line.startswith("flags")), [])
-    units = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name} ({', '.join(units) or 'no bf16 units'}, {os.cpu_count()} cores)"
+    units = [f for f in ("avx512_bf16", "amx_bf16") if f in cpu_flags()]
+    return f"{cpu_model()} ({', '.join(units) or 'no bf16 units'}, {os.cpu_count()} cores)"
 
 
 def speed(args: argparse.Namespace) -> None:
